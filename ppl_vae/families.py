@@ -1,0 +1,363 @@
+"""Posterior, prior and likelihood families, written once for both backends.
+
+A family is a small frozen dataclass that imports no array library. It knows
+
+* which latent sample sites it creates and how they combine into the code ``z``;
+* how raw network outputs map to distribution parameters (every scale is
+  ``softplus(h) + floor``, Shu 2018, so no variance can collapse to zero);
+* the initial values of the parameters it owns (NumPy, so both backends start equal);
+* whether a closed-form KL against a given prior exists.
+
+Distributions are built through ``ops``, a namespace each backend supplies
+(``ops.dist`` is ``pyro.distributions`` or ``numpyro.distributions``; the two share
+the names used here). Hence the math below runs unchanged under torch and JAX.
+
+Site names, identical on both backends:
+
+========  ===================================================================
+``z``     the latent code (Gaussian, Laplace and encoder-free posteriors)
+``gate``  masked codes: per-dimension gate m in {0, 1} (or (0, 1) when relaxed)
+``slab``  masked codes: the value s; the code is ``z = gate * slab``
+``x``     the observation
+========  ===================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+INV_SOFTPLUS_ONE = math.log(math.expm1(1.0))
+"""softplus⁻¹(1): raw value at which a ``softplus`` scale starts at 1."""
+
+
+def positive(ops: Any, raw: Any, floor: float) -> Any:
+    """Map an unconstrained value to a scale: ``softplus(raw) + floor``."""
+    return ops.softplus(raw) + floor
+
+
+def laplace_kl(ops: Any, loc_q: Any, scale_q: Any, loc_p: Any, scale_p: Any) -> Any:
+    r"""Closed-form KL(Laplace(μ₁, b₁) ‖ Laplace(μ₂, b₂)), elementwise.
+
+    .. math:: \log\frac{b_2}{b_1} + \frac{|μ_1-μ_2|}{b_2}
+              + \frac{b_1}{b_2} e^{-|μ_1-μ_2|/b_1} - 1
+
+    NumPyro has no rule for this pair (torch has); the NumPyro backend registers it.
+    """
+    d = ops.abs(loc_q - loc_p)
+    return ops.log(scale_p / scale_q) + d / scale_p + scale_q / scale_p * ops.exp(-d / scale_q) - 1
+
+
+# --------------------------------------------------------------------------- posteriors
+
+
+@dataclass(frozen=True)
+class GaussianPosterior:
+    r"""q(z | x) = N(z; μ(x), diag σ(x)²), reparameterized (Kingma & Welling 2014)."""
+
+    name: ClassVar[str] = "gaussian"
+    sites: ClassVar[tuple[str, ...]] = ("z",)
+    amortized: ClassVar[bool] = True
+
+    def encoder_size(self, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
+        loc, raw = ops.split(h, 2)
+        return {"z": ops.dist.Normal(loc, positive(ops, raw, floor)).to_event(1)}
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["z"]
+
+
+@dataclass(frozen=True)
+class LaplacePosterior:
+    r"""q(z | x) = ∏ Laplace(z_i; μ_i(x), b_i(x)), reparameterized by inverse CDF."""
+
+    name: ClassVar[str] = "laplace"
+    sites: ClassVar[tuple[str, ...]] = ("z",)
+    amortized: ClassVar[bool] = True
+
+    def encoder_size(self, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
+        loc, raw = ops.split(h, 2)
+        return {"z": ops.dist.Laplace(loc, positive(ops, raw, floor)).to_event(1)}
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["z"]
+
+
+@dataclass(frozen=True)
+class MaskedPosterior:
+    r"""Masked (spike-and-slab) code ``z = m ⊙ s``.
+
+    q(m | x) = Bernoulli(π(x)) — score-function gradients — or, with ``gate="relaxed"``,
+    RelaxedBernoulli(τ, π(x)) (Maddison et al. 2017; Jang et al. 2017), reparameterized.
+    q(s | x) is a diagonal Gaussian or Laplace slab. The model's gate prior is
+    Bernoulli(α) (relaxed with the same τ when the gate is relaxed), and the slab prior is
+    the spec's prior family.
+    """
+
+    name: ClassVar[str] = "masked"
+    sites: ClassVar[tuple[str, ...]] = ("gate", "slab")
+    amortized: ClassVar[bool] = True
+    slab: str = "gaussian"
+    gate: str = "bernoulli"
+    temperature: float = 0.5
+    prior_gate: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_choice("slab", self.slab, ("gaussian", "laplace"))
+        _check_choice("gate", self.gate, ("bernoulli", "relaxed"))
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.prior_gate < 1:
+            raise ValueError(f"prior_gate must lie in (0, 1), got {self.prior_gate}")
+
+    def encoder_size(self, latent_dim: int) -> int:
+        return 3 * latent_dim
+
+    def gate_distribution(self, ops: Any, like: Any, *, logits: Any = None,
+                          probs: Any = None) -> Any:
+        if self.gate == "relaxed":
+            temperature = ops.full(like, (), self.temperature)
+            base = ops.dist.RelaxedBernoulli(temperature, logits=logits, probs=probs)
+        else:
+            base = ops.dist.Bernoulli(logits=logits, probs=probs)
+        return base.to_event(1)
+
+    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
+        loc, raw, gate_logits = ops.split(h, 3)
+        slab_cls = ops.dist.Normal if self.slab == "gaussian" else ops.dist.Laplace
+        return {
+            "gate": self.gate_distribution(ops, h, logits=gate_logits),
+            "slab": slab_cls(loc, positive(ops, raw, floor)).to_event(1),
+        }
+
+    def gate_prior(self, ops: Any, like: Any, latent_dim: int) -> Any:
+        return self.gate_distribution(ops, like,
+                                      probs=ops.full(like, (latent_dim,), self.prior_gate))
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["gate"] * latents["slab"]
+
+
+@dataclass(frozen=True)
+class NoEncoderPosterior:
+    r"""No encoder: per-datapoint codes stored as parameters (latent optimization).
+
+    ``codes="point"``: q(z_n) = δ(z - c_n), so the objective is log p(x_n, c_n), as in
+    GLO (Bojanowski et al. 2018). ``codes="gaussian"``: q(z_n) = N(c_n, diag s_n²), the
+    non-amortized mean-field posterior. The model and guide receive datapoint indices.
+    """
+
+    name: ClassVar[str] = "none"
+    sites: ClassVar[tuple[str, ...]] = ("z",)
+    amortized: ClassVar[bool] = False
+    codes: str = "gaussian"
+    init_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_choice("codes", self.codes, ("point", "gaussian"))
+        if not self.init_scale > 0:
+            raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
+
+    def init_params(self, latent_dim: int, num_data: int, rng: np.random.Generator) -> dict:
+        params = {"codes.loc": rng.normal(0.0, self.init_scale, (num_data, latent_dim))}
+        if self.codes == "gaussian":
+            raw = np.log(np.expm1(self.init_scale))
+            params["codes.scale_raw"] = np.full((num_data, latent_dim), raw)
+        return params
+
+    def distributions(self, ops: Any, params: dict[str, Any], idx: Any, floor: float) -> dict:
+        loc = params["codes.loc"][idx]
+        if self.codes == "point":
+            return {"z": ops.dist.Delta(loc, event_dim=1)}
+        scale = positive(ops, params["codes.scale_raw"][idx], floor)
+        return {"z": ops.dist.Normal(loc, scale).to_event(1)}
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["z"]
+
+
+# --------------------------------------------------------------------------- priors
+
+
+@dataclass(frozen=True)
+class StandardNormal:
+    """p(z) = N(0, I)."""
+
+    name: ClassVar[str] = "standard-normal"
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        return ops.dist.Normal(ops.full(like, (latent_dim,), 0.0),
+                               ops.full(like, (latent_dim,), 1.0)).to_event(1)
+
+
+@dataclass(frozen=True)
+class StandardLaplace:
+    """p(z) = ∏ Laplace(z_i; 0, 1)."""
+
+    name: ClassVar[str] = "standard-laplace"
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        return ops.dist.Laplace(ops.full(like, (latent_dim,), 0.0),
+                                ops.full(like, (latent_dim,), 1.0)).to_event(1)
+
+
+def _learned_loc_scale(latent_dim: int) -> dict[str, np.ndarray]:
+    return {"prior.loc": np.zeros(latent_dim),
+            "prior.scale_raw": np.full(latent_dim, INV_SOFTPLUS_ONE)}
+
+
+@dataclass(frozen=True)
+class LearnedNormal:
+    """p(z) = N(μ, diag σ²) with learned μ and σ = softplus(ρ) + floor (starts at N(0, I))."""
+
+    name: ClassVar[str] = "learned-normal"
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return _learned_loc_scale(latent_dim)
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        scale = positive(ops, params["prior.scale_raw"], floor)
+        return ops.dist.Normal(params["prior.loc"], scale).to_event(1)
+
+
+@dataclass(frozen=True)
+class LearnedLaplace:
+    """p(z) = ∏ Laplace(z_i; μ_i, b_i) with learned μ and b = softplus(ρ) + floor."""
+
+    name: ClassVar[str] = "learned-laplace"
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return _learned_loc_scale(latent_dim)
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        scale = positive(ops, params["prior.scale_raw"], floor)
+        return ops.dist.Laplace(params["prior.loc"], scale).to_event(1)
+
+
+@dataclass(frozen=True)
+class MixtureOfGaussians:
+    r"""p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), all learned; means start at N(0, I) draws."""
+
+    name: ClassVar[str] = "mixture"
+    components: int = 10
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.components, int) and self.components >= 1):
+            raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        k = self.components
+        return {"prior.logits": np.zeros(k),
+                "prior.locs": rng.normal(size=(k, latent_dim)),
+                "prior.scales_raw": np.full((k, latent_dim), INV_SOFTPLUS_ONE)}
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        scales = positive(ops, params["prior.scales_raw"], floor)
+        components = ops.dist.Normal(params["prior.locs"], scales).to_event(1)
+        return ops.dist.MixtureSameFamily(ops.dist.Categorical(logits=params["prior.logits"]),
+                                          components)
+
+
+# --------------------------------------------------------------------------- likelihoods
+
+
+@dataclass(frozen=True)
+class Bernoulli:
+    """p(x | z) = ∏ Bernoulli(x_d; sigmoid(f(z)_d)); data must be binary."""
+
+    name: ClassVar[str] = "bernoulli"
+
+    def init_params(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def distribution(self, ops: Any, params: dict, out: Any, floor: float) -> Any:
+        return ops.dist.Bernoulli(logits=out).to_event(1)
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """p(x | z) = N(x; f(z), σ² I) with a fixed σ (``scale = 0.1``) or a learned one
+    (``scale = "learned"``: σ = softplus(ρ) + min_scale, one global value)."""
+
+    name: ClassVar[str] = "gaussian"
+    scale: float | str = "learned"
+    min_scale: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.scale != "learned" and not (isinstance(self.scale, int | float) and self.scale > 0):
+            raise ValueError(f"scale must be a positive number or 'learned', got {self.scale!r}")
+        if not self.min_scale > 0:
+            raise ValueError(f"min_scale must be > 0, got {self.min_scale}")
+
+    @property
+    def learned(self) -> bool:
+        return self.scale == "learned"
+
+    def init_params(self) -> dict[str, np.ndarray]:
+        return {"likelihood.scale_raw": np.array(INV_SOFTPLUS_ONE)} if self.learned else {}
+
+    def distribution(self, ops: Any, params: dict, out: Any, floor: float) -> Any:
+        if self.learned:
+            scale = positive(ops, params["likelihood.scale_raw"], self.min_scale)
+        else:
+            scale = ops.full(out, (), float(self.scale))
+        return ops.dist.Normal(out, scale).to_event(1)
+
+
+# --------------------------------------------------------------------------- tables and KL
+
+POSTERIORS: dict[str, type] = {
+    c.name: c for c in (GaussianPosterior, LaplacePosterior, MaskedPosterior, NoEncoderPosterior)
+}
+PRIORS: dict[str, type] = {
+    c.name: c
+    for c in (StandardNormal, StandardLaplace, LearnedNormal, LearnedLaplace, MixtureOfGaussians)
+}
+LIKELIHOODS: dict[str, type] = {c.name: c for c in (Bernoulli, Gaussian)}
+"""The one place where names in a TOML spec map to family types."""
+
+_CLOSED_FORM_KL: set[tuple[type, type]] = {
+    (GaussianPosterior, StandardNormal),
+    (GaussianPosterior, LearnedNormal),
+    (LaplacePosterior, StandardLaplace),
+    (LaplacePosterior, LearnedLaplace),
+}
+
+
+def has_closed_form_kl(posterior: Any, prior: Any) -> bool:
+    """Whether KL(q ‖ p) has a closed form registered on both backends."""
+    return (type(posterior), type(prior)) in _CLOSED_FORM_KL
+
+
+def closed_form_pairs() -> list[tuple[str, str]]:
+    """(posterior, prior) names with an analytic KL, for error messages and docs."""
+    return sorted((q.name, p.name) for q, p in _CLOSED_FORM_KL)
+
+
+def family_options(cls: type) -> tuple[str, ...]:
+    """The TOML keys a family accepts besides ``family``."""
+    return tuple(f.name for f in fields(cls))
+
+
+def _check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")

@@ -1,0 +1,80 @@
+"""Files a user keeps: atomic writes, parameters as safetensors, never pickle.
+
+Every write goes to a temporary file in the target's folder, is flushed and fsynced, then
+renamed over the target (``os.replace`` is atomic on POSIX), so a crash leaves either the
+old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+
+class CheckpointError(RuntimeError):
+    """A parameter or checkpoint file that is missing, corrupt or does not fit the model."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); the file is corrupt") from None
+
+
+def write_toml(path: str | Path, obj: dict[str, Any]) -> None:
+    atomic_write_text(path, tomli_w.dumps(obj))
+
+
+def save_arrays(path: str | Path, arrays: dict[str, Any],
+                metadata: dict[str, str] | None = None) -> None:
+    """Save named arrays as safetensors, atomically."""
+    contiguous = {name: np.ascontiguousarray(np.asarray(v)) for name, v in arrays.items()}
+    atomic_write_bytes(path, st_save(contiguous, metadata=metadata))
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Load named arrays from safetensors (no code is ever executed from the file)."""
+    path = Path(path)
+    try:
+        return st_load(path.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except (SafetensorError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); "
+                              "it is corrupt or was not written by ppl_vae") from None

@@ -1,0 +1,114 @@
+"""Build a VAE from a spec on either backend.
+
+>>> import ppl_vae.models
+>>> vae = ppl_vae.models.build("laplace_laplace", backend="numpyro")
+>>> svi = numpyro.infer.SVI(vae.model, vae.guide, optax.adam(1e-3), numpyro.infer.Trace_ELBO())
+
+``vae.model(x, idx=None, num_data=None)`` and ``vae.guide(...)`` are ordinary Pyro /
+NumPyro programs with a ``data`` plate (dim −1) over the minibatch. Site names on both
+backends: ``z`` (the code), ``gate`` and ``slab`` (masked codes; ``z`` is then a
+deterministic site), ``x`` (the observation). Parameter names (``encoder.0.weight``,
+``decoder.1.bias``, ``prior.loc``, ``likelihood.scale_raw``, ``codes.loc``, ...) are
+shared too, so ``numpyro_vae.set_params(pyro_vae.get_params())`` copies a model across.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ppl_vae import spec as spec_module
+from ppl_vae.estimators import AnalyticKL, get_estimator
+from ppl_vae.models._core import VAECore, init_params
+from ppl_vae.spec import ModelSpec, SpecError
+
+BACKENDS = ("pyro", "numpyro")
+
+__all__ = ["BACKENDS", "VAECore", "build", "init_params", "load_spec", "make_elbo",
+           "zoo_names"]
+
+
+def _zoo_dir() -> Path:
+    try:
+        return Path(str(resources.files("ppl_vae.zoo")))
+    except ModuleNotFoundError:  # a source checkout without an install: models/ at the top
+        return Path(__file__).resolve().parents[2] / "models"
+
+
+def zoo_names() -> list[str]:
+    """Names of the model specs shipped with ppl_vae (the ``models/`` folder)."""
+    return sorted(p.stem for p in _zoo_dir().glob("*.toml"))
+
+
+def load_spec(spec: ModelSpec | str | Path) -> ModelSpec:
+    """A spec from a :class:`ModelSpec`, a TOML path, or the name of a zoo model."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        return spec_module.load(path)
+    candidate = _zoo_dir() / f"{spec}.toml"
+    if candidate.exists():
+        return spec_module.load(candidate)
+    raise SpecError(f"{spec!r} is neither a spec file nor a zoo model; zoo models: "
+                    f"{', '.join(zoo_names())}")
+
+
+def build(spec: ModelSpec | str | Path, backend: str = "pyro", *, seed: int = 0,
+          num_data: int | None = None, dtype: str = "float32", device: str = "cpu",
+          score_function_sites: tuple[str, ...] = ()) -> Any:
+    """Build a VAE with ``.model`` and ``.guide`` for ``backend`` ("pyro" or "numpyro").
+
+    Parameters
+    ----------
+    spec : a ModelSpec, a path to a TOML spec, or a zoo name (see :func:`zoo_names`).
+    seed : seeds the initial weights; equal seeds give equal weights on both backends.
+    num_data : training-set size; required by encoder-free posteriors (one code per point).
+    dtype : "float32" or "float64".
+    device : Pyro only: "cpu", "cuda" or "auto" (NumPyro uses JAX's default device).
+    score_function_sites : latent sites whose gradients use the score function.
+    """
+    spec = load_spec(spec)
+    params = init_params(spec, seed=seed, num_data=num_data)
+    if backend == "pyro":
+        import torch
+
+        from ppl_vae.models.pyro_backend import PyroVAE
+
+        return PyroVAE(spec, params, dtype=getattr(torch, dtype), device=device,
+                       score_function_sites=score_function_sites)
+    if backend == "numpyro":
+        from ppl_vae.models.numpyro_backend import NumPyroVAE
+
+        if device not in ("cpu", "auto"):
+            raise ValueError("the NumPyro backend runs on JAX's default device; choose it with "
+                             "JAX_PLATFORMS (e.g. JAX_PLATFORMS=cuda) instead of device=")
+        return NumPyroVAE(spec, params, dtype=dtype, score_function_sites=score_function_sites)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
+              example_batch: Any = None, **example_kwargs: Any) -> tuple[Any, Any]:
+    """The backend ELBO for a named estimator and the guide to use with it.
+
+    Refuses ``analytic-kl`` unless the spec chose ``kl = "analytic"`` (so a missing closed
+    form never silently becomes Monte Carlo). On NumPyro, ``example_batch`` is used to trace
+    the guide once and pick an unbiased ELBO for non-reparameterized sites.
+    """
+    estimator = get_estimator(estimator)
+    if isinstance(estimator, AnalyticKL) and vae.spec.kl != "analytic":
+        raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
+                         f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")
+    if vae.backend == "pyro":
+        from ppl_vae.models.pyro_elbos import make_elbo as backend_make_elbo
+
+        return backend_make_elbo(estimator, vae.guide, num_particles)
+    from ppl_vae.models.numpyro_elbos import make_elbo as backend_make_elbo
+
+    if example_batch is None:
+        raise ValueError("on the NumPyro backend pass example_batch= (a minibatch) so the "
+                         "guide can be checked for non-reparameterized sites")
+    return backend_make_elbo(estimator, vae.guide, num_particles,
+                             example_args=(vae.as_tensor(example_batch),),
+                             example_kwargs=example_kwargs)

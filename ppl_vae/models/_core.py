@@ -1,0 +1,149 @@
+"""What a VAE computes, independent of the backend.
+
+:class:`VAECore` turns a spec and a parameter getter into the distributions of the model
+and the guide. The backends subclass it and add only what differs: parameter storage,
+the ``model`` / ``guide`` sample statements, random numbers and devices.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ppl_vae import families
+from ppl_vae.networks import apply_mlp, init_mlp
+from ppl_vae.spec import ModelSpec
+
+
+def init_params(spec: ModelSpec, *, seed: int = 0,
+                num_data: int | None = None) -> dict[str, np.ndarray]:
+    """Initial values (float64 NumPy) of every parameter of a VAE, keyed by flat name."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    if spec.posterior.amortized:
+        params |= init_mlp("encoder", spec.data_dim, spec.encoder,
+                           spec.posterior.encoder_size(spec.latent_dim), rng)
+    else:
+        if num_data is None:
+            raise ValueError("posterior family 'none' stores one code per datapoint: "
+                             "pass num_data=<size of the training set> to build()")
+        params |= spec.posterior.init_params(spec.latent_dim, num_data, rng)
+    params |= init_mlp("decoder", spec.latent_dim, spec.decoder, spec.data_dim, rng)
+    params |= spec.prior.init_params(spec.latent_dim, rng)
+    params |= spec.likelihood.init_params()
+    return params
+
+
+def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
+    """Raise if ``given`` does not have exactly the parameter names of ``own``."""
+    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
+    if missing or extra:
+        raise ValueError(f"parameter names do not match this model: missing {missing}, "
+                         f"unexpected {extra}")
+
+
+class VAECore(abc.ABC):
+    """Distributions of a VAE given ``self.param(name)``; see the backends for the rest.
+
+    Shapes: ``x`` is ``(..., B, D)``; latent values may carry extra leading particle
+    dimensions ``(K, B, d)``; every log-density returned is per datapoint, ``(..., B)``.
+    """
+
+    ops: ClassVar[Any]
+    backend: ClassVar[str]
+
+    def __init__(self, spec: ModelSpec, score_function_sites: tuple[str, ...] = ()) -> None:
+        unknown = set(score_function_sites) - set(spec.posterior.sites)
+        if unknown:
+            raise ValueError(f"score_function_sites {sorted(unknown)} are not latent sites of "
+                             f"this model; its sites are {list(spec.posterior.sites)}")
+        self.spec = spec
+        self.score_function_sites = tuple(score_function_sites)
+        rng = np.random.default_rng(0)
+        self._prior_param_names = tuple(spec.prior.init_params(spec.latent_dim, rng))
+        self._likelihood_param_names = tuple(spec.likelihood.init_params())
+
+    @abc.abstractmethod
+    def param(self, name: str) -> Any:
+        """The current value of a parameter, registered with the backend's SVI."""
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Latent sample sites, in guide order."""
+        return self.spec.posterior.sites
+
+    # -- distributions
+    def posterior(self, x: Any, idx: Any = None) -> dict[str, Any]:
+        """q(· | x) for each latent site; ``idx`` (datapoint indices) for encoder-free codes."""
+        spec, ops = self.spec, self.ops
+        if spec.posterior.amortized:
+            h = apply_mlp(ops, self.param, "encoder", spec.encoder, x)
+            dists = spec.posterior.distributions(ops, h, spec.scale_floor)
+        else:
+            if idx is None:
+                raise ValueError("this model has no encoder (posterior family 'none'): pass the "
+                                 "datapoint indices, e.g. model(x, idx=batch_indices)")
+            codes = {name: self.param(name) for name in self._code_param_names()}
+            dists = spec.posterior.distributions(ops, codes, idx, spec.scale_floor)
+        return {site: (ops.score_function(d) if site in self.score_function_sites else d)
+                for site, d in dists.items()}
+
+    def prior(self, like: Any) -> dict[str, Any]:
+        """p(·) for each latent site (broadcastable over the data plate)."""
+        spec, ops = self.spec, self.ops
+        params = {name: self.param(name) for name in self._prior_param_names}
+        value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor)
+        if isinstance(spec.posterior, families.MaskedPosterior):
+            return {"gate": spec.posterior.gate_prior(ops, like, spec.latent_dim), "slab": value}
+        return {"z": value}
+
+    def code(self, latents: dict[str, Any]) -> Any:
+        """The code z fed to the decoder (``gate * slab`` for masked codes)."""
+        return self.spec.posterior.code(latents)
+
+    def decoder_output(self, z: Any) -> Any:
+        """Decoder network output: Bernoulli logits or Gaussian means."""
+        return apply_mlp(self.ops, self.param, "decoder", self.spec.decoder, z)
+
+    def likelihood(self, z: Any) -> Any:
+        """p(x | z)."""
+        lik = self.spec.likelihood
+        params = {name: self.param(name) for name in self._likelihood_param_names}
+        return lik.distribution(self.ops, params, self.decoder_output(z), self.spec.scale_floor)
+
+    # -- per-datapoint log-densities
+    def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None) -> dict[str, Any]:
+        """log p(x | z), log p(z) and log q(z | x) per datapoint at the given latent values.
+
+        The Monte Carlo ELBO of one draw is ``log_likelihood + log_prior - log_q``
+        (a log importance weight).
+        """
+        q = self.posterior(x, idx)
+        p = self.prior(x)
+        return {
+            "log_likelihood": self.likelihood(self.code(latents)).log_prob(x),
+            "log_prior": sum(p[s].log_prob(latents[s]) for s in self.sites),
+            "log_q": sum(q[s].log_prob(latents[s]) for s in self.sites),
+        }
+
+    def kl(self, x: Any, idx: Any = None) -> Any:
+        """Closed-form KL(q(z | x) ‖ p(z)) per datapoint; only for specs with ``kl='analytic'``."""
+        if self.spec.kl != "analytic":
+            raise ValueError(f"spec {self.spec.name!r} has kl = {self.spec.kl!r}; the closed-form "
+                             "KL is used only when the spec says kl = 'analytic'")
+        q = self.posterior(x, idx)
+        p = self.prior(x)
+        return sum(self.ops.kl_divergence(q[s], p[s]) for s in self.sites)
+
+    def _code_param_names(self) -> list[str]:
+        return ["codes.loc"] + (["codes.scale_raw"] if self.spec.posterior.codes == "gaussian"
+                                else [])
+
+    def posterior_mean(self, x: Any, idx: Any = None) -> Any:
+        """E_q[z | x]; for masked codes P(gate on) times the slab's mean."""
+        q = self.posterior(x, idx)
+        if isinstance(self.spec.posterior, families.MaskedPosterior):
+            return self.ops.sigmoid(q["gate"].base_dist.logits) * q["slab"].mean
+        return q["z"].mean

@@ -1,0 +1,196 @@
+"""NumPyro backend: JAX arrays, ``numpyro.param`` / ``numpyro.sample`` model and guide.
+
+Parameters are ``numpyro.param`` sites with flat names (``decoder.0.weight``,
+``prior.loc``, ...), so ``svi.get_params(state)`` is directly a checkpointable dict with
+the same names the Pyro backend uses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as ndist
+from numpyro import handlers
+from numpyro.distributions.kl import kl_divergence
+from numpyro.primitives import Messenger
+
+from ppl_vae.families import laplace_kl
+from ppl_vae.models._core import VAECore, check_param_names
+from ppl_vae.spec import ModelSpec
+
+
+class JaxOps:
+    """The array operations the families use, in JAX."""
+
+    dist = ndist
+    softplus = staticmethod(jax.nn.softplus)
+    sigmoid = staticmethod(jax.nn.sigmoid)
+    abs = staticmethod(jnp.abs)
+    log = staticmethod(jnp.log)
+    exp = staticmethod(jnp.exp)
+    kl_divergence = staticmethod(kl_divergence)
+    activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
+                   "elu": jax.nn.elu}
+
+    @staticmethod
+    def linear(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
+        return x @ weight.T + bias
+
+    @staticmethod
+    def split(h: jax.Array, n: int) -> list[jax.Array]:
+        return jnp.split(h, n, axis=-1)
+
+    @staticmethod
+    def full(like: jax.Array, shape: tuple[int, ...], value: float) -> jax.Array:
+        return jnp.full(shape, value, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def score_function(d: Any) -> Any:
+        return mark_score_function(d)
+
+
+@kl_divergence.register(ndist.Laplace, ndist.Laplace)
+def _kl_laplace_laplace(p: ndist.Laplace, q: ndist.Laplace) -> jax.Array:
+    return laplace_kl(JaxOps, p.loc, p.scale, q.loc, q.scale)
+
+
+def mark_score_function(d: Any) -> Any:
+    """Mark a NumPyro distribution non-reparameterized (NumPyro has no ``has_rsample_``).
+
+    ELBOs that honour ``has_rsample`` (``TraceGraph_ELBO``) then stop the sample path's
+    gradient and add the score term. ``Trace_ELBO`` does not: see
+    :mod:`ppl_vae.models.numpyro_elbos`.
+    """
+    base = d
+    while isinstance(base, ndist.Independent | ndist.ExpandedDistribution):
+        base = base.base_dist
+    base.reparametrized_params = []
+    return d
+
+
+def has_non_reparameterized_sites(guide: Any, *args: Any, **kwargs: Any) -> bool:
+    """Whether one run of ``guide`` has a latent site without ``has_rsample``."""
+    with handlers.block(), handlers.seed(rng_seed=0):
+        tr = handlers.trace(guide).get_trace(*args, **kwargs)
+    return any(site["type"] == "sample" and not site["is_observed"]
+               and not site["fn"].has_rsample for site in tr.values())
+
+
+class NumPyroVAE(VAECore):
+    """A VAE whose ``model`` and ``guide`` are NumPyro programs.
+
+    Same call signature and site names as :class:`ppl_vae.models.pyro_backend.PyroVAE`.
+    ``self.params`` holds the current values; ``numpyro.param`` returns them outside
+    inference and the optimizer's values inside it.
+    """
+
+    ops = JaxOps
+    backend = "numpyro"
+
+    def __init__(self, spec: ModelSpec, params: dict[str, np.ndarray], *,
+                 dtype: str = "float32", score_function_sites: tuple[str, ...] = ()) -> None:
+        super().__init__(spec, score_function_sites)
+        if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ValueError("dtype='float64' on the NumPyro backend needs 64-bit JAX: call "
+                             "jax.config.update('jax_enable_x64', True) before building")
+        self.dtype = jnp.dtype(dtype)
+        self.params = {name: jnp.asarray(value, dtype=self.dtype) for name, value in params.items()}
+
+    # -- parameters
+    def param(self, name: str) -> jax.Array:
+        return numpyro.param(name, self.params[name])
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        """Every parameter as a NumPy array, keyed by flat name."""
+        return {name: np.asarray(value) for name, value in self.params.items()}
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Replace the values (the same names and shapes as :meth:`get_params`)."""
+        check_param_names(self.params, params)
+        new = {}
+        for name, value in params.items():
+            value = jnp.asarray(value, dtype=self.dtype)
+            if value.shape != self.params[name].shape:
+                raise ValueError(f"parameter {name!r} has shape {value.shape}, "
+                                 f"expected {self.params[name].shape}")
+            new[name] = value
+        self.params = new
+
+    def as_tensor(self, x: Any) -> jax.Array:
+        """Data as a JAX array of this VAE's dtype."""
+        return jnp.asarray(x, dtype=self.dtype)
+
+    # -- the NumPyro programs
+    def model(self, x: jax.Array, idx: jax.Array | None = None,
+              num_data: int | None = None) -> None:
+        with self._data_plate(x, idx, num_data):
+            latents = {site: numpyro.sample(site, d) for site, d in self.prior(x).items()}
+            z = self.code(latents)
+            if "z" not in latents:
+                numpyro.deterministic("z", z)
+            numpyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: jax.Array, idx: jax.Array | None = None,
+              num_data: int | None = None) -> None:
+        with self._data_plate(x, idx, num_data) as ind:
+            for site, d in self.posterior(x, ind).items():
+                numpyro.sample(site, d)
+
+    def _data_plate(self, x: jax.Array, idx: jax.Array | None, num_data: int | None):
+        batch = x.shape[-2]
+        idx = jnp.arange(batch) if idx is None else jnp.asarray(idx)
+        # NumPyro's plate draws its subsample when constructed; substituting fixes it to idx.
+        with handlers.substitute(data={"data": idx}):
+            return numpyro.plate("data", num_data or batch, subsample_size=batch, dim=-1)
+
+    # -- conveniences
+    def encode(self, x: Any, idx: Any = None) -> jax.Array:
+        """E_q[z | x]."""
+        return self.posterior_mean(self.as_tensor(x), None if idx is None else jnp.asarray(idx))
+
+    def decode(self, z: Any) -> jax.Array:
+        """E[x | z]: Bernoulli probabilities or Gaussian means."""
+        return self.likelihood(self.as_tensor(z)).mean
+
+    def reconstruct(self, x: Any, idx: Any = None) -> jax.Array:
+        """decode(encode(x))."""
+        return self.decode(self.encode(x, idx))
+
+    def sample(self, num_samples: int, seed: int = 0) -> jax.Array:
+        """Means E[x | z] of ``num_samples`` draws z ~ p(z)."""
+        like = jnp.zeros((), dtype=self.dtype)
+        prior = self.prior(like)
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(prior))
+        latents = {s: d.sample(k, (num_samples,)) for (s, d), k in zip(prior.items(), keys,
+                                                                          strict=True)}
+        return self.decode(self.code(latents))
+
+    def sample_latents(self, x: Any, num_samples: int, idx: Any = None,
+                       seed: int | jax.Array = 0) -> dict[str, jax.Array]:
+        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``."""
+        key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
+        q = self.posterior(self.as_tensor(x), None if idx is None else jnp.asarray(idx))
+        keys = jax.random.split(key, len(q))
+        return {s: d.sample(k, (num_samples,)) for (s, d), k in zip(q.items(), keys, strict=True)}
+
+
+class _ScoreFunction(Messenger):
+    def __init__(self, fn: Any, sites: tuple[str, ...] | None) -> None:
+        super().__init__(fn)
+        self.sites = sites
+
+    def process_message(self, msg: dict) -> None:
+        if (msg["type"] == "sample" and not msg["is_observed"]
+                and (self.sites is None or msg["name"] in self.sites)):
+            msg["fn"] = mark_score_function(msg["fn"])
+
+
+def score_function(fn: Any, sites: tuple[str, ...] | None = None) -> Any:
+    """Wrap a NumPyro program so its latent sites (all, or ``sites``) are marked
+    non-reparameterized. Use it with ``TraceGraph_ELBO``; ``Trace_ELBO`` would silently
+    keep a biased pathwise gradient (see :func:`ppl_vae.models.numpyro_elbos.make_elbo`)."""
+    return _ScoreFunction(fn, tuple(sites) if sites is not None else None)

@@ -1,0 +1,185 @@
+"""Pyro backend: torch tensors, Pyro's param store, ``pyro.sample`` model and guide.
+
+Parameters are ``torch.nn.Parameter`` objects owned by the VAE and registered in Pyro's
+param store under their flat names (``decoder.0.weight``, ``prior.loc``, ...), the same
+names the NumPyro backend and the checkpoints use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as pdist
+import torch
+import torch.nn.functional as F
+from pyro.poutine.messenger import Messenger
+
+from ppl_vae.models._core import VAECore, check_param_names
+from ppl_vae.spec import ModelSpec
+
+
+class TorchOps:
+    """The array operations the families use, in torch."""
+
+    dist = pdist
+    softplus = staticmethod(F.softplus)
+    sigmoid = staticmethod(torch.sigmoid)
+    linear = staticmethod(F.linear)
+    abs = staticmethod(torch.abs)
+    log = staticmethod(torch.log)
+    exp = staticmethod(torch.exp)
+    kl_divergence = staticmethod(torch.distributions.kl_divergence)
+    activations = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus, "elu": F.elu}
+
+    @staticmethod
+    def split(h: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+        return torch.chunk(h, n, dim=-1)
+
+    @staticmethod
+    def full(like: torch.Tensor, shape: tuple[int, ...], value: float) -> torch.Tensor:
+        return torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def score_function(d: Any) -> Any:
+        return d.has_rsample_(False)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when present; asking for CUDA without it is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device "
+                           f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+                           "use device='cpu' or 'auto', or install a CUDA build of torch")
+    return device
+
+
+class PyroVAE(VAECore):
+    """A VAE whose ``model`` and ``guide`` are Pyro programs.
+
+    ``model(x, idx=None, num_data=None)`` and ``guide(...)`` take a minibatch ``x`` of
+    shape ``(B, D)``, the datapoint indices ``idx`` (needed by encoder-free codes; they
+    also fix the plate's subsample) and the dataset size ``num_data`` (the plate scales
+    the minibatch by ``num_data / B``). Site names: see :mod:`ppl_vae.families`.
+    """
+
+    ops = TorchOps
+    backend = "pyro"
+
+    def __init__(self, spec: ModelSpec, params: dict[str, np.ndarray], *,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 score_function_sites: tuple[str, ...] = ()) -> None:
+        super().__init__(spec, score_function_sites)
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self._params = {name: torch.nn.Parameter(torch.as_tensor(value, dtype=dtype,
+                                                                 device=self.device))
+                        for name, value in params.items()}
+
+    # -- parameters
+    def param(self, name: str) -> torch.Tensor:
+        value = self._params[name]
+        store = pyro.get_param_store()
+        if name in store and store[name] is not value:
+            del store[name]  # a stale entry from another VAE: this VAE's tensors are the truth
+        return pyro.param(name, value)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self._params.values())
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        """Every parameter as a NumPy array, keyed by flat name."""
+        return {name: p.detach().cpu().numpy() for name, p in self._params.items()}
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Copy values in place (the same names and shapes as :meth:`get_params`)."""
+        check_param_names(self._params, params)
+        with torch.no_grad():
+            for name, value in params.items():
+                target = self._params[name]
+                value = torch.as_tensor(np.asarray(value))
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ValueError(f"parameter {name!r} has shape {tuple(value.shape)}, "
+                                     f"expected {tuple(target.shape)}")
+                target.copy_(value.to(dtype=target.dtype, device=target.device))
+
+    def as_tensor(self, x: Any) -> torch.Tensor:
+        """Data as a tensor of this VAE's dtype and device."""
+        return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
+                               dtype=self.dtype, device=self.device)
+
+    # -- the Pyro programs
+    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None,
+              num_data: int | None = None) -> None:
+        with self._data_plate(x, idx, num_data):
+            latents = {site: pyro.sample(site, d) for site, d in self.prior(x).items()}
+            z = self.code(latents)
+            if "z" not in latents:
+                pyro.deterministic("z", z, event_dim=1)
+            pyro.sample("x", self.likelihood(z), obs=x)
+
+    def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None,
+              num_data: int | None = None) -> None:
+        with self._data_plate(x, idx, num_data) as ind:
+            for site, d in self.posterior(x, ind).items():
+                pyro.sample(site, d)
+
+    def _data_plate(self, x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None):
+        batch = x.shape[-2]
+        if idx is None:
+            idx = torch.arange(batch, device=x.device)
+        return pyro.plate("data", num_data or batch, subsample=idx, dim=-1)
+
+    # -- conveniences (no gradients)
+    @torch.no_grad()
+    def encode(self, x: Any, idx: Any = None) -> torch.Tensor:
+        """E_q[z | x]."""
+        return self.posterior_mean(self.as_tensor(x), _as_index(idx, self.device))
+
+    @torch.no_grad()
+    def decode(self, z: Any) -> torch.Tensor:
+        """E[x | z]: Bernoulli probabilities or Gaussian means."""
+        return self.likelihood(self.as_tensor(z)).mean
+
+    def reconstruct(self, x: Any, idx: Any = None) -> torch.Tensor:
+        """decode(encode(x))."""
+        return self.decode(self.encode(x, idx))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
+        """Means E[x | z] of ``num_samples`` draws z ~ p(z)."""
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        like = torch.zeros((), dtype=self.dtype, device=self.device)
+        latents = {s: d.sample((num_samples,)) for s, d in self.prior(like).items()}
+        return self.decode(self.code(latents))
+
+    @torch.no_grad()
+    def sample_latents(self, x: Any, num_samples: int, idx: Any = None) -> dict[str, torch.Tensor]:
+        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``."""
+        q = self.posterior(self.as_tensor(x), _as_index(idx, self.device))
+        return {site: d.sample((num_samples,)) for site, d in q.items()}
+
+
+class _ScoreFunction(Messenger):
+    def __init__(self, sites: tuple[str, ...] | None) -> None:
+        super().__init__()
+        self.sites = sites
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if not msg["is_observed"] and (self.sites is None or msg["name"] in self.sites):
+            msg["fn"] = msg["fn"].has_rsample_(False)
+
+
+def score_function(fn: Any, sites: tuple[str, ...] | None = None) -> Any:
+    """Wrap a Pyro program so its latent sites (all, or ``sites``) use score-function
+    gradients: Pyro's ELBOs then differentiate log q, not the sample path (Williams 1992)."""
+    return _ScoreFunction(tuple(sites) if sites is not None else None)(fn)
+
+
+def _as_index(idx: Any, device: torch.device) -> torch.Tensor | None:
+    return None if idx is None else torch.as_tensor(np.asarray(idx), device=device)

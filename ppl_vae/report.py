@@ -1,0 +1,103 @@
+"""Reports: Markdown and HTML renderings of tidy tables and figures.
+
+Reports render what studies computed; they never recompute. A :class:`Report` collects
+headings, text, tables (pandas) and matplotlib figures, then writes ``NAME.md`` (figures
+as PNG files beside it) and a self-contained ``NAME.html`` (figures embedded as base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ppl_vae.io import atomic_write_bytes, atomic_write_text
+
+
+@dataclass
+class Report:
+    """An ordered list of blocks rendered to Markdown and HTML."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str) -> Report:
+        self.blocks.append(("heading", text))
+        return self
+
+    def text(self, text: str) -> Report:
+        self.blocks.append(("text", text))
+        return self
+
+    def table(self, df: pd.DataFrame, caption: str = "", floatfmt: str = ".4g") -> Report:
+        self.blocks.append(("table", (df, caption, floatfmt)))
+        return self
+
+    def figure(self, fig: Any, name: str, caption: str = "") -> Report:
+        """Add a matplotlib figure (rendered to PNG now, then closed)."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        self.blocks.append(("figure", (name, buf.getvalue(), caption)))
+        return self
+
+    def write(self, folder: str | Path, stem: str = "report") -> tuple[Path, Path]:
+        """Write ``stem.md``, ``stem.html`` and ``figures/*.png`` under ``folder``."""
+        folder = Path(folder)
+        md, body = [f"# {self.title}", ""], [f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                md += [f"## {value}", ""]
+                body.append(f"<h2>{html.escape(value)}</h2>")
+            elif kind == "text":
+                md += [value, ""]
+                body.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "table":
+                df, caption, fmt = value
+                md += ([f"*{caption}*", ""] if caption else []) + [
+                    df.to_markdown(index=False, floatfmt=fmt), ""]
+                body.append((f"<p><em>{html.escape(caption)}</em></p>" if caption else "")
+                            + df.to_html(index=False, float_format=lambda v, f=fmt: format(v, f),
+                                         border=0))
+            else:
+                name, png, caption = value
+                rel = f"figures/{stem}-{name}.png"
+                atomic_write_bytes(folder / rel, png)
+                md += [f"![{caption or name}]({rel})", ""] + ([f"*{caption}*", ""]
+                                                               if caption else [])
+                b64 = base64.b64encode(png).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{b64}" '
+                            f'alt="{html.escape(name)}"><figcaption>{html.escape(caption)}'
+                            "</figcaption></figure>")
+        md_path, html_path = folder / f"{stem}.md", folder / f"{stem}.html"
+        atomic_write_text(md_path, "\n".join(md))
+        atomic_write_text(html_path, _HTML.format(title=html.escape(self.title),
+                                                  body="\n".join(body)))
+        return md_path, html_path
+
+
+def machine_description() -> str:
+    """One line naming the machine, for reports that quote timings."""
+    import os
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}
+table{{border-collapse:collapse}}td,th{{padding:.2em .6em;border-bottom:1px solid #ddd;
+text-align:right}}img{{max-width:100%}}</style></head>
+<body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,240 @@
+"""``ModelSpec``: a frozen, validated description of a VAE, loadable from TOML.
+
+A spec file looks like::
+
+    name = "laplace_laplace"
+    latent_dim = 20
+    data_shape = [784]
+    kl = "analytic"                 # or "monte-carlo": an explicit choice, never a fallback
+
+    [posterior]
+    family = "laplace"              # gaussian | laplace | masked | none
+    [prior]
+    family = "learned-laplace"      # standard-normal | standard-laplace | learned-normal | ...
+    [likelihood]
+    family = "bernoulli"            # bernoulli | gaussian
+    [encoder]
+    hidden = [400]                  # [] means linear
+    [decoder]
+    hidden = [400]
+    [training]
+    estimator = "analytic-kl"
+
+Every error is a :class:`SpecError` naming the file, the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ppl_vae import families
+from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
+
+ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
+KL_CHOICES = ("analytic", "monte-carlo")
+
+
+class SpecError(ValueError):
+    """An invalid model spec; the message names the source, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """An MLP: ``hidden`` sizes between input and output (``()`` is a linear map)."""
+
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if not all(isinstance(h, int) and h >= 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a list of positive integers, got {list(self.hidden)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; "
+                             f"got {self.activation!r}")
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Defaults the ``ppl-vae train`` job uses unless overridden on the command line."""
+
+    estimator: str = "reparam"
+    num_particles: int = 1
+    num_steps: int = 2000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    dataset: str = "mnist5k"
+    binarization: str = "static"
+
+    def __post_init__(self) -> None:
+        for name in ("num_particles", "num_steps", "batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A VAE: latent size, families, networks and the KL choice.
+
+    Attributes
+    ----------
+    latent_dim : number of latent dimensions (≥ 1).
+    data_shape : shape of one datapoint, e.g. ``(784,)`` or ``(28, 28)``.
+    posterior, prior, likelihood : family instances from :mod:`ppl_vae.families`.
+    encoder, decoder : MLP specs; an encoder-free posterior (``none``) takes no encoder.
+    kl : ``"analytic"`` (closed form; the pair must have one) or ``"monte-carlo"``.
+    scale_floor : added after softplus to every scale the networks emit.
+    """
+
+    name: str
+    latent_dim: int
+    data_shape: tuple[int, ...]
+    posterior: Any
+    prior: Any
+    likelihood: Any
+    encoder: NetworkSpec | None = field(default_factory=NetworkSpec)
+    decoder: NetworkSpec = field(default_factory=NetworkSpec)
+    kl: str = "monte-carlo"
+    scale_floor: float = 1e-5
+    description: str = ""
+    training: TrainingDefaults = field(default_factory=TrainingDefaults)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_shape", tuple(self.data_shape))
+        if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
+            raise SpecError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
+        if not self.data_shape or not all(isinstance(d, int) and d >= 1 for d in self.data_shape):
+            raise SpecError(f"data_shape must be a list of positive integers, "
+                            f"got {list(self.data_shape)}")
+        for role, table in (("posterior", POSTERIORS), ("prior", PRIORS),
+                            ("likelihood", LIKELIHOODS)):
+            if type(getattr(self, role)) not in table.values():
+                raise SpecError(f"{role} must be one of the families {', '.join(table)}; "
+                                f"got {getattr(self, role)!r}")
+        if self.posterior.amortized and self.encoder is None:
+            raise SpecError(f"posterior family {self.posterior.name!r} needs an [encoder]")
+        if not self.posterior.amortized and self.encoder is not None:
+            raise SpecError("posterior family 'none' has no encoder: remove the [encoder] table")
+        if self.kl not in KL_CHOICES:
+            raise SpecError(f"kl must be one of {', '.join(KL_CHOICES)}; got {self.kl!r}")
+        if self.kl == "analytic" and not families.has_closed_form_kl(self.posterior, self.prior):
+            pairs = "; ".join(f"{q}/{p}" for q, p in families.closed_form_pairs())
+            raise SpecError(
+                f"kl = 'analytic' but KL({self.posterior.name} ‖ {self.prior.name}) has no "
+                f"closed form; set kl = 'monte-carlo' (pairs with a closed form: {pairs})")
+        if not self.scale_floor > 0:
+            raise SpecError(f"scale_floor must be > 0, got {self.scale_floor}")
+
+    @property
+    def data_dim(self) -> int:
+        """Number of values in one datapoint (the MLP input size)."""
+        return math.prod(self.data_shape)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML-shaped dict that :func:`from_dict` reads back to an equal spec."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description,
+                               "latent_dim": self.latent_dim, "data_shape": list(self.data_shape),
+                               "kl": self.kl, "scale_floor": self.scale_floor}
+        for role in ("posterior", "prior", "likelihood"):
+            fam = getattr(self, role)
+            out[role] = {"family": fam.name, **dataclasses.asdict(fam)}
+        for role in ("encoder", "decoder"):
+            net = getattr(self, role)
+            if net is not None:
+                out[role] = {"hidden": list(net.hidden), "activation": net.activation}
+        out["training"] = dataclasses.asdict(self.training)
+        return out
+
+
+_TOP_LEVEL = {"name", "description", "latent_dim", "data_shape", "kl", "scale_floor",
+              "posterior", "prior", "likelihood", "encoder", "decoder", "training"}
+_REQUIRED = ("name", "latent_dim", "data_shape", "posterior", "prior", "likelihood", "decoder")
+
+
+def from_dict(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
+    """Build a spec from a TOML-shaped dict; errors name ``source`` and the field."""
+    def fail(message: str) -> SpecError:
+        return SpecError(f"{source}: {message}")
+
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise fail(f"unknown field(s) {', '.join(unknown)}; "
+                           f"allowed: {', '.join(sorted(_TOP_LEVEL))}")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise fail(f"missing required field(s) {', '.join(missing)}")
+    try:
+        kwargs: dict[str, Any] = {k: raw[k] for k in
+                                  ("name", "description", "latent_dim", "data_shape", "kl",
+                                   "scale_floor") if k in raw}
+        kwargs["posterior"] = _family(raw["posterior"], "posterior", POSTERIORS, fail)
+        kwargs["prior"] = _family(raw["prior"], "prior", PRIORS, fail)
+        kwargs["likelihood"] = _family(raw["likelihood"], "likelihood", LIKELIHOODS, fail)
+        kwargs["encoder"] = _section(raw["encoder"], "encoder", NetworkSpec, fail) \
+            if "encoder" in raw else None
+        kwargs["decoder"] = _section(raw["decoder"], "decoder", NetworkSpec, fail)
+        if "training" in raw:
+            kwargs["training"] = _section(raw["training"], "training", TrainingDefaults, fail)
+        return ModelSpec(**kwargs)
+    except SpecError as err:
+        if str(err).startswith(source):
+            raise
+        raise fail(str(err)) from None
+
+
+def load(path: str | Path) -> ModelSpec:
+    """Read a spec from a TOML file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{path}: not valid TOML ({err})") from None
+    return from_dict(raw, source=str(path))
+
+
+def _family(raw: Any, role: str, table: dict[str, type], fail) -> Any:
+    if not isinstance(raw, dict) or "family" not in raw:
+        raise fail(f"[{role}] needs a 'family' key; allowed: {', '.join(table)}")
+    options = dict(raw)
+    name = options.pop("family")
+    if name not in table:
+        raise fail(f"[{role}] family = {name!r} is not a known {role} family; "
+                   f"allowed: {', '.join(table)}")
+    cls = table[name]
+    allowed = families.family_options(cls)
+    extra = sorted(set(options) - set(allowed))
+    if extra:
+        hint = f"allowed: {', '.join(allowed)}" if allowed else "it takes no options"
+        raise fail(f"[{role}] {', '.join(extra)} does not apply to family {name!r}; {hint}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise fail(f"[{role}] family {name!r}: {err}") from None
+
+
+def _section(raw: Any, role: str, cls: type, fail) -> Any:
+    if not isinstance(raw, dict):
+        raise fail(f"[{role}] must be a table")
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    extra = sorted(set(raw) - set(allowed))
+    if extra:
+        raise fail(f"[{role}] unknown field(s) {', '.join(extra)}; allowed: {', '.join(allowed)}")
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as err:
+        raise fail(f"[{role}] {err}") from None
