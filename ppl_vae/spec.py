@@ -194,17 +194,23 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         raise fail(str(err)) from None
 
 
+def loads(text: str, source: str = "<string>") -> ModelSpec:
+    """Read a spec from TOML text; ``source`` names it in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{source}: not valid TOML ({err})") from None
+    return from_dict(raw, source=source)
+
+
 def load(path: str | Path) -> ModelSpec:
     """Read a spec from a TOML file."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        text = path.read_text()
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{path}: not valid TOML ({err})") from None
-    return from_dict(raw, source=str(path))
+    return loads(text, source=str(path))
 
 
 def _family(raw: Any, role: str, table: dict[str, type], fail) -> Any:

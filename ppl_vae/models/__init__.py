@@ -15,6 +15,7 @@ shared too, so ``numpyro_vae.set_params(pyro_vae.get_params())`` copies a model 
 from __future__ import annotations
 
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,18 @@ __all__ = ["BACKENDS", "VAECore", "build", "init_params", "load_spec", "make_elb
            "zoo_names"]
 
 
-def _zoo_dir() -> Path:
+def _zoo_files() -> dict[str, Traversable]:
+    """The shipped spec files by model name (an installed package or a source checkout)."""
     try:
-        return Path(str(resources.files("ppl_vae.zoo")))
+        root: Traversable = resources.files("ppl_vae.zoo")
     except ModuleNotFoundError:  # a source checkout without an install: models/ at the top
-        return Path(__file__).resolve().parents[2] / "models"
+        root = Path(__file__).resolve().parents[2] / "models"
+    return {f.name.removesuffix(".toml"): f for f in root.iterdir() if f.name.endswith(".toml")}
 
 
 def zoo_names() -> list[str]:
     """Names of the model specs shipped with ppl_vae (the ``models/`` folder)."""
-    return sorted(p.stem for p in _zoo_dir().glob("*.toml"))
+    return sorted(_zoo_files())
 
 
 def load_spec(spec: ModelSpec | str | Path) -> ModelSpec:
@@ -48,11 +51,11 @@ def load_spec(spec: ModelSpec | str | Path) -> ModelSpec:
     path = Path(spec)
     if path.suffix == ".toml" or path.exists():
         return spec_module.load(path)
-    candidate = _zoo_dir() / f"{spec}.toml"
-    if candidate.exists():
-        return spec_module.load(candidate)
+    zoo = _zoo_files()
+    if spec in zoo:
+        return spec_module.loads(zoo[spec].read_text(), source=f"zoo model {spec!r}")
     raise SpecError(f"{spec!r} is neither a spec file nor a zoo model; zoo models: "
-                    f"{', '.join(zoo_names())}")
+                    f"{', '.join(sorted(zoo))}")
 
 
 def build(spec: ModelSpec | str | Path, backend: str = "pyro", *, seed: int = 0,

@@ -93,7 +93,7 @@ class PyroVAE(VAECore):
 
     def get_params(self) -> dict[str, np.ndarray]:
         """Every parameter as a NumPy array, keyed by flat name."""
-        return {name: p.detach().cpu().numpy() for name, p in self._params.items()}
+        return {name: p.detach().cpu().numpy().copy() for name, p in self._params.items()}
 
     def set_params(self, params: dict[str, Any]) -> None:
         """Copy values in place (the same names and shapes as :meth:`get_params`)."""

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (or $PPL_VAE_VENV) with ppl_vae and its test tools.
+# torch is pinned to 2.13.0 IN THE SAME pip command: on these machines that is the local CPU
+# build; an unpinned torch would pull a newer release with GBs of CUDA packages. On a GPU
+# machine, install your own CUDA build of torch first and drop the pin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${PPL_VAE_VENV:-.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q "torch==2.13.0" -e ".[test]"

@@ -1,0 +1,192 @@
+"""Both backends mean the same model: parity on copied weights, and SVI runs for every spec."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.handlers
+import optax
+import pyro
+import pyro.poutine
+import pytest
+import torch
+
+import ppl_vae.models
+from ppl_vae.spec import NetworkSpec
+
+RTOL = 1e-5  # the issue's parity tolerance; float64 agreement is ~1e-14 in practice
+ZOO = ppl_vae.models.zoo_names()
+B, K = 6, 3
+
+
+def small(spec):
+    """The zoo spec shrunk to 12 data dims and 3 latents (same families, same networks' shape)."""
+    encoder = None if spec.encoder is None else NetworkSpec(hidden=(7,) if spec.encoder.hidden
+                                                            else ())
+    decoder = NetworkSpec(hidden=(5,) if spec.decoder.hidden else ())
+    return spec.replace(data_shape=(12,), latent_dim=3, encoder=encoder, decoder=decoder)
+
+
+def data_for(spec, rng):
+    if spec.likelihood.name == "bernoulli":
+        return (rng.random((B, spec.data_dim)) < 0.4).astype(np.float64)
+    return rng.normal(size=(B, spec.data_dim))
+
+
+@pytest.fixture
+def pair(request):
+    """A float64 Pyro VAE and a NumPyro VAE with the Pyro one's weights, plus data and draws."""
+    with jax.enable_x64(True):
+        spec = small(ppl_vae.models.load_spec(request.param))
+        rng = np.random.default_rng(0)
+        pyro_vae = ppl_vae.models.build(spec, "pyro", dtype="float64", num_data=B, seed=1)
+        jax_vae = ppl_vae.models.build(spec, "numpyro", dtype="float64", num_data=B, seed=2)
+        params = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in pyro_vae.get_params().items()}
+        pyro_vae.set_params(params)
+        jax_vae.set_params(params)
+        x = data_for(spec, rng)
+        pyro.set_rng_seed(0)
+        latents = {k: v.numpy() for k, v in pyro_vae.sample_latents(x, K, idx=np.arange(B)).items()}
+        yield pyro_vae, jax_vae, x, latents
+
+
+@pytest.mark.parametrize("pair", ZOO, indirect=True)
+def test_backends_agree_on_log_densities_and_elbo(pair):
+    pyro_vae, jax_vae, x, latents = pair
+    idx = np.arange(B)
+    pt = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x),
+                                 {k: torch.as_tensor(v) for k, v in latents.items()},
+                                 torch.as_tensor(idx))
+    jt = jax_vae.log_prob_terms(jax_vae.as_tensor(x),
+                                {k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(idx))
+    terms = {k: (pt[k].detach().numpy(), np.asarray(jt[k])) for k in pt}
+    for name, (a, b) in terms.items():
+        assert a.shape == (K, B), name
+        np.testing.assert_allclose(a, b, rtol=RTOL, err_msg=name)
+    elbo = [t["log_likelihood"] + t["log_prior"] - t["log_q"] for t in (pt, jt)]
+    np.testing.assert_allclose(elbo[0].detach().numpy(), np.asarray(elbo[1]), rtol=RTOL)
+    assert np.all(np.isfinite(np.asarray(elbo[1])))
+    if pyro_vae.spec.kl == "analytic":
+        np.testing.assert_allclose(pyro_vae.kl(pyro_vae.as_tensor(x)).detach().numpy(),
+                                   np.asarray(jax_vae.kl(jax_vae.as_tensor(x))), rtol=RTOL)
+
+
+@pytest.mark.filterwarnings("ignore:Found non-auxiliary vars in guide")  # both sides conditioned
+@pytest.mark.parametrize("pair", ZOO, indirect=True)
+def test_library_trace_elbo_equals_the_summed_terms(pair):
+    """The model/guide programs themselves: Trace_ELBO of each library, with the guide fixed to
+    one draw, is −Σ_b (log p(x_b, z_b) − log q(z_b | x_b)) on both backends."""
+    pyro_vae, jax_vae, x, latents = pair
+    idx = np.arange(B)
+    one = {k: v[0] for k, v in latents.items()}
+    terms = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x),
+                                    {k: torch.as_tensor(v) for k, v in one.items()},
+                                    torch.as_tensor(idx))
+    expected = -float((terms["log_likelihood"] + terms["log_prior"] - terms["log_q"]).sum()
+                      .detach())
+
+    # Conditioning both programs on the draw: log_prob_sum still counts the fixed sites.
+    fixed = {k: torch.as_tensor(v) for k, v in one.items()}
+    pyro_loss = pyro.infer.Trace_ELBO().loss(pyro.poutine.condition(pyro_vae.model, fixed),
+                                             pyro.poutine.condition(pyro_vae.guide, fixed),
+                                             pyro_vae.as_tensor(x), torch.as_tensor(idx))
+    with jax.enable_x64(True):
+        jfixed = {k: jnp.asarray(v) for k, v in one.items()}
+        jax_loss = numpyro.infer.Trace_ELBO().loss(
+            jax.random.PRNGKey(0), {}, numpyro.handlers.condition(jax_vae.model, jfixed),
+            numpyro.handlers.condition(jax_vae.guide, jfixed), jax_vae.as_tensor(x),
+            jnp.asarray(idx))
+    np.testing.assert_allclose(pyro_loss, expected, rtol=RTOL)
+    np.testing.assert_allclose(float(jax_loss), expected, rtol=RTOL)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_data_plate_scales_minibatch_to_dataset_size(name):
+    """With num_data = N, the minibatch log-likelihood is scaled by N / B (unbiased ELBO)."""
+    spec = small(ppl_vae.models.load_spec(name))
+    vae = ppl_vae.models.build(spec, "numpyro", num_data=40)
+    x = jnp.asarray(data_for(spec, np.random.default_rng(0)), dtype=jnp.float32)
+    idx = jnp.arange(B) + 10
+    with numpyro.handlers.seed(rng_seed=0):
+        tr = numpyro.handlers.trace(vae.model).get_trace(x, idx, 40)
+    np.testing.assert_allclose(tr["x"]["scale"], 40 / B)
+    np.testing.assert_array_equal(tr["data"]["value"], idx)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_model_runs_two_svi_steps(name, backend):
+    spec = ppl_vae.models.load_spec(name)
+    rng = np.random.default_rng(0)
+    x = data_for(spec, rng).astype(np.float32)
+    idx = np.arange(B)
+    vae = ppl_vae.models.build(spec, backend, num_data=B)
+    before = vae.get_params()
+    estimator = spec.training.estimator
+    if backend == "pyro":
+        elbo, guide = ppl_vae.models.make_elbo(vae, estimator)
+        svi = pyro.infer.SVI(vae.model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
+        losses = [svi.step(vae.as_tensor(x), torch.as_tensor(idx), B) for _ in range(2)]
+    else:
+        elbo, guide = ppl_vae.models.make_elbo(vae, estimator, example_batch=x,
+                                               idx=jnp.asarray(idx))
+        svi = numpyro.infer.SVI(vae.model, guide, optax.adam(1e-2), elbo)
+        state = svi.init(jax.random.PRNGKey(0), vae.as_tensor(x), jnp.asarray(idx), B)
+        losses = []
+        for _ in range(2):
+            state, loss = svi.update(state, vae.as_tensor(x), jnp.asarray(idx), B)
+            losses.append(float(loss))
+        vae.set_params(svi.get_params(state))
+    assert np.all(np.isfinite(losses))
+    after = vae.get_params()
+    assert set(after) == set(before)
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_equal_seeds_give_equal_weights_across_backends(backend):
+    ref = ppl_vae.models.build("gaussian_gaussian", "pyro", seed=3).get_params()
+    other = ppl_vae.models.build("gaussian_gaussian", backend, seed=3).get_params()
+    for name in ref:
+        np.testing.assert_array_equal(ref[name], other[name])
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_encode_decode_sample_shapes(backend):
+    vae = ppl_vae.models.build("masked_relaxed_laplace", backend)
+    x = (np.random.default_rng(0).random((4, 784)) < 0.3).astype(np.float32)
+    assert tuple(vae.encode(x).shape) == (4, 20)
+    recon = np.asarray(vae.reconstruct(x))
+    assert recon.shape == (4, 784) and np.all((recon > 0) & (recon < 1))
+    assert tuple(vae.sample(5, seed=0).shape) == (5, 784)
+
+
+def test_encoder_free_model_needs_num_data_and_indices():
+    with pytest.raises(ValueError, match="num_data"):
+        ppl_vae.models.build("latent_laplace", "pyro")
+    vae = ppl_vae.models.build("latent_laplace", "numpyro", num_data=10)
+    with pytest.raises(ValueError, match="pass the datapoint indices"):
+        vae.encode(np.zeros((2, 784)))
+
+
+def test_bad_build_arguments():
+    with pytest.raises(ValueError, match="unknown backend 'tf'"):
+        ppl_vae.models.build("gaussian_gaussian", "tf")
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        ppl_vae.models.build("gaussian_gaussian", "numpyro", dtype="float64")
+    with pytest.raises(ValueError, match="score_function_sites"):
+        ppl_vae.models.build("gaussian_gaussian", "pyro", score_function_sites=("gate",))
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            ppl_vae.models.build("gaussian_gaussian", "pyro", device="cuda")
+    vae = ppl_vae.models.build("gaussian_gaussian", "pyro")
+    with pytest.raises(ValueError, match="missing"):
+        vae.set_params({"decoder.0.weight": np.zeros((400, 20))})
+
+
+def test_analytic_kl_estimator_refused_without_closed_form():
+    vae = ppl_vae.models.build("gaussian_laplace", "pyro")
+    with pytest.raises(ValueError, match="kl = 'monte-carlo'"):
+        ppl_vae.models.make_elbo(vae, "analytic-kl")
+    with pytest.raises(ValueError, match="unknown estimator 'bogus'"):
+        ppl_vae.models.make_elbo(vae, "bogus")

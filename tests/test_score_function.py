@@ -1,0 +1,168 @@
+"""Score-function sites on both backends: unbiased gradients against exact ones.
+
+Toy: z ~ N(0, 1), x | z ~ N(z, 1) observed at X, guide q(z) = N(μ, σ²). The ELBO is
+−log 2π − ½(μ² + σ²) − ½((X − μ)² + σ²) + ½ log(2πeσ²), so ∂/∂μ = X − 2μ, ∂/∂σ = 1/σ − 2σ.
+
+Gate toy (discrete): q(m) = Bernoulli(sigmoid θ), p(m) = Bernoulli(0.3), log p(x | m) = c·m;
+the ELBO is enumerated exactly over m ∈ {0, 1}.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as nd
+import pyro
+import pyro.distributions as pd
+import pytest
+import torch
+from scipy.special import expit
+
+from ppl_vae.models import numpyro_backend, numpyro_elbos, pyro_backend
+
+X, MU, SIGMA = 1.5, 0.3, 0.8
+EXACT = np.array([X - 2 * MU, 1 / SIGMA - 2 * SIGMA])
+THETA, C, ALPHA = 0.4, 1.7, 0.3
+N = 4000
+N_PYRO = 1500  # Pyro draws one gradient per Python call; the tolerance scales with 1/√N anyway
+Z_TOL = 4.5  # |mean − exact| < 4.5 standard errors: a false alarm has probability < 1e-5
+
+
+def exact_gate_gradient():
+    """d/dθ of Σ_m q(m) [c m + log p(m) − log q(m)], by enumeration."""
+    def elbo(theta):
+        pi = expit(theta)
+        return (pi * (C + np.log(ALPHA) - np.log(pi))
+                + (1 - pi) * (np.log(1 - ALPHA) - np.log(1 - pi)))
+    h = 1e-6
+    return (elbo(THETA + h) - elbo(THETA - h)) / (2 * h)
+
+
+def assert_unbiased(draws, exact):
+    draws = np.asarray(draws, dtype=np.float64)
+    mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    assert np.all(np.abs(mean - exact) < Z_TOL * se), (mean, exact, se)
+    return draws.var(0, ddof=1)
+
+
+# ----------------------------------------------------------------------------- Pyro
+
+def pyro_toy_model():
+    z = pyro.sample("z", pd.Normal(0.0, 1.0))
+    pyro.sample("x", pd.Normal(z, 1.0), obs=torch.tensor(X))
+
+
+def pyro_toy_guide():
+    mu = pyro.param("mu", torch.tensor(MU))
+    sigma = pyro.param("sigma", torch.tensor(SIGMA))
+    pyro.sample("z", pd.Normal(mu, sigma))
+
+
+def pyro_gate_model():
+    m = pyro.sample("m", pd.Bernoulli(torch.tensor(ALPHA)))
+    pyro.factor("lik", C * m)
+
+
+def pyro_gate_guide():
+    theta = pyro.param("theta", torch.tensor(THETA))
+    pyro.sample("m", pd.Bernoulli(logits=theta))
+
+
+def pyro_gradients(model, guide, names, num_draws):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    elbo = pyro.infer.Trace_ELBO()
+    guide()  # register the params
+    params = [pyro.param(n).unconstrained() for n in names]
+    draws = []
+    for _ in range(num_draws):
+        loss = elbo.differentiable_loss(model, guide)
+        draws.append([-g.item() for g in torch.autograd.grad(loss, params)])
+    return np.array(draws)
+
+
+def test_pyro_score_function_gradient_is_unbiased_and_noisier():
+    score = pyro_gradients(pyro_toy_model, pyro_backend.score_function(pyro_toy_guide),
+                           ["mu", "sigma"], N_PYRO)
+    var_score = assert_unbiased(score, EXACT)
+    var_path = assert_unbiased(pyro_gradients(pyro_toy_model, pyro_toy_guide, ["mu", "sigma"],
+                                              N_PYRO), EXACT)
+    assert np.all(var_score > 3 * var_path)
+
+
+def test_pyro_discrete_gate_gradient():
+    draws = pyro_gradients(pyro_gate_model, pyro_gate_guide, ["theta"], N_PYRO)
+    assert_unbiased(draws[:, 0], exact_gate_gradient())
+
+
+# ----------------------------------------------------------------------------- NumPyro
+
+def numpyro_toy_model():
+    z = numpyro.sample("z", nd.Normal(0.0, 1.0))
+    numpyro.sample("x", nd.Normal(z, 1.0), obs=X)
+
+
+def numpyro_toy_guide():
+    mu = numpyro.param("mu", MU)
+    sigma = numpyro.param("sigma", SIGMA)
+    numpyro.sample("z", nd.Normal(mu, sigma))
+
+
+def numpyro_gate_model():
+    m = numpyro.sample("m", nd.Bernoulli(ALPHA))
+    numpyro.factor("lik", C * m)
+
+
+def numpyro_gate_guide():
+    theta = numpyro.param("theta", THETA)
+    numpyro.sample("m", nd.Bernoulli(logits=theta))
+
+
+def numpyro_gradients(elbo, model, guide, params, num_draws):
+    def one(key):
+        grads = jax.grad(lambda p: elbo.loss(key, p, model, guide))(params)
+        return jnp.stack([-grads[n] for n in params])
+    keys = jax.random.split(jax.random.PRNGKey(0), num_draws)
+    return np.asarray(jax.vmap(one)(keys))
+
+
+def test_numpyro_score_function_gradient_is_unbiased_and_noisier():
+    params = {"mu": jnp.asarray(MU), "sigma": jnp.asarray(SIGMA)}
+    guide = numpyro_backend.score_function(numpyro_toy_guide)
+    score = numpyro_gradients(numpyro.infer.TraceGraph_ELBO(), numpyro_toy_model, guide, params, N)
+    var_score = assert_unbiased(score, EXACT)
+    path = numpyro_gradients(numpyro.infer.Trace_ELBO(), numpyro_toy_model, numpyro_toy_guide,
+                             params, N)
+    var_path = assert_unbiased(path, EXACT)
+    assert np.all(var_score > 3 * var_path)
+
+
+def test_numpyro_discrete_gate_gradient_through_make_elbo():
+    from ppl_vae.estimators import Reparam
+
+    elbo, guide = numpyro_elbos.make_elbo(Reparam(), numpyro_gate_guide)
+    assert isinstance(elbo, numpyro.infer.TraceGraph_ELBO)
+    draws = numpyro_gradients(elbo, numpyro_gate_model, guide, {"theta": jnp.asarray(THETA)}, N)
+    assert_unbiased(draws[:, 0], exact_gate_gradient())
+
+
+def test_numpyro_biased_combinations_are_refused():
+    marked = numpyro_backend.score_function(numpyro_toy_guide)
+    for elbo in (numpyro.infer.Trace_ELBO(), numpyro.infer.TraceMeanField_ELBO(),
+                 numpyro.infer.RenyiELBO()):
+        with pytest.raises(TypeError, match="TraceGraph_ELBO"):
+            numpyro_elbos.check_elbo(elbo, marked)
+    with pytest.raises(TypeError, match="TraceGraph_ELBO"):
+        numpyro_elbos.check_elbo(numpyro.infer.Trace_ELBO(), numpyro_gate_guide)
+    numpyro_elbos.check_elbo(numpyro.infer.TraceGraph_ELBO(), marked)
+    numpyro_elbos.check_elbo(numpyro.infer.Trace_ELBO(), numpyro_toy_guide)
+
+
+def test_score_function_marks_only_the_named_sites():
+    def guide():
+        numpyro.sample("a", nd.Normal(0.0, 1.0))
+        numpyro.sample("b", nd.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    with numpyro.handlers.seed(rng_seed=0):
+        tr = numpyro.handlers.trace(numpyro_backend.score_function(guide, sites=("b",))).get_trace()
+    assert tr["a"]["fn"].has_rsample and not tr["b"]["fn"].has_rsample

@@ -1,0 +1,129 @@
+"""Specs: every zoo file loads, round-trips, and bad specs raise one clear error."""
+
+import textwrap
+
+import pytest
+
+import ppl_vae.models
+from ppl_vae import spec as spec_module
+from ppl_vae.families import GaussianPosterior, LearnedLaplace
+from ppl_vae.spec import ModelSpec, NetworkSpec, SpecError
+
+GOOD = """
+name = "t"
+latent_dim = 4
+data_shape = [16]
+kl = "monte-carlo"
+[posterior]
+family = "gaussian"
+[prior]
+family = "learned-laplace"
+[likelihood]
+family = "bernoulli"
+[encoder]
+hidden = [8]
+[decoder]
+hidden = []
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "spec.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.mark.parametrize("name", ppl_vae.models.zoo_names())
+def test_zoo_spec_round_trips(name):
+    spec = ppl_vae.models.load_spec(name)
+    assert spec.name == name
+    assert spec_module.from_dict(spec.to_dict()) == spec
+
+
+def test_zoo_covers_the_seed_table():
+    pairs = {(s.posterior.name, s.prior.name)
+             for s in map(ppl_vae.models.load_spec, ppl_vae.models.zoo_names())}
+    assert {("gaussian", "standard-normal"), ("gaussian", "learned-normal"),
+            ("gaussian", "learned-laplace"), ("laplace", "learned-laplace"),
+            ("masked", "learned-laplace"), ("none", "learned-laplace")} <= pairs
+
+
+def test_good_spec_loads(tmp_path):
+    spec = spec_module.load(write(tmp_path, GOOD))
+    assert spec.posterior == GaussianPosterior() and spec.prior == LearnedLaplace()
+    assert spec.decoder == NetworkSpec(hidden=()) and spec.data_dim == 16
+
+
+@pytest.mark.parametrize("change, words", [
+    (("family = \"gaussian\"", "family = \"gausian\""),
+     ["[posterior]", "'gausian'", "gaussian, laplace, masked, none"]),
+    (("latent_dim = 4", "latent_dim = 0"), ["latent_dim must be an integer >= 1"]),
+    (("name = \"t\"\n", ""), ["missing required field", "name"]),
+    (("family = \"bernoulli\"", "family = \"bernoulli\"\nscale = 0.1"),
+     ["[likelihood]", "scale does not apply", "'bernoulli'"]),
+    (("kl = \"monte-carlo\"", "kl = \"analytic\""),
+     ["no closed form", "kl = 'monte-carlo'", "gaussian/standard-normal"]),
+    (("[encoder]\nhidden = [8]", "[encoder]\nhidden = [8]\nwidth = 3"),
+     ["[encoder] unknown field", "width", "hidden, activation"]),
+    (("hidden = [8]", "hidden = [8, -1]"), ["positive integers"]),
+    (("data_shape = [16]", "data_shape = [16]\nlatent = 3"), ["unknown field", "latent"]),
+    (("kl = \"monte-carlo\"", "kl = \"mc\""), ["kl must be one of analytic, monte-carlo"]),
+])
+def test_bad_spec_names_file_field_and_allowed_values(tmp_path, change, words):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(SpecError) as err:
+        spec_module.load(path)
+    message = str(err.value)
+    assert message.startswith(str(path))
+    for word in words:
+        assert word in message
+
+
+def test_posterior_none_takes_no_encoder(tmp_path):
+    text = GOOD.replace("family = \"gaussian\"", "family = \"none\"")
+    with pytest.raises(SpecError, match="has no encoder: remove the \\[encoder\\] table"):
+        spec_module.load(write(tmp_path, text))
+
+
+def test_amortized_posterior_needs_encoder(tmp_path):
+    text = GOOD.replace("[encoder]\nhidden = [8]\n", "")
+    with pytest.raises(SpecError, match="needs an \\[encoder\\]"):
+        spec_module.load(write(tmp_path, text))
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="not valid TOML"):
+        spec_module.load(write(tmp_path, "name = "))
+    with pytest.raises(SpecError, match="no such spec file"):
+        spec_module.load(tmp_path / "absent.toml")
+
+
+def test_unknown_zoo_name_lists_the_zoo():
+    with pytest.raises(SpecError, match="gaussian_gaussian"):
+        ppl_vae.models.load_spec("no_such_model")
+
+
+def test_spec_constructible_in_python():
+    spec = ModelSpec(name="py", latent_dim=2, data_shape=(3,), posterior=GaussianPosterior(),
+                     prior=LearnedLaplace(), likelihood=ppl_vae.families.Bernoulli())
+    assert spec.encoder.hidden == (400,)
+    with pytest.raises(SpecError, match="closed form"):
+        spec.replace(kl="analytic")
+
+
+def test_zoo_usable_from_an_installed_package(tmp_path):
+    """A non-editable install ships models/*.toml as ppl_vae.zoo and finds them by name."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(root)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    code = (f"import ppl_vae.models as m; assert m.__file__.startswith({str(target)!r}); "
+            "print(m.load_spec('laplace_laplace').name, len(m.zoo_names()))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(target)})
+    assert out.stdout.split() == ["laplace_laplace", str(len(ppl_vae.models.zoo_names()))]
