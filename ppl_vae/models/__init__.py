@@ -26,7 +26,7 @@ from ppl_vae.spec import ModelSpec, SpecError
 
 BACKENDS = ("pyro", "numpyro")
 
-__all__ = ["BACKENDS", "VAECore", "build", "init_params", "load_spec", "make_elbo",
+__all__ = ["BACKENDS", "VAECore", "build", "convert", "init_params", "load_spec", "make_elbo",
            "zoo_names"]
 
 
@@ -89,6 +89,23 @@ def build(spec: ModelSpec | str | Path, backend: str = "pyro", *, seed: int = 0,
                              "JAX_PLATFORMS (e.g. JAX_PLATFORMS=cuda) instead of device=")
         return NumPyroVAE(spec, params, dtype=dtype, score_function_sites=score_function_sites)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def convert(vae: VAECore, backend: str, *, dtype: str | None = None) -> Any:
+    """The same model on another backend: same spec, same parameter values.
+
+    Used where one backend has the tool (e.g. NumPyro's NUTS and AIS for a Pyro-trained VAE).
+    ``dtype`` defaults to the source model's.
+    """
+    if vae.backend == backend and dtype is None:
+        return vae
+    params = vae.get_params()
+    num_data = params["codes.loc"].shape[0] if "codes.loc" in params else None
+    dtype = dtype or str(vae.dtype).removeprefix("torch.")
+    other = build(vae.spec, backend, num_data=num_data, dtype=dtype,
+                  score_function_sites=vae.score_function_sites)
+    other.set_params(params)
+    return other
 
 
 def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,

@@ -101,7 +101,7 @@ class PyroVAE(VAECore):
         with torch.no_grad():
             for name, value in params.items():
                 target = self._params[name]
-                value = torch.as_tensor(np.asarray(value))
+                value = torch.from_numpy(np.array(value))  # a writable copy
                 if tuple(value.shape) != tuple(target.shape):
                     raise ValueError(f"parameter {name!r} has shape {tuple(value.shape)}, "
                                      f"expected {tuple(target.shape)}")
