@@ -64,7 +64,8 @@ def write_toml(path: str | Path, obj: dict[str, Any]) -> None:
 def save_arrays(path: str | Path, arrays: dict[str, Any],
                 metadata: dict[str, str] | None = None) -> None:
     """Save named arrays as safetensors, atomically."""
-    contiguous = {name: np.ascontiguousarray(np.asarray(v)) for name, v in arrays.items()}
+    # np.ascontiguousarray would turn 0-d arrays into shape (1,); asarray(order="C") does not.
+    contiguous = {name: np.asarray(v, order="C") for name, v in arrays.items()}
     atomic_write_bytes(path, st_save(contiguous, metadata=metadata))
 
 

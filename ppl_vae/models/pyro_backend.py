@@ -182,4 +182,6 @@ def score_function(fn: Any, sites: tuple[str, ...] | None = None) -> Any:
 
 
 def _as_index(idx: Any, device: torch.device) -> torch.Tensor | None:
-    return None if idx is None else torch.as_tensor(np.asarray(idx), device=device)
+    if idx is None:
+        return None
+    return torch.as_tensor(idx if torch.is_tensor(idx) else np.asarray(idx), device=device)
