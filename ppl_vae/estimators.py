@@ -3,7 +3,18 @@
 Each estimator is a small frozen dataclass (hashable, no array library), mapped to a
 backend ELBO by ``ppl_vae.models.pyro_elbos.make_elbo`` and
 ``ppl_vae.models.numpyro_elbos.make_elbo``. ``ESTIMATORS`` is the one table from the
-names users write (CLI, specs) to types.
+names users write (CLI, specs) to types; ``VARIANTS`` names preset options of a type
+(``score-nn-baseline`` is ``ScoreBaseline(neural=True)``).
+
+References
+----------
+Williams (1992), Simple statistical gradient-following algorithms for connectionist
+reinforcement learning. Kingma & Welling (2014), Auto-encoding variational Bayes.
+Mnih & Gregor (2014), Neural variational inference and learning in belief networks.
+Burda, Grosse & Salakhutdinov (2016), Importance weighted autoencoders.
+Roeder, Wu & Duvenaud (2017), Sticking the landing: simple, lower-variance gradient
+estimators for variational inference. Tucker, Lawson, Gu & Maddison (2018), Doubly
+reparameterized gradient estimators for Monte Carlo objectives.
 """
 
 from __future__ import annotations
@@ -20,6 +31,10 @@ class Reparam:
 
     name: ClassVar[str] = "reparam"
 
+    @property
+    def label(self) -> str:
+        return self.name
+
 
 @dataclass(frozen=True)
 class AnalyticKL:
@@ -27,6 +42,10 @@ class AnalyticKL:
     ``TraceMeanField_ELBO``. Refused for a spec whose pair has no closed form."""
 
     name: ClassVar[str] = "analytic-kl"
+
+    @property
+    def label(self) -> str:
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -37,14 +56,36 @@ class Score:
 
     name: ClassVar[str] = "score"
 
+    @property
+    def label(self) -> str:
+        return self.name
+
 
 @dataclass(frozen=True)
 class ScoreBaseline:
-    r"""Score-function gradient with a decaying-average baseline b ← β b + (1 − β) f
-    subtracted from the learning signal (Mnih & Gregor 2014); ``TraceGraph_ELBO``."""
+    r"""Score-function gradient with a baseline b subtracted from the learning signal f:
+    E_q[(f − b) ∇ log q] (Mnih & Gregor 2014), unbiased because E_q[∇ log q] = 0.
+
+    ``b`` is a decaying average b ← β b + (1 − β) f per datapoint (Pyro's
+    ``TraceGraph_ELBO`` option); with ``neural=True`` a one-hidden-layer network of the
+    data, fitted to the residual f − b by least squares, is added to it (NVIL's
+    input-dependent baseline; ``hidden`` units).
+    """
 
     name: ClassVar[str] = "score-baseline"
     beta: float = 0.9
+    neural: bool = False
+    hidden: int = 64
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"baseline beta must lie in [0, 1), got {self.beta}")
+        if not (isinstance(self.hidden, int) and self.hidden >= 1):
+            raise ValueError(f"hidden must be an integer >= 1, got {self.hidden!r}")
+
+    @property
+    def label(self) -> str:
+        return "score-nn-baseline" if self.neural else self.name
 
 
 @dataclass(frozen=True)
@@ -54,16 +95,63 @@ class IWAE:
 
     name: ClassVar[str] = "iwae"
 
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class STL:
+    r"""Sticking the landing (Roeder et al. 2017): the pathwise ELBO gradient with the
+    score term ∇_φ log q_φ(z) dropped, i.e. log q evaluated with stop-gradient on φ but
+    differentiated through z = g(ε, φ). Unbiased (E_q[∇_φ log q_φ] = 0) and of zero
+    variance when q equals the exact posterior. Needs every latent site reparameterized."""
+
+    name: ClassVar[str] = "stl"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class DReG:
+    r"""Doubly reparameterized IWAE gradient (Tucker et al. 2018), K = num_particles.
+
+    Model parameters θ get the IWAE gradient Σ_k w̃_k ∇_θ log w_k; guide parameters φ get
+    Σ_k w̃_k² (∂ log w_k / ∂z_k)(∂z_k / ∂φ), with w̃ the normalized weights and log q
+    evaluated with stop-gradient on φ. Unbiased for the IWAE bound's gradient; equal to
+    :class:`STL` at K = 1. Needs every latent site reparameterized."""
+
+    name: ClassVar[str] = "dreg"
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+BASELINE_PREFIX = "baseline."
+"""Names of baseline state and parameters (``baseline.<site>...``) added by ``score-baseline``
+guides; they belong to the estimator, not to the model."""
 
 ESTIMATORS: dict[str, type] = {c.name: c for c in (Reparam, AnalyticKL, Score, ScoreBaseline,
-                                                    IWAE)}
+                                                    IWAE, STL, DReG)}
+VARIANTS: dict[str, Any] = {"score-nn-baseline": ScoreBaseline(neural=True)}
+"""Named presets of an estimator type's options."""
+
+
+def estimator_names() -> list[str]:
+    """Every name :func:`get_estimator` accepts."""
+    return [*ESTIMATORS, *VARIANTS]
 
 
 def get_estimator(estimator: str | Any) -> Any:
     """An estimator instance from its name (or the instance itself)."""
     if isinstance(estimator, tuple(ESTIMATORS.values())):
         return estimator
+    if estimator in VARIANTS:
+        return VARIANTS[estimator]
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of "
-                         f"{', '.join(ESTIMATORS)}")
+                         f"{', '.join(estimator_names())}")
     return ESTIMATORS[estimator]()

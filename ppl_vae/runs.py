@@ -6,7 +6,14 @@ Layout of ``runs/NAME/``::
     run.json               backend, dataset and split settings, seed, training settings
     params.safetensors     the latest parameters, flat names (``vae.get_params()``)
     history.csv            per-step / per-epoch training history
-    ...                    checkpoints, metrics.csv, reports, figures (see the jobs)
+    checkpoints/           ``latest`` and the newest complete ``step-NNNNNNNN/`` folders:
+                           parameters, optimizer and RNG state, history, checksums
+                           (:mod:`ppl_vae.training.checkpoint`); ``fit(..., resume=True)``
+                           continues from them
+    ...                    metrics.csv, reports, figures (see the jobs)
+
+``params.safetensors`` and ``history.csv`` are rewritten at every checkpoint, so a run that
+is still training (or was interrupted) loads at its last checkpoint.
 """
 
 from __future__ import annotations

@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 venv="${PPL_VAE_VENV:-.venv}"
 bash scripts/setup.sh
 "$venv/bin/ruff" check .
-export JAX_PLATFORMS=cpu MPLBACKEND=Agg
+# One thread per library per pytest worker: two workers share the 2 cores without oversubscribing.
+export JAX_PLATFORMS=cpu MPLBACKEND=Agg OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 "$venv/bin/python" -m pytest -n 2 --dist loadfile "$@"

@@ -95,13 +95,19 @@ def convert(vae: VAECore, backend: str, *, dtype: str | None = None) -> Any:
     """The same model on another backend: same spec, same parameter values.
 
     Used where one backend has the tool (e.g. NumPyro's NUTS and AIS for a Pyro-trained VAE).
-    ``dtype`` defaults to the source model's.
+    ``dtype`` defaults to the source model's, except that a float64 model becomes float32 on
+    NumPyro unless JAX runs in 64-bit mode (``jax_enable_x64``).
     """
     if vae.backend == backend and dtype is None:
         return vae
     params = vae.get_params()
     num_data = params["codes.loc"].shape[0] if "codes.loc" in params else None
-    dtype = dtype or str(vae.dtype).removeprefix("torch.")
+    if dtype is None:
+        dtype = str(vae.dtype).removeprefix("torch.")
+        if backend == "numpyro" and dtype == "float64":
+            import jax
+
+            dtype = "float64" if jax.config.jax_enable_x64 else "float32"
     other = build(vae.spec, backend, num_data=num_data, dtype=dtype,
                   score_function_sites=vae.score_function_sites)
     other.set_params(params)

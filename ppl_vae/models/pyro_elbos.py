@@ -1,14 +1,224 @@
-"""Pyro ELBOs for the estimators of :mod:`ppl_vae.estimators`."""
+"""Pyro ELBOs for the estimators of :mod:`ppl_vae.estimators`.
+
+Pyro ships ``Trace_ELBO``, ``TraceGraph_ELBO`` (with baselines), ``TraceMeanField_ELBO`` and
+``RenyiELBO``. Sticking the landing and the doubly reparameterized IWAE gradient are not in
+Pyro; :class:`TraceSTL_ELBO` and :class:`DReG_ELBO` add them for any model/guide pair whose
+guide is fully reparameterized.
+
+References
+----------
+Roeder, Wu & Duvenaud (2017), Sticking the landing. Tucker, Lawson, Gu & Maddison (2018),
+Doubly reparameterized gradient estimators for Monte Carlo objectives. Mnih & Gregor (2014),
+Neural variational inference and learning in belief networks.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import pyro
 import pyro.infer
+import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
+from pyro.poutine.util import prune_subsample_sites
+from pyro.util import check_model_guide_match
 
-from ppl_vae.estimators import IWAE, AnalyticKL, Reparam, Score, ScoreBaseline
-from ppl_vae.models.pyro_backend import score_function
+from ppl_vae.estimators import (
+    BASELINE_PREFIX,
+    IWAE,
+    STL,
+    AnalyticKL,
+    DReG,
+    Reparam,
+    Score,
+    ScoreBaseline,
+)
+
+
+class _DetachParams(Messenger):
+    """Return every ``pyro.param`` value detached: the program's distributions are then
+    rebuilt with stop-gradient on their parameters, while sample values keep their paths."""
+
+    def _pyro_post_param(self, msg: dict) -> None:
+        msg["value"] = msg["value"].detach()
+
+
+def _latent_sites(trace: poutine.Trace) -> list[tuple[str, dict]]:
+    return [(name, site) for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+            and not isinstance(site["fn"], _Subsample)]
+
+
+def _require_reparameterized(trace: poutine.Trace, estimator: str) -> None:
+    bad = [name for name, site in _latent_sites(trace) if not site["fn"].has_rsample]
+    if bad:
+        raise ValueError(f"the {estimator} estimator differentiates through the samples, but "
+                         f"the guide's sites {bad} are not reparameterized (discrete or "
+                         "score-function); use 'reparam', 'score' or 'score-baseline'")
+
+
+class TraceSTL_ELBO(pyro.infer.Trace_ELBO):
+    r"""Sticking-the-landing ELBO (Roeder et al. 2017).
+
+    The surrogate is log p(x, z) − log q_{⊥φ}(z | x) with z = g(ε, φ): log q is re-scored
+    with the guide's parameters detached (a second guide run under
+    ``poutine.replay``), so its gradient flows only through the sample path. The
+    dropped term, ∇_φ log q_φ(z), has expectation zero; without it the gradient vanishes
+    when q is the exact posterior. Same arguments as ``Trace_ELBO``.
+    """
+
+    def _get_trace(self, model: Any, guide: Any, args: tuple, kwargs: dict):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        _require_reparameterized(guide_trace, "stl")
+        frozen = poutine.trace(poutine.replay(_DetachParams()(guide), trace=guide_trace))
+        frozen_trace = prune_subsample_sites(frozen.get_trace(*args, **kwargs))
+        frozen_trace.compute_score_parts()
+        for name, _ in _latent_sites(guide_trace):
+            guide_trace.nodes[name]["score_parts"] = frozen_trace.nodes[name]["score_parts"]
+        return model_trace, guide_trace
+
+
+def _common_scale(sites: list[dict]) -> float:
+    scales = {float(site["scale"]) if torch.is_tensor(site["scale"]) and site["scale"].numel() == 1
+              else site["scale"] for site in sites}
+    if len(scales) != 1 or not isinstance(next(iter(scales)), int | float):
+        raise ValueError("the dreg estimator needs one scale shared by every sample site (a "
+                         "subsampled plate enclosing the whole model); got scales "
+                         f"{sorted(map(str, scales))}")
+    return float(next(iter(scales)))
+
+
+class DReG_ELBO(pyro.infer.ELBO):
+    r"""Importance-weighted bound with the doubly reparameterized gradient (Tucker et al. 2018).
+
+    With log w_k = log p(x, z_k) − log q(z_k | x), z_k = g(ε_k, φ), and normalized weights
+    w̃_k = w_k / Σ_j w_j, the objective log (1/K) Σ_k w_k (per element of the plates shared by
+    every site, like ``RenyiELBO``) gets the gradients
+
+    .. math:: ∇_θ = Σ_k w̃_k ∇_θ \log w_k,\qquad
+              ∇_φ = Σ_k w̃_k^2 \frac{∂ \log w_k}{∂ z_k} \frac{∂ z_k}{∂ φ},
+
+    where log q is re-scored with the guide's parameters detached. One backward pass: the
+    surrogate Σ_k w̃_k log w_k is differentiated with a hook on each sample value z_k that
+    multiplies the path gradient by w̃_k. Plate subsampling scales are applied after the
+    log-mean-exp. At K = 1 this is :class:`TraceSTL_ELBO`.
+
+    Parameters
+    ----------
+    num_particles : K, vectorized in a plate left of ``max_plate_nesting``.
+    max_plate_nesting : plates in the model; guessed from one run when left infinite.
+    """
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf")) -> None:
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+                         vectorize_particles=False)
+
+    def _get_trace(self, model: Any, guide: Any, args: tuple, kwargs: dict):
+        raise NotImplementedError("DReG_ELBO computes its own vectorized traces")
+
+    def _particles(self, fn: Any) -> Any:
+        return pyro.plate("num_particles_vectorized", self.num_particles,
+                          dim=-(self.max_plate_nesting + 1))(fn)
+
+    def _objective(self, model: Any, guide: Any, args: tuple,
+                   kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(IWAE bound, surrogate) summed over the shared plates and scaled."""
+        if self.max_plate_nesting == float("inf"):
+            self._guess_max_plate_nesting(model, guide, args, kwargs)
+        guide_trace = poutine.trace(self._particles(guide)).get_trace(*args, **kwargs)
+        _require_reparameterized(guide_trace, "dreg")
+        weights: dict[str, torch.Tensor] = {}
+        scaled = poutine.Trace()
+        for name, site in guide_trace.nodes.items():
+            scaled.add_node(name, **site)
+        for name, site in _latent_sites(guide_trace):
+            value = site["value"].clone()
+            event_dim = site["fn"].event_dim
+            if value.requires_grad:  # w̃ is known after the forward pass, read in backward
+                value.register_hook(lambda g, e=event_dim: g * weights["w"].reshape(
+                    weights["w"].shape + (1,) * e))
+            scaled.nodes[name] = {**site, "value": value}
+        model_trace = poutine.trace(poutine.replay(self._particles(model), trace=scaled))
+        model_trace = prune_subsample_sites(model_trace.get_trace(*args, **kwargs))
+        frozen = poutine.trace(poutine.replay(self._particles(_DetachParams()(guide)),
+                                              trace=scaled))
+        frozen_trace = prune_subsample_sites(frozen.get_trace(*args, **kwargs))
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, frozen_trace,
+                                    self.max_plate_nesting + 1)
+        log_w, scale = self._log_weights(model_trace, frozen_trace)
+        log_mean = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        weights["w"] = (log_w - torch.logsumexp(log_w, dim=0)).exp().detach()  # sums to one
+        surrogate = (weights["w"] * log_w).sum(0)
+        return scale * log_mean.sum(), scale * surrogate.sum()
+
+    def _log_weights(self, model_trace: poutine.Trace,
+                     guide_trace: poutine.Trace) -> tuple[torch.Tensor, float]:
+        sites = [(sign, site) for sign, tr in ((1.0, model_trace), (-1.0, guide_trace))
+                 for site in tr.nodes.values() if site["type"] == "sample"]
+        shared = set.intersection(*({f for f in site["cond_indep_stack"] if f.vectorized}
+                                    for _, site in sites))
+        keep = {f.dim for f in shared}  # includes the particle plate
+        ndim = self.max_plate_nesting + 1
+        log_w = torch.zeros(())
+        for sign, site in sites:
+            log_p = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
+            log_p = log_p.reshape((1,) * (ndim - log_p.dim()) + tuple(log_p.shape))
+            dims = [d for d in range(-ndim, 0) if d not in keep]
+            log_w = log_w + sign * (log_p.sum(dims, keepdim=True) if dims else log_p)
+        return log_w, _common_scale([site for _, site in sites])
+
+    def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
+        """−IWAE bound (a float)."""
+        with torch.no_grad():
+            return -self._objective(model, guide, args, kwargs)[0].item()
+
+    def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any):
+        """−IWAE bound, with the DReG gradient."""
+        bound, surrogate = self._objective(model, guide, args, kwargs)
+        return -(bound.detach() + surrogate - surrogate.detach())
+
+    def loss_and_grads(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward(retain_graph=self.retain_graph)
+        return loss.item()
+
+
+class _ScoreIndependent(pyro.distributions.Independent):
+    """``Independent`` with a settable ``has_rsample``: torch's is a read-only property, so
+    ``has_rsample_(False)`` and the plate broadcast's copy of the flag both fail on it."""
+
+    @property
+    def has_rsample(self) -> bool:
+        return getattr(self, "_has_rsample", self.base_dist.has_rsample)
+
+    @has_rsample.setter
+    def has_rsample(self, value: bool) -> None:
+        self._has_rsample = value
+
+
+def _mark_score_function(d: Any) -> Any:
+    """Mark ``d`` non-reparameterized, also when it is an ``Independent``."""
+    if isinstance(d, torch.distributions.Independent):
+        d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
+    return d.has_rsample_(False)
+
+
+class _ScoreFunction(Messenger):
+    def _pyro_sample(self, msg: dict) -> None:
+        if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample):
+            msg["fn"] = _mark_score_function(msg["fn"])
+
+
+def score_function(guide: Any) -> Any:
+    """Wrap a Pyro program so every latent site uses score-function gradients."""
+    return _ScoreFunction()(guide)
 
 
 def _with_baseline(guide: Any, beta: float) -> Any:
@@ -17,9 +227,85 @@ def _with_baseline(guide: Any, beta: float) -> Any:
         guide, lambda msg: baseline if msg["type"] == "sample" and not msg["is_observed"] else {})
 
 
-def make_elbo(estimator: Any, guide: Any, num_particles: int = 1) -> tuple[Any, Any]:
-    """The Pyro ELBO for ``estimator`` and the guide to pair it with."""
-    common = {"num_particles": num_particles, "vectorize_particles": True, "max_plate_nesting": 1}
+class NeuralBaselineGuide:
+    r"""A guide whose non-reparameterized sites carry a decaying-average baseline plus a
+    learned one, b(x) = avg + MLP(x) (Mnih & Gregor 2014), for ``TraceGraph_ELBO``.
+
+    The network input is the guide's first positional argument (the minibatch, one row per
+    datapoint, flattened); its output is one baseline per datapoint. Networks are created on
+    first sight of a site and registered as ``baseline.<site>.*`` parameters, so
+    ``pyro.infer.SVI`` trains them on TraceGraph_ELBO's baseline loss Σ (f − b)².
+    """
+
+    def __init__(self, guide: Any, beta: float, hidden: int) -> None:
+        self.guide, self.beta, self.hidden = guide, beta, hidden
+        self.nets: dict[str, torch.nn.Module] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not args or not torch.is_tensor(args[0]):
+            raise ValueError("the neural baseline reads the guide's first positional argument "
+                             "(the data batch); call the guide as guide(x, ...)")
+        x = args[0].detach()
+        features = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+        for name, net in self.nets.items():
+            pyro.module(f"{BASELINE_PREFIX}{name}", net)
+
+        def config(msg: dict) -> dict:
+            if (msg["type"] != "sample" or msg["is_observed"]
+                    or isinstance(msg["fn"], _Subsample) or msg["fn"].has_rsample):
+                return {}
+            name = msg["name"]
+            if name not in self.nets:
+                self.nets[name] = _baseline_net(features, self.hidden)
+                pyro.module(f"{BASELINE_PREFIX}{name}", self.nets[name])
+            return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.beta,
+                                 "nn_baseline": self.nets[name],
+                                 "nn_baseline_input": features}}
+
+        return poutine.infer_config(self.guide, config)(*args, **kwargs)
+
+
+class _Squeeze(torch.nn.Module):
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.squeeze(-1)
+
+
+def _baseline_net(features: torch.Tensor, hidden: int) -> torch.nn.Module:
+    net = torch.nn.Sequential(torch.nn.Linear(features.shape[-1], hidden), torch.nn.ReLU(),
+                              torch.nn.Linear(hidden, 1), _Squeeze())
+    torch.nn.init.zeros_(net[2].weight)  # start at the decaying average
+    torch.nn.init.zeros_(net[2].bias)
+    return net.to(dtype=features.dtype, device=features.device)
+
+
+def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> None:
+    """Raise ``ValueError`` unless every latent site has a closed-form KL(q ‖ p).
+
+    Pyro's ``TraceMeanField_ELBO`` silently falls back to Monte Carlo otherwise.
+    """
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs)
+    for name, site in _latent_sites(guide_trace):
+        try:
+            torch.distributions.kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
+        except NotImplementedError:
+            raise ValueError(
+                f"site {name!r}: no closed-form KL between {type(site['fn']).__name__} and "
+                f"{type(model_trace.nodes[name]['fn']).__name__}; the analytic-kl estimator "
+                "would silently use Monte Carlo, use 'reparam' instead") from None
+
+
+def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
+              max_plate_nesting: float = 1) -> tuple[Any, Any]:
+    """The Pyro ELBO for ``estimator`` and the guide to pair it with.
+
+    ``max_plate_nesting`` defaults to 1 (the VAEs' data plate); pass ``float("inf")`` for
+    other programs to let Pyro guess it from one run.
+    """
+    common = {"num_particles": num_particles, "vectorize_particles": True,
+              "max_plate_nesting": max_plate_nesting}
     if isinstance(estimator, Reparam):
         return pyro.infer.Trace_ELBO(**common), guide
     if isinstance(estimator, AnalyticKL):
@@ -28,7 +314,14 @@ def make_elbo(estimator: Any, guide: Any, num_particles: int = 1) -> tuple[Any, 
         return pyro.infer.Trace_ELBO(**common), score_function(guide)
     if isinstance(estimator, ScoreBaseline):
         elbo = pyro.infer.TraceGraph_ELBO(**common)
+        if estimator.neural:
+            return elbo, NeuralBaselineGuide(score_function(guide), estimator.beta,
+                                             estimator.hidden)
         return elbo, _with_baseline(score_function(guide), estimator.beta)
     if isinstance(estimator, IWAE):
         return pyro.infer.RenyiELBO(alpha=0.0, **common), guide
+    if isinstance(estimator, STL):
+        return TraceSTL_ELBO(**common), guide
+    if isinstance(estimator, DReG):
+        return DReG_ELBO(num_particles, max_plate_nesting=max_plate_nesting), guide
     raise TypeError(f"no Pyro ELBO for estimator {estimator!r}")

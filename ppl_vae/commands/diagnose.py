@@ -1,0 +1,130 @@
+"""``ppl-vae diagnose RUN_DIR``: did the variational posterior work?
+
+Writes into the run directory ``diagnostics.nc`` (ArviZ InferenceData, netCDF-4),
+``diagnostics.csv`` (tidy: analysis, datapoint, latent_dim, metric, value, stderr) and the
+report ``diagnostics.md`` / ``diagnostics.html`` with figures under ``figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """Diagnose a trained run's guide q(z|x) (Yao et al. 2018): PSIS k-hat of the
+importance weights log p(x,z) - log q(z|x) per datapoint; NUTS reference posteriors p(z|x)
+for a few datapoints with R-hat, ESS and MCSE from ArviZ, compared with the guide;
+approximation and amortization gaps (Cremer et al. 2018); KL per latent dimension and
+active units. Writes RUN_DIR/diagnostics.nc, diagnostics.csv and diagnostics.md/.html."""
+
+NETCDF_FILE, TABLE_FILE, REPORT_STEM = "diagnostics.nc", "diagnostics.csv", "diagnostics"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("diagnose", help="PSIS k-hat, MCMC references, gaps",
+                                   description=DESCRIPTION)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (ppl-vae train)")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                        help="data split to diagnose (default: test; encoder-free models: "
+                             "train)")
+    parser.add_argument("--num-points", type=_positive, default=200,
+                        help="first N datapoints of the split for PSIS k-hat and collapse "
+                             "(default: 200)")
+    parser.add_argument("--datapoints", type=int, nargs="+", default=[0, 1, 2, 3],
+                        metavar="ROW", help="rows of the split given an MCMC reference and "
+                                            "inference gaps (default: 0 1 2 3)")
+    parser.add_argument("--num-samples", type=_positive, default=1000,
+                        help="guide draws per datapoint for the importance weights "
+                             "(default: 1000)")
+    parser.add_argument("--chains", type=_positive, default=4, help="NUTS chains (default: 4)")
+    parser.add_argument("--draws", type=_positive, default=1000,
+                        help="NUTS draws per chain after warmup (default: 1000)")
+    parser.add_argument("--warmup", type=_positive, default=500,
+                        help="NUTS warmup iterations per chain (default: 500)")
+    parser.add_argument("--gap-steps", type=_positive, default=1000,
+                        help="Adam steps of the per-datapoint guide optimization "
+                             "(default: 1000)")
+    parser.add_argument("--gap-samples", type=_positive, default=2000,
+                        help="draws per ELBO and log p(x) estimate of the gaps (default: 2000)")
+    parser.add_argument("--backend", choices=("pyro", "numpyro"), default=None,
+                        help="backend to load the run with (default: the run's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of all draws (default: 0)")
+    parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from ppl_vae import arviz_convert
+    from ppl_vae.data import DataError, binarize_static
+    from ppl_vae.diagnosis import diagnose
+    from ppl_vae.diagnostics_figures import build_report
+    from ppl_vae.io import CheckpointError, atomic_write_text
+    from ppl_vae.runs import HISTORY_FILE, load_run
+
+    run_dir = Path(args.run_dir)
+    try:
+        loaded = load_run(run_dir, backend=args.backend)
+    except CheckpointError as err:
+        raise SystemExit(f"ppl-vae diagnose: {err}") from None
+    if "data" not in loaded.config:
+        raise SystemExit(f"ppl-vae diagnose: {run_dir / 'run.json'} records no 'data' settings, "
+                         "so the data cannot be rebuilt; train with ppl-vae train")
+    encoder_free = not loaded.spec.posterior.amortized
+    if encoder_free and args.split != "train":
+        raise SystemExit("ppl-vae diagnose: this model has no encoder; its guide exists only "
+                         "for training datapoints: pass --split train")
+    try:
+        splits = loaded.splits()
+    except DataError as err:
+        raise SystemExit(f"ppl-vae diagnose: the run's data cannot be rebuilt: {err}") from None
+    x = getattr(splits, args.split)
+    notes = []
+    if splits.dynamic_binarization:
+        x = binarize_static(x, args.seed)
+        notes.append(f"dynamically binarized run: diagnosed on one static binarization "
+                     f"(seed {args.seed})")
+    num_points = min(args.num_points, x.shape[0])
+    rows = np.asarray(args.datapoints)
+    if rows.min() < 0 or rows.max() >= num_points:
+        raise SystemExit(f"ppl-vae diagnose: --datapoints must be rows in 0..{num_points - 1} "
+                         f"(within --num-points {num_points}); got {rows.tolist()}")
+    history_path = run_dir / HISTORY_FILE
+    history = pd.read_csv(history_path) if history_path.exists() else None
+    try:
+        result = diagnose(
+            loaded.vae, x[:num_points], datapoints=np.arange(num_points),
+            idx=np.arange(num_points) if encoder_free else None, reference_rows=rows,
+            num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
+            num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
+            likelihood_samples=args.gap_samples, history=history, seed=args.seed)
+    except ValueError as err:
+        raise SystemExit(f"ppl-vae diagnose: {err}") from None
+    result.notes[:0] = notes
+
+    arviz_convert.write_netcdf(result.inference_data(), run_dir / NETCDF_FILE)
+    atomic_write_text(run_dir / TABLE_FILE, result.table().to_csv(index=False))
+    title = f"Diagnostics of {run_dir.resolve().name} ({loaded.spec.name}, {args.split} split)"
+    md, html = build_report(result, title).write(run_dir, REPORT_STEM)
+
+    print(result.khat_summary.to_markdown(index=False, floatfmt=".3g"))
+    if result.reference is not None:
+        print(f"MCMC: max R-hat {result.reference.max_rhat:.4f}, "
+              f"min bulk ESS {result.reference.min_ess_bulk:.0f}, "
+              f"{result.reference.num_divergent} divergent")
+    if result.gaps is not None:
+        gaps = result.gaps.table
+        print(f"gaps (mean over {len(gaps)} datapoints): amortization "
+              f"{gaps['gap_amortization'].mean():.3f} nats, approximation "
+              f"{gaps['gap_approximation'].mean():.3f} nats")
+    for note in result.notes:
+        print(f"- {note}")
+    print(f"wrote {run_dir / NETCDF_FILE}, {run_dir / TABLE_FILE}, {md}, {html}")
+    return 0

@@ -1,0 +1,106 @@
+"""``ppl-vae train SPEC``: train a model of the zoo (or a spec file) and keep a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ppl_vae.estimators import ESTIMATORS
+
+BACKENDS = ("pyro", "numpyro")
+OPTIMIZERS = ("adam", "clipped-adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a VAE by SVI and write a run directory",
+        description="Train a VAE by stochastic variational inference. Unset options take the "
+                    "spec's [training] values. Writes runs/NAME/ (spec, run.json, parameters, "
+                    "history.csv, checkpoints/, training_curves.png).")
+    parser.add_argument("spec", help="spec file (models/NAME.toml) or zoo model name")
+    parser.add_argument("--backend", choices=BACKENDS, default="pyro")
+    parser.add_argument("--dataset", help="mnist5k, digits, or a path (.npz, IDX, image folder)")
+    parser.add_argument("--binarization", choices=("static", "threshold", "dynamic"),
+                        help="for Bernoulli likelihoods")
+    parser.add_argument("--dequantize", action="store_true",
+                        help="uniform dequantization (Gaussian likelihoods)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="number of SVI steps")
+    length.add_argument("--epochs", type=int, help="number of epochs (N // batch-size steps each)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    parser.add_argument("--estimator", help=f"gradient estimator: {', '.join(ESTIMATORS)}")
+    parser.add_argument("--particles", type=int, help="Monte Carlo particles (K for iwae)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (weights, order, draws)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the split")
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--out", type=Path, help="run directory (default runs/SPEC-BACKEND)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--eval-every", type=int, help="steps between validation losses")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (for scripts and CI); the summary still prints")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ppl_vae.data import DataError, prepare
+    from ppl_vae.io import CheckpointError
+    from ppl_vae.models import build, load_spec
+    from ppl_vae.runs import RunExistsError
+    from ppl_vae.spec import SpecError
+    from ppl_vae.train import NonFiniteLossError, fit
+
+    try:
+        spec = load_spec(args.spec)
+        data_config = {"source": args.dataset or spec.training.dataset,
+                       "binarization": args.binarization or spec.training.binarization,
+                       "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
+                       "seed": args.data_seed}
+        splits = prepare(data_config["source"], likelihood=spec.likelihood.name,
+                         data_shape=spec.data_shape, binarization=data_config["binarization"],
+                         dequantize=args.dequantize, fractions=tuple(data_config["fractions"]),
+                         seed=args.data_seed)
+        num_data = None if spec.posterior.amortized else len(splits.train)
+        vae = build(spec, args.backend, seed=args.seed, num_data=num_data,
+                    device=args.device if args.backend == "pyro" else "cpu")
+        out = args.out or Path("runs") / f"{spec.name}-{args.backend}"
+        result = fit(vae, splits, num_steps=args.steps, num_epochs=args.epochs,
+                     batch_size=args.batch_size, optimizer=args.optimizer,
+                     learning_rate=args.lr, estimator=args.estimator,
+                     num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
+                     out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                     overwrite=args.overwrite, progress=not args.quiet,
+                     device=None if args.backend == "pyro" else args.device,
+                     data_config=data_config)
+    except (DataError, SpecError, CheckpointError, RunExistsError, NonFiniteLossError,
+            RuntimeError, ValueError) as err:
+        print(f"ppl-vae train: error: {err}", file=sys.stderr)
+        return 2
+    _write_curves(result, spec.name)
+    print(_summary(result))
+    return 0
+
+
+def _write_curves(result, name: str) -> None:
+    from ppl_vae.plots import save_figure, training_curves
+
+    save_figure(result.run_dir / "training_curves.png",
+                training_curves(result.history, title=f"{name} ({result.vae.backend})"))
+
+
+def _summary(result) -> str:
+    history = result.history
+    valid = history[history["split"] == "valid"]
+    train = history[history["split"] == "train"]
+    lines = [f"trained {result.num_steps} steps in {result.seconds:.1f} s -> {result.run_dir}"]
+    if len(train):
+        last_epoch = train[train["epoch"] == train["epoch"].max()]
+        lines.append(f"  train loss (last epoch mean): {last_epoch['loss'].mean():.2f} nats")
+    if len(valid):
+        lines.append(f"  validation ELBO: {-valid['loss'].iloc[-1]:.2f} nats per datapoint")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""``ppl-vae variance TARGET...``: the gradient-variance study of runs or specs, with a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BACKENDS = ("pyro", "numpyro")
+DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,dreg"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    from ppl_vae.estimators import estimator_names
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in estimator_names()]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown estimator(s) {unknown or text!r}; choose "
+                                         f"from {', '.join(estimator_names())}")
+    return names
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "variance", help="gradient variance of ELBO estimators, with a report",
+        description="Draw N gradient estimates at fixed parameters for each estimator and "
+                    "number of particles, per parameter group (encoder, decoder, prior, ...), "
+                    "at a run's checkpoints or a spec's initialisation; optionally train with "
+                    "each estimator. Writes groups.csv, params.csv, ratios.csv, training.csv, "
+                    "skipped.csv and report.md / report.html. Several targets (e.g. "
+                    "masked_laplace masked_relaxed_laplace) compare posterior families.")
+    parser.add_argument("targets", nargs="+", metavar="TARGET",
+                        help="run directory, spec file (models/NAME.toml) or zoo model name")
+    parser.add_argument("--estimators", type=_names, default=_names(DEFAULT_ESTIMATORS),
+                        help=f"comma-separated (default {DEFAULT_ESTIMATORS})")
+    parser.add_argument("--particles", type=_ints, default=[1, 5, 50],
+                        help="comma-separated numbers of particles K (default 1,5,50)")
+    parser.add_argument("--draws", type=int, default=1000, help="gradient draws N (default 1000)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="default: a run's own backend; numpyro for specs")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dataset", help="data for spec targets (default: the spec's dataset)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the batch and the draws")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="also train with each estimator for this many steps (default 0)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default RUN_DIR/variance, or variance-NAME)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ppl_vae.data import DataError, prepare
+    from ppl_vae.io import CheckpointError
+    from ppl_vae.models import load_spec
+    from ppl_vae.spec import SpecError
+    from ppl_vae.variance_study import load_target, run_study, write_study
+
+    if args.draws < 2:
+        print("ppl-vae variance: error: --draws must be >= 2", file=sys.stderr)
+        return 2
+    progress = None if args.quiet else print
+    try:
+        targets = []
+        for source in args.targets:
+            data = None
+            if args.dataset is not None and not (Path(source) / "run.json").exists():
+                spec = load_spec(source)
+                data = prepare(args.dataset, likelihood=spec.likelihood.name,
+                               data_shape=spec.data_shape, seed=args.seed)
+            targets.append(load_target(source, args.backend, batch_size=args.batch_size,
+                                       data=data, seed=args.seed))
+        result = run_study(targets, estimators=args.estimators, particles=args.particles,
+                           num_draws=args.draws, seed=args.seed, train_steps=args.train_steps,
+                           progress=progress)
+    except (DataError, SpecError, CheckpointError, ValueError) as err:
+        print(f"ppl-vae variance: error: {err}", file=sys.stderr)
+        return 2
+    first = Path(args.targets[0])
+    out = args.out or (first / "variance" if (first / "run.json").exists()
+                       else Path(f"variance-{'-'.join(t.name for t in targets)}"))
+    paths = write_study(result, out)
+    if not args.quiet:
+        print(f"wrote {len(paths)} files to {out} (report: {out / 'report.html'})")
+    return 0

@@ -1,0 +1,230 @@
+r"""Importance weights of a guide and their Pareto-smoothed tail index k̂ (PSIS).
+
+For a datapoint x and draws z₁..z_S ~ q(z | x) the log importance weights
+
+.. math:: \log w_s = \log p(x, z_s) - \log q(z_s | x)
+
+estimate log p(x) (their log-mean-exp) and show how well q covers p(z | x): the shape k̂
+of a generalized Pareto distribution fitted to the largest weights (Vehtari et al. 2024)
+is < 0.5 for a good guide, 0.5–0.7 usable, > 0.7 unreliable (Yao et al. 2018); with S
+draws the reliable range ends at min(1 − 1/log₁₀ S, 0.7).
+
+References
+----------
+Yao, Y., Vehtari, A., Simpson, D. & Gelman, A. (2018). Yes, but did it work?: Evaluating
+variational inference. ICML.
+Vehtari, A., Simpson, D., Gelman, A., Yao, Y. & Gabry, J. (2024). Pareto smoothed
+importance sampling. JMLR 25(72).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["BANDS", "KHAT_GOOD", "KHAT_OK", "ImportanceWeights", "PSISResult",
+           "importance_weights", "khat_bands", "khat_summary", "khat_threshold", "psis"]
+
+KHAT_GOOD = 0.5
+"""k̂ below this: the importance weights (and the guide) are good (Yao et al. 2018)."""
+KHAT_OK = 0.7
+"""k̂ above this: importance sampling is unreliable, whatever the sample size."""
+BANDS = ("good", "ok", "unreliable")
+
+_ROUNDING_MARGIN = 1000.0
+"""Rounding allowance, in machine epsilons of the summed log-density magnitudes: a sum
+over D ≤ 1000 terms (and the networks before it) loses at most about D epsilons."""
+
+
+@dataclass(frozen=True)
+class ImportanceWeights:
+    """Draws from the guide and their log-densities, all ``(S, B)`` float64.
+
+    ``log_weight = log_likelihood + log_prior − log_q``. ``resolution`` ``(B,)`` is the
+    rounding level of the log weights in the dtype they were computed in: log weights
+    spread less than this are equal to working precision.
+    """
+
+    draws: dict[str, np.ndarray]
+    log_likelihood: np.ndarray
+    log_prior: np.ndarray
+    log_q: np.ndarray
+    resolution: np.ndarray
+
+    @property
+    def log_weight(self) -> np.ndarray:
+        return self.log_likelihood + self.log_prior - self.log_q
+
+    @property
+    def num_samples(self) -> int:
+        return self.log_q.shape[0]
+
+    def terms(self) -> dict[str, np.ndarray]:
+        """The three log-density terms, keyed as ``vae.log_prob_terms`` keys them."""
+        return {"log_likelihood": self.log_likelihood, "log_prior": self.log_prior,
+                "log_q": self.log_q}
+
+
+def importance_weights(vae: Any, x: Any, num_samples: int = 1000, *, idx: Any = None,
+                       seed: int = 0, max_elements: int = 2**24) -> ImportanceWeights:
+    """Draw ``num_samples`` latents per datapoint from the guide and weigh them.
+
+    Parameters
+    ----------
+    vae : a VAE of either backend.
+    x : ``(B, D)`` data.
+    idx : datapoint indices (required by encoder-free models).
+    seed : seeds the draws (Pyro: torch's generator, forked so the caller's random state
+        is untouched; NumPyro: the PRNG key).
+    max_elements : datapoints are processed in chunks of equal size holding at most about
+        this many likelihood values (S × chunk × D), to bound memory.
+    """
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2 for importance weights, got {num_samples}")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != vae.spec.data_dim:
+        raise ValueError(f"x must have shape (B, {vae.spec.data_dim}), got {x.shape}")
+    idx = None if idx is None else np.asarray(idx)
+    chunk = min(x.shape[0], max(1, max_elements // (num_samples * x.shape[1])))
+    parts = []
+    for number, start in enumerate(range(0, x.shape[0], chunk)):
+        # A short last chunk repeats its last row up to the chunk size (one compiled
+        # function on JAX); the repeats are dropped.
+        rows = np.minimum(np.arange(start, start + chunk), x.shape[0] - 1)
+        size = min(chunk, x.shape[0] - start)
+        draw = _draw_torch if vae.backend == "pyro" else _draw_jax
+        latents, terms = draw(vae, x[rows], num_samples, None if idx is None else idx[rows],
+                              seed, number)
+        parts.append(({k: v[:, :size] for k, v in latents.items()},
+                      {k: v[:, :size] for k, v in terms.items()}))
+    draws = {site: np.concatenate([p[0][site] for p in parts], axis=1) for site in parts[0][0]}
+    terms = {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
+    eps = float(np.finfo(np.dtype(str(vae.dtype).removeprefix("torch."))).eps)
+    magnitude = sum(np.abs(v) for v in terms.values()).max(axis=0)
+    return ImportanceWeights(draws=draws, **terms,
+                             resolution=_ROUNDING_MARGIN * eps * (1.0 + magnitude))
+
+
+Draws = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+"""(latent draws by site, log-density terms), float64 NumPy, ``(S, B, ...)`` / ``(S, B)``."""
+
+
+def _draw_torch(vae: Any, x: np.ndarray, num: int, idx: Any, seed: int, number: int) -> Draws:
+    import torch
+
+    devices = [vae.device] if vae.device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + 1_000_003 * number)
+        idx = None if idx is None else torch.as_tensor(idx, device=vae.device)
+        latents = vae.sample_latents(x, num, idx=idx)
+        terms = vae.log_prob_terms(vae.as_tensor(x), latents, idx)
+    return ({k: v.cpu().double().numpy() for k, v in latents.items()},
+            {k: v.cpu().double().numpy() for k, v in terms.items()})
+
+
+def _draw_jax(vae: Any, x: np.ndarray, num: int, idx: Any, seed: int, number: int) -> Draws:
+    import jax
+
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), number)
+    latents, terms = _jit(_draw_jax_impl, (0, 1))(vae, num, vae.params, vae.as_tensor(x),
+                                                      idx, key)
+    return ({k: np.asarray(v, dtype=np.float64) for k, v in latents.items()},
+            {k: np.asarray(v, dtype=np.float64) for k, v in terms.items()})
+
+
+def _draw_jax_impl(vae: Any, num: int, params: dict, x: Any, idx: Any, key: Any) -> tuple:
+    from numpyro import handlers
+
+    # Parameters enter as arguments: a compiled function stays valid after set_params.
+    with handlers.substitute(data=params):
+        latents = vae.sample_latents(x, num, idx=idx, seed=key)
+        return latents, vae.log_prob_terms(x, latents, idx)
+
+
+@functools.cache
+def _jit(fn: Any, static_argnums: tuple[int, ...]) -> Any:
+    """``jax.jit(fn)``, built once (JAX is imported only when a NumPyro VAE is used)."""
+    import jax
+
+    return jax.jit(fn, static_argnums=static_argnums)
+
+
+# --------------------------------------------------------------------------- PSIS
+
+
+@dataclass(frozen=True)
+class PSISResult:
+    """Pareto k̂ per datapoint and the Pareto-smoothed, normalized log weights ``(S, B)``.
+
+    ``khat`` is −inf where the log weights are constant to working precision (the guide
+    is exact there; a tail fit to rounding noise would be meaningless).
+    """
+
+    khat: np.ndarray
+    log_weights: np.ndarray
+    num_samples: int
+
+    @property
+    def threshold(self) -> float:
+        return khat_threshold(self.num_samples)
+
+
+def psis(log_weights: Any, *, resolution: Any = 0.0) -> PSISResult:
+    """Pareto-smoothed importance sampling of log weights ``(S, B)`` (draws first).
+
+    ArviZ's ``psislw`` takes the log importance ratios log p − log q themselves (not their
+    negation, unlike arviz-stats' array ``psislw``, which takes log-likelihoods) and
+    smooths over the last axis; draws from the guide are independent, so the relative
+    efficiency is 1.
+
+    Parameters
+    ----------
+    log_weights : ``(S, B)`` log p(x, z_s) − log q(z_s | x).
+    resolution : scalar or ``(B,)``: log weights whose spread (max − min) is at most this
+        are constant to working precision; their k̂ is −inf (see
+        :attr:`ImportanceWeights.resolution`).
+    """
+    import arviz as az
+
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    if log_weights.ndim != 2:
+        raise ValueError(f"log_weights must have shape (S, B), got {log_weights.shape}")
+    if not np.all(np.isfinite(log_weights)):
+        raise ValueError("log_weights contain NaN or ±inf; the guide puts mass where the "
+                         "model has none (or the model produced NaN): check the VAE's outputs")
+    num_samples = log_weights.shape[0]
+    smoothed, khat = az.psislw(log_weights.T.copy())
+    constant = np.ptp(log_weights, axis=0) <= np.broadcast_to(resolution, khat.shape)
+    khat = np.where(constant, -np.inf, khat)
+    smoothed = np.where(constant[:, None], -np.log(num_samples), smoothed)
+    return PSISResult(khat=khat, log_weights=smoothed.T, num_samples=num_samples)
+
+
+def khat_threshold(num_samples: int) -> float:
+    """The sample-size-dependent k̂ threshold min(1 − 1/log₁₀ S, 0.7) (Vehtari et al. 2024)."""
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be >= 2, got {num_samples}")
+    return min(1.0 - 1.0 / np.log10(num_samples), KHAT_OK)
+
+
+def khat_bands(khat: Any) -> np.ndarray:
+    """"good" (k̂ < 0.5), "ok" (0.5 ≤ k̂ ≤ 0.7) or "unreliable" (k̂ > 0.7), per value."""
+    khat = np.asarray(khat, dtype=np.float64)
+    return np.select([khat < KHAT_GOOD, khat <= KHAT_OK], BANDS[:2], BANDS[2])
+
+
+def khat_summary(khat: Any, num_samples: int) -> pd.DataFrame:
+    """Count and fraction of datapoints per k̂ band, plus those above the S-dependent
+    threshold (``band = "above min(1-1/log10 S, 0.7)"``)."""
+    khat = np.asarray(khat, dtype=np.float64)
+    bands = khat_bands(khat)
+    threshold = khat_threshold(num_samples)
+    rows = [(band, int((bands == band).sum())) for band in BANDS]
+    rows.append((f"above min(1-1/log10 S, 0.7) = {threshold:.3g}", int((khat >= threshold).sum())))
+    df = pd.DataFrame(rows, columns=["band", "count"])
+    df["fraction"] = df["count"] / max(khat.size, 1)
+    return df

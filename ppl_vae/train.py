@@ -1,0 +1,293 @@
+"""Fit a VAE by stochastic variational inference, on either backend, with one signature.
+
+>>> splits = ppl_vae.data.prepare("mnist5k", likelihood="bernoulli")
+>>> vae = ppl_vae.models.build("gaussian_gaussian", backend="numpyro")
+>>> result = fit(vae, splits, num_epochs=20, out_dir="runs/gg")   # doctest: +SKIP
+>>> result.history.query("split == 'valid'").tail(1)               # doctest: +SKIP
+
+Each step maximizes a Monte Carlo estimate of the ELBO (or of the IWAE bound),
+
+.. math:: \\mathcal{L}(x) = \\mathbb{E}_{q(z|x)}[\\log p(x|z) + \\log p(z) - \\log q(z|x)]
+          \\le \\log p(x),
+
+on a minibatch scaled by ``N / B`` (the ``data`` plate), with the gradient estimator chosen by
+name (:mod:`ppl_vae.estimators`). The history reports ``loss`` = −objective per datapoint, in
+nats: per step on the training minibatch, and on the validation data at step 0 and after every
+evaluation interval.
+
+References
+----------
+Hoffman, M. D., Blei, D. M., Wang, C. and Paisley, J. (2013). Stochastic variational
+inference. JMLR 14.
+Kingma, D. P. and Welling, M. (2014). Auto-encoding variational Bayes. ICLR.
+Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. ICLR.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from ppl_vae import runs
+from ppl_vae import spec as spec_module
+from ppl_vae.estimators import Reparam, Score, ScoreBaseline, get_estimator
+from ppl_vae.io import CheckpointError, read_json, write_json
+from ppl_vae.training import batches, checkpoint
+from ppl_vae.training.loop import NonFiniteLossError, Plan, run_training
+
+__all__ = ["CLIP_NORM", "OPTIMIZERS", "FitResult", "NonFiniteLossError", "fit"]
+
+OPTIMIZERS = ("adam", "clipped-adam")
+"""Optimizers by name: Adam, and Adam on gradients clipped elementwise to ±:data:`CLIP_NORM`
+(``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``)."""
+
+CLIP_NORM = 10.0
+DEFAULT_CHECKPOINT_EVERY = 500
+MAX_CHUNK = 100
+"""Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
+
+_RESUME_KEYS = ("estimator", "num_particles", "optimizer", "learning_rate", "batch_size",
+                "dtype")
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    vae : the trained model (the object passed in, updated).
+    history : tidy DataFrame with columns ``step``, ``epoch``, ``split`` ("train" / "valid"),
+        ``loss`` (−objective per datapoint, nats) and ``wall_time`` (seconds of training,
+        counted across resumes).
+    run_dir : the run directory, or None when nothing was written.
+    num_steps : SVI steps taken in total.
+    seconds : wall-clock seconds of training, counted across resumes.
+    """
+
+    vae: Any
+    history: pd.DataFrame
+    run_dir: Path | None
+    num_steps: int
+    seconds: float
+
+
+def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | None = None,
+        batch_size: int | None = None, optimizer: Any = "adam",
+        learning_rate: float | None = None, estimator: Any = None,
+        num_particles: int | None = None, seed: int = 0, validation_data: Any = None,
+        eval_every: int | None = None, out_dir: str | Path | None = None,
+        checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, device: str | None = None,
+        data_config: dict[str, Any] | None = None) -> FitResult:
+    """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
+
+    Parameters
+    ----------
+    vae : a VAE from :func:`ppl_vae.models.build` (either backend).
+    data : an ``(N, D)`` (or ``(N, *image_shape)``) array, or :class:`ppl_vae.data.Splits`
+        (trains on ``train``, validates on ``valid``, honours dynamic binarization by drawing
+        a fresh binarization every epoch). Checked against the spec before anything runs.
+    num_steps, num_epochs : length of training, at most one of them; an epoch is ``N // B``
+        steps. Default: the spec's ``[training] num_steps``.
+    batch_size, learning_rate, estimator, num_particles : default to the spec's ``[training]``
+        values. ``estimator`` is a name of :data:`ppl_vae.estimators.ESTIMATORS` (``reparam``,
+        ``analytic-kl``, ``score``, ``score-baseline``, ``iwae`` with K = ``num_particles``).
+    optimizer : ``"adam"``, ``"clipped-adam"``, or an optimizer object of the backend (a
+        ``pyro.optim.PyroOptim``; an optax ``GradientTransformation`` or NumPyro optimizer),
+        in which case ``learning_rate`` is not used.
+    seed : fixes the minibatch order, the Monte Carlo draws and the evaluation draws.
+    validation_data : held-out array (only with an array ``data``).
+    eval_every : steps between validation losses; default: every epoch.
+    out_dir : run directory (spec, run.json, params, history, checkpoints); None writes nothing.
+    checkpoint_every : steps between checkpoints (default 500), plus one at the end.
+    resume : continue the run in ``out_dir`` from its last checkpoint; with the same device and
+        seed the result equals the uninterrupted run's exactly.
+    overwrite : replace an existing run in ``out_dir`` (otherwise that is an error).
+    progress : show a progress bar with the live loss; False for scripts and CI.
+    device : Pyro: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``, moving the model's
+        parameters there (default: where the model is); NumPyro: the JAX device to use
+        (default: JAX's default device).
+    data_config : how ``data`` was prepared (``{"source", "binarization", "dequantize",
+        "fractions", "seed"}``), recorded in run.json so that ``load_run(...).splits()`` can
+        rebuild it.
+
+    Raises
+    ------
+    ppl_vae.data.DataError : data of the wrong shape, with NaN/inf, or non-binary under a
+        Bernoulli likelihood.
+    ppl_vae.runs.RunExistsError : ``out_dir`` holds a run and neither resume nor overwrite.
+    ppl_vae.io.CheckpointError : a corrupt checkpoint, or one from a different configuration.
+    NonFiniteLossError : a non-finite loss or gradient; names the step, sites and parameters.
+    """
+    spec = vae.spec
+    defaults = spec.training
+    estimator = get_estimator(estimator if estimator is not None else defaults.estimator)
+    num_particles = _positive_int("num_particles", num_particles, defaults.num_particles)
+    batch_size = _positive_int("batch_size", batch_size, defaults.batch_size)
+    if not (isinstance(seed, int) and seed >= 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    custom_optimizer = not isinstance(optimizer, str)
+    if not custom_optimizer and optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)} or pass an optimizer object")
+    if custom_optimizer and learning_rate is not None:
+        raise ValueError("learning_rate applies to a named optimizer; set the learning rate "
+                         "inside the optimizer object you passed")
+    learning_rate = None if custom_optimizer else float(
+        learning_rate if learning_rate is not None else defaults.learning_rate)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir, the run directory to continue")
+
+    training_data = batches.prepare_training_data(spec, data, validation_data, seed=seed)
+    num_data = training_data.num_data
+    encoder_free = not spec.posterior.amortized
+    if encoder_free:
+        _check_codes(vae, num_data)
+        if validation_data is not None:
+            raise ValueError(f"spec {spec.name!r} has no encoder, so held-out data has no codes "
+                             "to evaluate; drop validation_data")
+        training_data = batches.TrainingData(train=training_data.train, valid=None,
+                                             dynamic=training_data.dynamic, seed=seed)
+    steps_per_epoch = batches.steps_per_epoch(num_data, batch_size)
+    total_steps = _total_steps(num_steps, num_epochs, steps_per_epoch, defaults.num_steps)
+    eval_every = _positive_int("eval_every", eval_every, steps_per_epoch)
+    checkpoint_every = _positive_int("checkpoint_every", checkpoint_every,
+                                     DEFAULT_CHECKPOINT_EVERY)
+    plan = Plan(total_steps=total_steps, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                max_chunk=min(MAX_CHUNK, steps_per_epoch), learning_rate=learning_rate)
+
+    engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
+                          eval_estimator=_value_estimator(estimator),
+                          num_particles=num_particles, seed=seed, num_data=num_data,
+                          example_batch=training_data.train[:batch_size], device=device,
+                          max_chunk=plan.max_chunk)
+    training = {"estimator": getattr(estimator, "label", estimator.name),
+                "num_particles": num_particles,
+                "optimizer": type(optimizer).__name__ if custom_optimizer else optimizer,
+                "learning_rate": learning_rate, "batch_size": batch_size,
+                "num_steps": total_steps, "eval_every": eval_every,
+                "checkpoint_every": checkpoint_every,
+                "dtype": str(vae.dtype).removeprefix("torch."), "device": engine.device_name}
+    config: dict[str, Any] = {"seed": seed, "training": training,
+                              "data_fingerprint": training_data.fingerprint()}
+    if data_config is not None:
+        config["data"] = dict(data_config)
+    if encoder_free:
+        config["num_data"] = num_data
+
+    run_dir = None if out_dir is None else Path(out_dir)
+    start = None if run_dir is None else _open_run(run_dir, vae, config, resume=resume,
+                                                   overwrite=overwrite)
+    if start is not None:
+        try:
+            engine.load_state(start.params, start.arrays, start.state["engine"])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
+                                  f"{err}") from None
+    history, seconds = run_training(
+        engine, training_data, plan, run_dir=run_dir, start=start, progress=progress,
+        description=f"{vae.backend} {spec.name}",
+        state_extra={"data_fingerprint": config["data_fingerprint"]})
+    return FitResult(vae=vae, history=history, run_dir=run_dir, num_steps=total_steps,
+                     seconds=seconds)
+
+
+def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
+                 example_batch: Any, device: str | None, max_chunk: int, **common: Any) -> Any:
+    if vae.backend == "pyro":
+        from ppl_vae.training import pyro_loop
+
+        pyro_loop.move_to_device(vae, device)
+        if isinstance(optimizer, str):
+            optimizer = pyro_loop.make_optimizer(optimizer, learning_rate, CLIP_NORM)
+        return pyro_loop.PyroEngine(vae, optimizer=optimizer, **common)
+    from ppl_vae.training import numpyro_loop
+
+    if isinstance(optimizer, str):
+        optimizer = numpyro_loop.make_optimizer(optimizer, learning_rate, CLIP_NORM)
+    return numpyro_loop.NumPyroEngine(vae, optimizer=optimizer, example_batch=example_batch,
+                                      device=device, max_chunk=max_chunk, **common)
+
+
+def _value_estimator(estimator: Any) -> Any:
+    """The estimator whose *value* is evaluated on held-out data. Score-function estimators
+    differ from ``reparam`` only in their gradient (and a baseline's state belongs to
+    training), so their value is the same Monte Carlo ELBO, computed the cheap way."""
+    return Reparam() if isinstance(estimator, Score | ScoreBaseline) else estimator
+
+
+def _open_run(run_dir: Path, vae: Any, config: dict[str, Any], *, resume: bool,
+              overwrite: bool) -> checkpoint.Checkpoint | None:
+    """Create, replace or reopen the run directory; the checkpoint to resume from, if any."""
+    exists = (run_dir / runs.CONFIG_FILE).exists()
+    if resume:
+        if overwrite:
+            raise ValueError("resume and overwrite contradict each other; choose one")
+        if not exists:
+            raise CheckpointError(f"nothing to resume: {run_dir} holds no run (no "
+                                  f"{runs.CONFIG_FILE}); start it without resume")
+        _check_same_run(run_dir, vae, config)
+        latest = checkpoint.latest_checkpoint(run_dir)
+        found = None if latest is None else checkpoint.load_checkpoint(latest)
+        if found is not None:
+            if found.state.get("data_fingerprint") != config["data_fingerprint"]:
+                raise CheckpointError(f"checkpoint {latest} was trained on different data")
+            total = config["training"]["num_steps"]
+            if found.step > total:
+                raise CheckpointError(f"the last checkpoint of {run_dir} is at step "
+                                      f"{found.step}, beyond num_steps={total}; ask for at "
+                                      f"least {found.step} steps")
+            write_json(run_dir / runs.CONFIG_FILE, {"backend": vae.backend, **config})
+            return found
+    if exists and overwrite:
+        checkpoint.remove_checkpoints(run_dir)
+        (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
+    runs.create_run(run_dir, vae, config, overwrite=overwrite or resume)
+    return None
+
+
+def _check_same_run(run_dir: Path, vae: Any, config: dict[str, Any]) -> None:
+    saved = read_json(run_dir / runs.CONFIG_FILE)
+    problems = []
+    if saved.get("backend") != vae.backend:
+        problems.append(f"backend was {saved.get('backend')!r}, now {vae.backend!r}")
+    saved_spec = spec_module.load(run_dir / runs.SPEC_FILE)
+    if saved_spec.to_dict() != vae.spec.to_dict():
+        problems.append(f"the model spec differs from {run_dir / runs.SPEC_FILE}")
+    if saved.get("seed") != config["seed"]:
+        problems.append(f"seed was {saved.get('seed')}, now {config['seed']}")
+    if saved.get("data_fingerprint") != config["data_fingerprint"]:
+        problems.append("the training data differ (another dataset, split or binarization)")
+    old, new = saved.get("training", {}), config["training"]
+    problems += [f"{key} was {old.get(key)!r}, now {new[key]!r}" for key in _RESUME_KEYS
+                 if old.get(key) != new[key]]
+    if problems:
+        raise CheckpointError(f"cannot resume {run_dir}: " + "; ".join(problems)
+                              + ". Resume with the original settings, or start a new run "
+                              "(another out_dir, or overwrite).")
+
+
+def _check_codes(vae: Any, num_data: int) -> None:
+    codes = vae.get_params()["codes.loc"].shape[0]
+    if codes != num_data:
+        raise ValueError(f"the model holds {codes} per-datapoint codes but the training data "
+                         f"has {num_data} rows; build it with num_data={num_data}")
+
+
+def _positive_int(name: str, value: int | None, default: int) -> int:
+    value = default if value is None else value
+    if not (isinstance(value, int) and value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _total_steps(num_steps: int | None, num_epochs: int | None, steps_per_epoch: int,
+                 default: int) -> int:
+    if num_steps is not None and num_epochs is not None:
+        raise ValueError("pass num_steps or num_epochs, not both")
+    if num_epochs is not None:
+        return _positive_int("num_epochs", num_epochs, 1) * steps_per_epoch
+    return _positive_int("num_steps", num_steps, default)

@@ -1,0 +1,237 @@
+"""The backend-independent training driver behind :func:`ppl_vae.train.fit`.
+
+The driver cuts the run into chunks of SVI steps — at most ``max_chunk`` steps, never across an
+epoch end, an evaluation or a checkpoint — and hands each chunk's minibatch indices to a backend
+*engine* (:mod:`ppl_vae.training.pyro_loop`, :mod:`ppl_vae.training.numpyro_loop`). Between
+chunks it records the history, evaluates held-out data, writes checkpoints and updates the
+progress bar. Chunk boundaries depend only on the global step, so a resumed run replays the
+chunks of an uninterrupted one.
+
+An engine provides ``set_epoch_data(x)``, ``run(idx) -> ChunkResult`` (stopping *before* a step
+whose loss or gradients are not finite), ``evaluate(x, step)``, ``get_params()``,
+``finalize()``, ``state()`` and ``load_state(params, arrays, meta)``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ppl_vae.io import atomic_write_text, save_arrays
+from ppl_vae.runs import HISTORY_FILE, PARAMS_FILE
+from ppl_vae.training import batches
+from ppl_vae.training.checkpoint import Checkpoint, write_checkpoint
+
+HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time")
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    """A step whose loss or gradients were not finite; the engine stopped before it."""
+
+    index: int
+    loss: float
+    sites: tuple[str, ...]
+    parameters: tuple[str, ...]
+    batch_max_abs: float
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """Per-datapoint losses and finish times (``perf_counter``) of the completed steps."""
+
+    losses: np.ndarray
+    times: np.ndarray
+    failure: StepFailure | None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training met a non-finite loss or gradient; the message says where and what to try.
+
+    Attributes: ``step`` (1-based), ``sites``, ``parameters``, ``checkpoint`` (the last good
+    checkpoint kept on disk, or None) and ``history`` (up to the last good step).
+    """
+
+    def __init__(self, message: str, *, step: int, sites: tuple[str, ...],
+                 parameters: tuple[str, ...], checkpoint: Path | None,
+                 history: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.step = step
+        self.sites = sites
+        self.parameters = parameters
+        self.checkpoint = checkpoint
+        self.history = history
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: steps, batch size, seed, and when to evaluate and checkpoint."""
+
+    total_steps: int
+    batch_size: int
+    steps_per_epoch: int
+    seed: int
+    eval_every: int | None
+    checkpoint_every: int | None
+    max_chunk: int
+    learning_rate: float | None = None
+
+    def chunk_end(self, step: int) -> int:
+        """The step after which the chunk starting at ``step`` stops."""
+        epoch_start = step - step % self.steps_per_epoch
+        ends = [self.total_steps, epoch_start + self.steps_per_epoch,
+                epoch_start + ((step - epoch_start) // self.max_chunk + 1) * self.max_chunk]
+        for every in (self.eval_every, self.checkpoint_every):
+            if every:
+                ends.append((step // every + 1) * every)
+        return min(ends)
+
+    def is_due(self, step: int, every: int | None) -> bool:
+        return step == self.total_steps or bool(every and step % every == 0)
+
+
+def eval_seed(seed: int, step: int) -> int:
+    """Seed of the evaluation at ``step``: independent of the training stream."""
+    return int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0])
+
+
+@dataclass
+class History:
+    """Tidy training history: one row per step (train) and per evaluation (valid)."""
+
+    frames: list[pd.DataFrame] = field(default_factory=list)
+
+    @classmethod
+    def from_csv(cls, text: str) -> History:
+        return cls([pd.read_csv(io.StringIO(text))]) if text.strip() else cls()
+
+    def add(self, steps: np.ndarray, epochs: np.ndarray, split: str, losses: np.ndarray,
+            wall: np.ndarray) -> None:
+        if len(steps):
+            self.frames.append(pd.DataFrame({
+                "step": np.asarray(steps, dtype=np.int64), "epoch": np.asarray(epochs, np.int64),
+                "split": split, "loss": np.asarray(losses, dtype=np.float64),
+                "wall_time": np.asarray(wall, dtype=np.float64)}))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.frames:
+            return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                                 zip(HISTORY_COLUMNS, ("int64", "int64", "str", "float64",
+                                                       "float64"), strict=True)})
+        frame = pd.concat(self.frames, ignore_index=True)
+        self.frames = [frame]
+        return frame
+
+    def to_csv(self) -> str:
+        # repr-precision floats so a resumed history equals the uninterrupted one
+        return self.frame().to_csv(index=False, float_format="%.17g")
+
+
+def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
+                 run_dir: Path | None = None, start: Checkpoint | None = None,
+                 progress: bool = True, description: str = "",
+                 state_extra: dict[str, Any] | None = None) -> tuple[pd.DataFrame, float]:
+    """Run ``plan`` from step 0 or from ``start``; returns the history and total seconds.
+
+    Raises :class:`NonFiniteLossError` on a bad step, after putting the last good parameters
+    into the model; the last checkpoint on disk is left as it was.
+    """
+    step = start.step if start else 0
+    history = History.from_csv(start.history_csv) if start else History()
+    elapsed = float(start.state["elapsed"]) if start else 0.0
+    last_checkpoint = start.path if start else None
+    t0 = time.perf_counter() - elapsed
+    num_data = data.num_data
+    order, epoch_loaded = None, -1
+    postfix = {"loss": "", "valid": ""}
+
+    def record_valid(at: int) -> None:
+        loss = engine.evaluate(data.valid, at)
+        history.add(np.array([at]), np.array([max(at - 1, 0) // plan.steps_per_epoch]), "valid",
+                    np.array([loss]), np.array([time.perf_counter() - t0]))
+        postfix["valid"] = f"{loss:.2f}"
+
+    if start is None and data.valid is not None:
+        record_valid(0)
+    bar = tqdm(total=plan.total_steps, initial=step, disable=not progress, unit="step",
+               desc=description, dynamic_ncols=True)
+    try:
+        while step < plan.total_steps:
+            epoch, pos = divmod(step, plan.steps_per_epoch)
+            if epoch != epoch_loaded:
+                order = batches.epoch_order(plan.seed, epoch, num_data, plan.batch_size)
+                engine.set_epoch_data(data.epoch_train(epoch))
+                epoch_loaded = epoch
+            end = plan.chunk_end(step)
+            result = engine.run(order[pos:pos + end - step])
+            done = len(result.losses)
+            steps = np.arange(step + 1, step + done + 1)
+            history.add(steps, (steps - 1) // plan.steps_per_epoch, "train", result.losses,
+                        result.times - t0)
+            step += done
+            bar.update(done)
+            if result.failure is not None:
+                engine.finalize()
+                raise _non_finite(result.failure, step + 1, epoch, plan, last_checkpoint,
+                                  history.frame())
+            postfix["loss"] = f"{float(np.mean(result.losses)):.2f}"
+            if data.valid is not None and plan.is_due(step, plan.eval_every):
+                record_valid(step)
+            bar.set_postfix({k: v for k, v in postfix.items() if v}, refresh=False)
+            if run_dir is not None and plan.is_due(step, plan.checkpoint_every):
+                last_checkpoint = save(engine, run_dir, step, history,
+                                       time.perf_counter() - t0, state_extra or {})
+    finally:
+        bar.close()
+    engine.finalize()
+    return history.frame(), time.perf_counter() - t0
+
+
+def save(engine: Any, run_dir: Path, step: int, history: History, elapsed: float,
+         state_extra: dict[str, Any]) -> Path:
+    """Write a checkpoint, then the run's top-level ``params.safetensors`` and history."""
+    params = engine.get_params()
+    arrays, meta = engine.state()
+    csv = history.to_csv()
+    path = write_checkpoint(run_dir, step, params=params, arrays=arrays,
+                            state={"elapsed": elapsed, "engine": meta, **state_extra},
+                            history_csv=csv)
+    save_arrays(run_dir / PARAMS_FILE, params)
+    atomic_write_text(run_dir / HISTORY_FILE, csv)
+    return path
+
+
+def _non_finite(failure: StepFailure, step: int, epoch: int, plan: Plan,
+                checkpoint: Path | None, history: pd.DataFrame) -> NonFiniteLossError:
+    where = []
+    if failure.sites:
+        where.append(f"sample sites with a non-finite value or log-density on that minibatch: "
+                     f"{', '.join(failure.sites)}")
+    if failure.parameters:
+        where.append(f"parameters with a non-finite value or gradient: "
+                     f"{', '.join(failure.parameters)}")
+    if not where:
+        where.append("no single site or parameter is non-finite on its own (an overflow in "
+                     "the sum)")
+    kept = (f"The last good checkpoint, {checkpoint}, is kept; continue from it with "
+            f"resume=True (--resume) once the cause is fixed." if checkpoint is not None
+            else "No checkpoint had been written yet.")
+    lr = f" (now {plan.learning_rate:g})" if plan.learning_rate else ""
+    message = (
+        f"non-finite loss or gradient at step {step} (epoch {epoch}, loss {failure.loss}); "
+        + "; ".join(where) + f"; largest |value| in that minibatch: {failure.batch_max_abs:g}"
+        f". Training stopped; the model holds the parameters from before "
+        f"step {step}. {kept} Things to try: lower the learning rate{lr}; clip gradients "
+        "(optimizer='clipped-adam', or optax.clip_by_global_norm in an optax chain); check the "
+        "data for extreme values; raise the spec's scale_floor (or a Gaussian likelihood's "
+        "min_scale) so no scale can collapse.")
+    return NonFiniteLossError(message, step=step, sites=failure.sites,
+                              parameters=failure.parameters, checkpoint=checkpoint,
+                              history=history)

@@ -1,0 +1,212 @@
+"""The NumPyro engine of :func:`ppl_vae.train.fit`.
+
+A chunk of steps (at most an epoch, cut where the driver evaluates or checkpoints) is one jitted
+call: ``SVI.update`` under ``jax.lax.scan`` over the rows of a ``(L, B)`` index array, with the
+training array already on the device, so no Python runs between steps. Every chunk is padded to
+the same length, so the function compiles once. The scan also returns,
+per step, whether the loss and the updated parameters are finite; after a bad step the chunk is
+replayed up to the step before it (same keys, same result), so the engine keeps the last good
+state. Splitting a run into chunks changes nothing numerically: the scan body is the same.
+
+The whole ``SVIState`` (parameters, optax state, RNG key) is the checkpoint: its leaves go to
+safetensors, and the tree structure is rebuilt from a fresh ``SVI.init``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.infer
+import optax
+from numpyro import handlers
+
+from ppl_vae.io import CheckpointError
+from ppl_vae.models import make_elbo
+from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
+
+EVAL_BATCH = 500
+
+
+def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
+    """optax transformation for a name of :data:`ppl_vae.train.OPTIMIZERS`.
+
+    ``clipped-adam`` clips each gradient element to ``[-clip_norm, clip_norm]`` before Adam,
+    as Pyro's ``ClippedAdam`` does.
+    """
+    if name == "adam":
+        return optax.adam(learning_rate)
+    if name == "clipped-adam":
+        return optax.chain(optax.clip(clip_norm), optax.adam(learning_rate))
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def resolve_device(device: str | None) -> jax.Device:
+    """JAX device for ``"auto"`` / None (JAX's default), ``"cpu"`` or ``"cuda"``/``"gpu"``."""
+    if device in (None, "auto"):
+        return jax.devices()[0]
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    if device in ("cuda", "gpu"):
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            raise RuntimeError(
+                f"device={device!r} was requested but JAX sees no GPU (platforms: "
+                f"{sorted({d.platform for d in jax.devices()})}); use device='cpu' or 'auto', "
+                "or install a CUDA build of jax (pip install 'jax[cuda12]') and unset "
+                "JAX_PLATFORMS") from None
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
+class NumPyroEngine:
+    """Jitted SVI chunks, evaluation and checkpoint state for a :class:`NumPyroVAE`."""
+
+    backend = "numpyro"
+
+    def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
+                 optimizer: Any, seed: int, num_data: int, example_batch: np.ndarray,
+                 max_chunk: int,
+                 device: str | None = None) -> None:
+        self.vae = vae
+        self.device = resolve_device(device)
+        self.device_name = f"{self.device.platform}:{self.device.id}"
+        self.num_data = num_data
+        self.seed = seed
+        self.max_chunk = max_chunk
+        example_idx = jnp.arange(example_batch.shape[0])
+        self.elbo, self.guide = make_elbo(vae, estimator, num_particles,
+                                          example_batch=example_batch, idx=example_idx,
+                                          num_data=num_data)
+        self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles,
+                                                    example_batch=example_batch,
+                                                    idx=example_idx, num_data=num_data)
+        self.svi = numpyro.infer.SVI(vae.model, self.guide, optimizer, self.elbo,
+                                     num_data=num_data)
+        self._x: jax.Array | None = None
+        self._x_source: np.ndarray | None = None
+        with jax.default_device(self.device):  # jitted: one compile instead of op by op
+            state = jax.jit(self.svi.init)(jax.random.PRNGKey(seed),
+                                           vae.as_tensor(example_batch), example_idx)
+        self.svi_state = jax.device_put(state, self.device)
+        self._chunk = jax.jit(self._chunk_fn)
+        self._loss = jax.jit(self._eval_loss_fn)
+
+    # -- data and steps
+    def set_epoch_data(self, x: np.ndarray) -> None:
+        if x is not self._x_source:
+            self._x = jax.device_put(self.vae.as_tensor(x), self.device)
+            self._x_source = x
+
+    def _chunk_fn(self, state: Any, x: jax.Array, idx: jax.Array, n: jax.Array) -> Any:
+        # Always max_chunk scan iterations, the steps past n skipped by lax.cond: one compiled
+        # function serves every chunk length (and the replay after a bad step).
+        def step(state: Any, ib: jax.Array) -> tuple[Any, Any]:
+            state, loss = self.svi.update(state, x[ib], ib)
+            leaves = jax.tree_util.tree_leaves(self.svi.get_params(state))
+            finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(v).all()
+                                                              for v in leaves]))
+            return state, (loss, finite)
+
+        def skip(state: Any, ib: jax.Array) -> tuple[Any, Any]:
+            return state, (jnp.zeros((), self.vae.dtype), jnp.array(True))
+
+        def body(state: Any, inputs: tuple[jax.Array, jax.Array]) -> tuple[Any, Any]:
+            i, ib = inputs
+            return jax.lax.cond(i < n, step, skip, state, ib)
+
+        return jax.lax.scan(body, state, (jnp.arange(idx.shape[0]), idx))
+
+    def run(self, idx: np.ndarray) -> ChunkResult:
+        n = len(idx)
+        padded = np.zeros((self.max_chunk, idx.shape[1]), dtype=np.int32)
+        padded[:n] = idx
+        idx_j = jax.device_put(padded, self.device)
+        state, (losses, finite) = self._chunk(self.svi_state, self._x, idx_j, n)
+        losses, finite = np.asarray(losses)[:n], np.asarray(finite)[:n]
+        now = time.perf_counter()
+        if finite.all():
+            self.svi_state = state
+            return ChunkResult(losses / self.num_data, np.full(n, now), None)
+        bad = int(np.argmin(finite))
+        if bad > 0:
+            self.svi_state, _ = self._chunk(self.svi_state, self._x, idx_j, bad)
+        failure = self._diagnose(float(losses[bad]), idx_j[bad], bad)
+        return ChunkResult(losses[:bad] / self.num_data, np.full(bad, now), failure)
+
+    def _loss_fn(self, params: dict, key: jax.Array, x: jax.Array, idx: jax.Array) -> jax.Array:
+        return self.elbo.loss(key, params, self.vae.model, self.guide, x, idx)
+
+    def _eval_loss_fn(self, params: dict, key: jax.Array, x: jax.Array,
+                      idx: jax.Array) -> jax.Array:
+        return self.eval_elbo.loss(key, params, self.vae.model, self.eval_guide, x, idx)
+
+    def evaluate(self, x: np.ndarray, step: int) -> float:
+        """Per-datapoint loss (negative objective) on held-out ``x``, own RNG stream."""
+        params = self.svi.get_params(self.svi_state)
+        key = jax.random.PRNGKey(eval_seed(self.seed, step))
+        total = 0.0
+        for i, start in enumerate(range(0, len(x), EVAL_BATCH)):
+            xb = jax.device_put(self.vae.as_tensor(x[start:start + EVAL_BATCH]), self.device)
+            ib = jnp.arange(start, start + xb.shape[0])
+            total += float(self._loss(params, jax.random.fold_in(key, i), xb, ib))
+        return total / len(x)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        """The model's parameters (an estimator's own, e.g. a baseline network's, stay in
+        the SVI state)."""
+        params = self.svi.get_params(self.svi_state)
+        return {name: np.asarray(params[name]) for name in self.vae.params}
+
+    def finalize(self) -> None:
+        """Copy the trained parameters into the VAE."""
+        self.vae.set_params(self.get_params())
+
+    # -- checkpoint state
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        leaves, treedef = jax.tree_util.tree_flatten(self.svi_state)
+        arrays = {f"svi/{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        return arrays, {"num_leaves": len(leaves), "treedef": str(treedef)}
+
+    def load_state(self, params: dict[str, np.ndarray], arrays: dict[str, np.ndarray],
+                   meta: dict[str, Any]) -> None:
+        leaves, treedef = jax.tree_util.tree_flatten(self.svi_state)
+        saved = [arrays.get(f"svi/{i:05d}") for i in range(meta["num_leaves"])]
+        if len(saved) != len(leaves) or str(treedef) != meta["treedef"] or any(
+                s is None or s.shape != leaf.shape or s.dtype != leaf.dtype
+                for s, leaf in zip(saved, leaves, strict=False)):
+            raise CheckpointError("the checkpoint's SVI state does not fit this model and "
+                                  "optimizer (different structure, shapes or dtypes)")
+        self.svi_state = jax.device_put(jax.tree_util.tree_unflatten(treedef, saved), self.device)
+
+    # -- helpers
+    def _diagnose(self, loss: float, ib: jax.Array, index: int) -> StepFailure:
+        params = self.svi.get_params(self.svi_state)
+        _, key = jax.random.split(self.svi_state.rng_key)  # the key SVI.update would use
+        bad_params, bad_sites, batch_max = jax.jit(self._report)(
+            params, self.svi_state.mutable_state or {}, key, self._x[ib], ib)
+        return StepFailure(index=index, loss=loss,
+                           sites=tuple(name for name, ok in bad_sites.items() if not ok),
+                           parameters=tuple(name for name, ok in bad_params.items() if not ok),
+                           batch_max_abs=float(batch_max))
+
+    def _report(self, params: dict, mutable: dict, key: jax.Array, xb: jax.Array,
+                ib: jax.Array) -> tuple[dict, dict, jax.Array]:
+        """Finiteness of each parameter with its gradient, and of each sample site's value
+        and log-density, at ``params`` on one minibatch (jitted: one compile, not hundreds)."""
+        # the baselines' running averages (mutable state) enter as constants, as in SVI
+        grads = jax.grad(lambda p: self._loss_fn({**p, **mutable}, key, xb, ib))(params)
+        ok_params = {n: jnp.isfinite(params[n]).all() & jnp.isfinite(grads[n]).all()
+                     for n in params}
+        with handlers.substitute(data=params), handlers.seed(rng_seed=key):
+            guide_tr = handlers.trace(self.guide).get_trace(xb, ib, self.num_data)
+            model_tr = handlers.trace(handlers.replay(self.vae.model, trace=guide_tr)) \
+                .get_trace(xb, ib, self.num_data)
+        ok_sites = {f"{name} ({role})": jnp.isfinite(site["value"]).all()
+                    & jnp.isfinite(site["fn"].log_prob(site["value"])).all()
+                    for role, tr in (("guide", guide_tr), ("model", model_tr))
+                    for name, site in tr.items() if site["type"] == "sample"}
+        return ok_params, ok_sites, jnp.abs(xb).max()

@@ -1,0 +1,238 @@
+"""The Pyro engine of :func:`ppl_vae.train.fit`.
+
+One step is what ``pyro.infer.SVI.step`` does — ``elbo.loss_and_grads`` on the minibatch with
+the parameters it touches captured, the ``PyroOptim`` update of those with a gradient, zeroed
+gradients — with one difference: the loss and the gradients are checked for non-finite values
+*before* the update, so a bad step never touches the parameters.
+
+Parameters an estimator adds outside the VAE (Pyro's decaying-average baselines, a neural
+baseline's network) are saved in checkpoints by their param-store names and put back on resume.
+
+Randomness comes from a private copy of torch's generator state, swapped in around each chunk of
+steps (``torch.random.fork_rng``): the user's global RNG is left alone, evaluation draws from its
+own seeded stream, and the state is saved in checkpoints for exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.infer.util
+import torch
+from pyro import poutine
+
+from ppl_vae.models import make_elbo
+from ppl_vae.models.pyro_backend import resolve_device
+from ppl_vae.training.checkpoint import decode_tree, encode_tree
+from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
+
+BASELINE_PREFIX = "__baseline_avg_downstream_cost_"
+"""Pyro's decaying-average baselines live in the param store under this prefix."""
+
+EVAL_BATCH = 500
+
+
+def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
+    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.train.OPTIMIZERS`."""
+    if name == "adam":
+        return pyro.optim.Adam({"lr": learning_rate})
+    if name == "clipped-adam":
+        return pyro.optim.ClippedAdam({"lr": learning_rate, "clip_norm": clip_norm})
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def move_to_device(vae: Any, device: str | None) -> None:
+    """Put the VAE's parameters on ``device`` in place (the objects Pyro registered stay)."""
+    if device is None:
+        return
+    target = resolve_device(device)
+    if target == vae.device:
+        return
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.data = p.data.to(target)
+    vae.device = target
+
+
+class PyroEngine:
+    """SVI steps, evaluation and checkpoint state for a :class:`PyroVAE`."""
+
+    backend = "pyro"
+
+    def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
+                 optimizer: Any, seed: int, num_data: int) -> None:
+        self.vae = vae
+        self.elbo, self.guide = make_elbo(vae, estimator, num_particles)
+        self.optim = optimizer
+        self.num_data = num_data
+        self.seed = seed
+        self.device_name = str(vae.device)
+        self._x = None
+        self._x_source: np.ndarray | None = None
+        cuda = vae.device.type == "cuda"
+        self._devices = [vae.device.index or 0] if cuda else []
+        self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles)
+        with torch.random.fork_rng(devices=self._devices):
+            torch.manual_seed(seed)
+            self._rng = self._get_rng()
+        store = pyro.get_param_store()
+        self._own = set(vae.get_params())
+        self._extra: set[str] = set()
+        self._num_captured = 0
+        self._pending: dict[str, torch.Tensor] = {}
+        for name in [n for n in store.keys() if n.startswith(BASELINE_PREFIX)]:
+            del store[name]  # a fresh run starts its baselines at zero
+
+    # -- data and steps
+    def set_epoch_data(self, x: np.ndarray) -> None:
+        if x is not self._x_source:
+            self._x = self.vae.as_tensor(x)
+            self._x_source = x
+
+    def run(self, idx: np.ndarray) -> ChunkResult:
+        idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
+        x, model, guide, elbo, num_data = self._x, self.vae.model, self.guide, self.elbo, \
+            self.num_data
+        losses, times = [], []
+        with self._own_rng(), warnings.catch_warnings():
+            # Pyro warns on each NaN it meets; the guard below reports them with more context
+            warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?Inf)",
+                                    category=UserWarning)
+            if self._pending:
+                self._restore_extras(x[idx_t[0]], idx_t[0])
+            for i in range(idx_t.shape[0]):
+                ib = idx_t[i]
+                with poutine.trace(param_only=True) as capture:
+                    loss = elbo.loss_and_grads(model, guide, x[ib], ib, num_data)
+                params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+                # baselines' running averages are read without gradient: not optimized
+                params = [p for p in params if p.grad is not None]
+                if len(params) != self._num_captured:
+                    self._note_extras(params)
+                if not (math.isfinite(loss) and _grads_finite(params)):
+                    failure = self._diagnose(loss, params, x[ib], ib, i)
+                    pyro.infer.util.zero_grads(params)
+                    return ChunkResult(np.asarray(losses), np.asarray(times), failure)
+                self.optim(params)
+                pyro.infer.util.zero_grads(params)
+                losses.append(loss / num_data)
+                times.append(time.perf_counter())
+        return ChunkResult(np.asarray(losses), np.asarray(times), None)
+
+    def evaluate(self, x: np.ndarray, step: int) -> float:
+        """Per-datapoint loss (negative objective) on held-out ``x``, own RNG stream."""
+        total = 0.0
+        with torch.no_grad(), torch.random.fork_rng(devices=self._devices):
+            torch.manual_seed(eval_seed(self.seed, step))
+            for start in range(0, len(x), EVAL_BATCH):
+                xb = self.vae.as_tensor(x[start:start + EVAL_BATCH])
+                ib = torch.arange(start, start + xb.shape[0], device=self.vae.device)
+                total += self.eval_elbo.loss(self.vae.model, self.eval_guide, xb, ib, None)
+        return total / len(x)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.vae.get_params()
+
+    def finalize(self) -> None:
+        """The VAE already holds the parameters (updated in place)."""
+
+    # -- checkpoint state
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        skeleton, arrays = encode_tree(self.optim.get_state(), "optim")
+        arrays["rng/cpu"] = self._rng["cpu"].numpy()
+        if "cuda" in self._rng:
+            arrays["rng/cuda"] = self._rng["cuda"].numpy()
+        store = pyro.get_param_store()
+        extras = sorted(self._extra | {n for n in store.keys() if n.startswith(BASELINE_PREFIX)})
+        for name in extras:
+            arrays[f"extra/{name}"] = store[name].detach().cpu().numpy()
+        return arrays, {"optim": skeleton, "optim_class": type(self.optim).__name__,
+                        "extras": extras}
+
+    def load_state(self, params: dict[str, np.ndarray], arrays: dict[str, np.ndarray],
+                   meta: dict[str, Any]) -> None:
+        self.vae.set_params(params)
+        self.optim.set_state(decode_tree(meta["optim"], arrays, {"torch": _tensor}))
+        self._rng = {"cpu": _tensor(arrays["rng/cpu"])}
+        if self._devices:
+            self._rng["cuda"] = _tensor(arrays["rng/cuda"])
+        self._pending = {name: _tensor(arrays[f"extra/{name}"]).to(self.vae.device)
+                         for name in meta["extras"]}
+
+    # -- helpers
+    def _get_rng(self) -> dict[str, torch.Tensor]:
+        rng = {"cpu": torch.get_rng_state()}
+        if self._devices:
+            rng["cuda"] = torch.cuda.get_rng_state(self._devices[0])
+        return rng
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=self._devices):
+            torch.set_rng_state(self._rng["cpu"])
+            if self._devices:
+                torch.cuda.set_rng_state(self._rng["cuda"], self._devices[0])
+            try:
+                yield
+            finally:
+                self._rng = self._get_rng()
+
+    def _note_extras(self, params: list[torch.Tensor]) -> None:
+        store = pyro.get_param_store()
+        self._extra |= {store.param_name(p) for p in params} - self._own - {None}
+        self._num_captured = len(params)
+
+    def _restore_extras(self, xb: torch.Tensor, ib: torch.Tensor) -> None:
+        """Put back an estimator's own parameters saved in the checkpoint. Modules the guide
+        creates on first use (neural baselines) are created by one guide run on a forked RNG,
+        then their registered tensors are overwritten in place."""
+        with torch.random.fork_rng(devices=self._devices), torch.no_grad(), poutine.block():
+            self.guide(xb, ib, self.num_data)
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for name, value in self._pending.items():
+                if name in store and not name.startswith(BASELINE_PREFIX):
+                    store[name].copy_(value)
+                else:
+                    store[name] = value
+        self._extra |= set(self._pending) - {n for n in self._pending
+                                             if n.startswith(BASELINE_PREFIX)}
+        self._pending = {}
+
+    def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,
+                  ib: torch.Tensor, index: int) -> StepFailure:
+        store = pyro.get_param_store()
+        bad_params = [store.param_name(p) or "?" for p in params
+                      if not bool(torch.isfinite(p).all())
+                      or not bool(torch.isfinite(p.grad).all())]
+        with torch.no_grad():
+            guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data)
+            model_tr = poutine.trace(poutine.replay(self.vae.model, trace=guide_tr)) \
+                .get_trace(xb, ib, self.num_data)
+        sites = [f"{name} ({role})" for role, tr in (("guide", guide_tr), ("model", model_tr))
+                 for name, site in tr.nodes.items()
+                 if site["type"] == "sample"
+                 and not (torch.isfinite(site["value"]).all()
+                          and torch.isfinite(site["fn"].log_prob(site["value"])).all())]
+        return StepFailure(index=index, loss=loss, sites=tuple(sites),
+                           parameters=tuple(bad_params),
+                           batch_max_abs=float(xb.abs().max()))
+
+
+def _grads_finite(params: list[torch.Tensor]) -> bool:
+    if not params:
+        return True
+    # max |g| never overflows (unlike a norm) and propagates NaN; one sync per step
+    return bool(torch.isfinite(torch.stack([p.grad.abs().amax() for p in params]).amax()))
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # a writable copy: safetensors hands out read-only buffers, which torch warns about
+    return torch.from_numpy(np.array(array))

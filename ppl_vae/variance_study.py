@@ -1,0 +1,436 @@
+"""The gradient-variance study of a model or a trained run, and its report.
+
+For each target (a run directory, a spec file or a zoo name — one posterior family each),
+each training stage available (a run's checkpoints: early, middle, end; a spec: its
+initialisation), each estimator and each number of particles K, :func:`run_study` measures
+N gradient draws on one fixed minibatch with :func:`ppl_vae.variance.measure_gradients`,
+and, optionally, trains a fresh copy of the model with each estimator
+(:func:`ppl_vae.train.fit`) to record the loss against steps and wall time. The tidy tables
+(``groups.csv``, ``params.csv``, ``ratios.csv``, ``training.csv``, ``skipped.csv``) and a
+Markdown/HTML report are written by :func:`write_study`; the report only renders the tables.
+
+Masked codes are the natural comparison: Bernoulli gates (``masked_laplace``) force
+score-function terms into every estimator, relaxed gates (``masked_relaxed_laplace``) are
+reparameterized; run both as targets of one study.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ppl_vae.estimators import estimator_names, get_estimator
+from ppl_vae.io import atomic_write_text
+from ppl_vae.variance import measure_gradients, summarize
+
+DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "dreg")
+DEFAULT_PARTICLES = (1, 5, 50)
+RATIOS = (("score", "reparam"), ("score-baseline", "score"), ("score-nn-baseline", "score"),
+          ("analytic-kl", "reparam"), ("stl", "reparam"), ("dreg", "iwae"))
+"""(numerator, denominator) estimator pairs of the headline variance ratios."""
+_MULTI_PARTICLE = ("iwae", "dreg")
+
+
+@dataclass
+class Target:
+    """One model of the study: a VAE, its stages (name → step, params), data and a batch."""
+
+    name: str
+    vae: Any
+    stages: list[tuple[str, int, dict[str, np.ndarray]]]
+    splits: Any
+    batch: np.ndarray
+    batch_idx: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def family(self) -> str:
+        post = self.vae.spec.posterior
+        gate = getattr(post, "gate", None)
+        return f"{post.name} ({gate} gate)" if gate else post.name
+
+
+@dataclass
+class StudyResult:
+    """The tidy tables of a study and what it was run with."""
+
+    groups: pd.DataFrame
+    params: pd.DataFrame
+    training: pd.DataFrame
+    skipped: pd.DataFrame
+    settings: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def ratios(self) -> pd.DataFrame:
+        return variance_ratios(self.groups)
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def _checkpoint_stages(run: Any) -> tuple[list[tuple[str, int, dict]], list[str]]:
+    """early / middle / end parameters of a run, from its checkpoints and final params."""
+    from ppl_vae.training.checkpoint import CHECKPOINT_DIR, load_checkpoint
+
+    final_step = int(run.config.get("training", {}).get("num_steps", 0))
+    found = sorted((load_checkpoint(p) for p in (run.path / CHECKPOINT_DIR).glob("step-*")
+                    if (p / "manifest.json").exists()), key=lambda c: c.step)
+    end = run.vae.get_params()
+    last = max(final_step, found[-1].step if found else 0)
+    earlier = [c for c in found if c.step < last]
+    chosen = earlier[:1] + ([min(earlier[1:], key=lambda c: abs(c.step - last / 2))]
+                            if len(earlier) > 1 else [])
+    stages = [(_stage_name(c.step, last), c.step, c.params) for c in chosen]
+    stages.append(("end", last, end))
+    notes = []
+    if len(stages) < 3:
+        notes.append(f"run {run.path.name}: {len(found)} checkpoint(s) on disk, so the stages "
+                     f"are {', '.join(s for s, _, _ in stages)} only (the training job keeps "
+                     "only its newest checkpoints)")
+    return stages, notes
+
+
+def _stage_name(step: int, last: int) -> str:
+    return "early" if step <= last / 3 else "middle" if step <= 2 * last / 3 else "late"
+
+
+def load_target(source: Any, backend: str | None = None, *, batch_size: int = 128,
+                data: Any = None, seed: int = 0) -> Target:
+    """A study target from a run directory, a spec (ModelSpec, TOML path) or a zoo name.
+
+    A run brings its own data (``run.splits()``) and checkpoints; a spec is studied at its
+    initialisation (``seed``) on ``data`` (default: the spec's ``training.dataset``). The batch
+    is ``batch_size`` training points chosen with ``seed``.
+    """
+    from ppl_vae import runs
+    from ppl_vae.data import prepare
+    from ppl_vae.models import build, load_spec
+
+    notes: list[str] = []
+    if isinstance(source, str | Path) and (Path(source) / runs.CONFIG_FILE).exists():
+        path = Path(source)
+        run = runs.load_run(path, backend)
+        splits = run.splits() if data is None else data
+        stages, notes = _checkpoint_stages(run)
+        vae, name = run.vae, path.name
+    else:
+        spec = load_spec(source)
+        splits = data if data is not None else prepare(
+            spec.training.dataset, likelihood=spec.likelihood.name, data_shape=spec.data_shape,
+            binarization=spec.training.binarization, seed=seed)
+        num_data = None if spec.posterior.amortized else len(splits.train)
+        vae = build(spec, backend or "numpyro", seed=seed, num_data=num_data)
+        stages, name = [("init", 0, vae.get_params())], spec.name
+    train = np.asarray(splits.train, dtype=np.float32)
+    if batch_size > len(train):
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training points")
+    idx = np.sort(np.random.default_rng(seed).choice(len(train), batch_size, replace=False))
+    return Target(name=name, vae=vae, stages=stages, splits=splits, batch=train[idx],
+                  batch_idx=idx, notes=notes)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _model_args(target: Target) -> tuple[tuple, dict]:
+    vae = target.vae
+    kwargs = {}
+    if not vae.spec.posterior.amortized:
+        kwargs["idx"] = _index(vae, target.batch_idx)
+    return (vae.as_tensor(target.batch),), kwargs
+
+
+def _index(vae: Any, idx: np.ndarray) -> Any:
+    if vae.backend == "pyro":
+        import torch
+
+        return torch.as_tensor(idx, device=vae.device)
+    import jax.numpy as jnp
+
+    return jnp.asarray(idx)
+
+
+def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+              particles: Sequence[int] = DEFAULT_PARTICLES, num_draws: int = 1000,
+              seed: int = 0, train_steps: int = 0, train_particles: int = 5,
+              progress: Callable[[str], None] | None = None, **options: Any) -> StudyResult:
+    """Measure every (target, stage, estimator, K) and optionally train with each estimator.
+
+    Configurations an estimator cannot handle (e.g. ``stl`` on Bernoulli gates, ``analytic-kl``
+    without a closed form) are recorded in ``skipped`` with the reason, not raised.
+    ``train_steps`` > 0 trains a fresh copy of each target with each estimator for that many
+    steps (K = ``train_particles`` for ``iwae``/``dreg``, else 1). ``options`` go to
+    :func:`ppl_vae.variance.measure_gradients`.
+    """
+    names = [get_estimator(e).label for e in estimators]
+    groups, params, skipped, training = [], [], [], []
+    for target in targets:
+        args, kwargs = _model_args(target)
+        vae = target.vae
+        for stage, step, values in target.stages:
+            vae.set_params(values)
+            head = {"target": target.name, "family": target.family, "stage": stage,
+                    "step": step}
+            for name in names:
+                try:
+                    moments = measure_gradients(vae.model, vae.guide, *args, estimators=[name],
+                                                num_draws=num_draws, num_particles=particles,
+                                                seed=seed, model_kwargs=kwargs,
+                                                progress=progress, **options)
+                except (TypeError, ValueError) as err:
+                    skipped.append({**head, "estimator": name, "reason": str(err)})
+                    continue
+                groups.append(summarize(moments, "group").assign(**head))
+                params.append(summarize(moments, "param").assign(**head))
+        if train_steps > 0:
+            training += _train_curves(target, names, train_steps, train_particles, seed,
+                                      skipped, progress)
+    settings = {"num_draws": num_draws, "seed": seed, "estimators": names,
+                "particles": list(particles), "batch_size": len(targets[0].batch) if targets
+                else 0, "train_steps": train_steps, "train_particles": train_particles,
+                "backend": targets[0].vae.backend if targets else ""}
+    notes = [n for t in targets for n in t.notes]
+    return StudyResult(groups=_ordered(groups), params=_ordered(params),
+                       training=pd.concat(training, ignore_index=True) if training
+                       else pd.DataFrame(), skipped=pd.DataFrame(skipped),
+                       settings=settings, notes=notes)
+
+
+def _ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    first = ["target", "family", "stage", "step"]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def _train_curves(target: Target, names: list[str], steps: int, multi_particles: int,
+                  seed: int, skipped: list[dict], progress: Callable | None) -> list:
+    from ppl_vae.models import build
+    from ppl_vae.train import NonFiniteLossError, fit
+
+    spec, backend = target.vae.spec, target.vae.backend
+    num_data = None if spec.posterior.amortized else len(target.splits.train)
+    curves = []
+    for name in names:
+        k = multi_particles if name in _MULTI_PARTICLE else 1
+        vae = build(spec, backend, seed=seed, num_data=num_data)
+        start = time.perf_counter()
+        head = {"target": target.name, "family": target.family, "stage": "training",
+                "estimator": name}
+        try:
+            history = fit(vae, target.splits, num_steps=steps, estimator=name, num_particles=k,
+                          seed=seed, eval_every=max(1, steps // 10), progress=False).history
+        except (TypeError, ValueError) as err:
+            skipped.append({**head, "step": 0, "reason": str(err)})
+            continue
+        except NonFiniteLossError as err:  # a finding, not a failure: keep the curve so far
+            skipped.append({**head, "step": err.step,
+                            "reason": f"training diverged: {str(err).split(';')[0]}"})
+            history = err.history
+        if progress is not None:
+            progress(f"trained {target.name} with {name}: {time.perf_counter() - start:.1f} s")
+        curves.append(history.assign(target=target.name, family=target.family, estimator=name,
+                                     particles=k))
+    return curves
+
+
+def variance_ratios(groups: pd.DataFrame) -> pd.DataFrame:
+    """Variance ratios of the :data:`RATIOS` estimator pairs, per target, stage, K and group;
+    ``cost_ratio`` compares variance × seconds per draw."""
+    if groups.empty:
+        return pd.DataFrame()
+    keys = ["target", "family", "stage", "step", "particles", "group"]
+    table = groups.set_index(keys + ["estimator"])[["variance", "variance_x_seconds"]]
+    rows = []
+    for top, bottom in RATIOS:
+        try:
+            a, b = table.xs(top, level="estimator"), table.xs(bottom, level="estimator")
+        except KeyError:
+            continue
+        joined = a.join(b, suffixes=("_a", "_b"), how="inner")
+        rows.append(pd.DataFrame({
+            "ratio": f"{top} / {bottom}",
+            "variance_ratio": joined["variance_a"] / joined["variance_b"],
+            "cost_ratio": joined["variance_x_seconds_a"] / joined["variance_x_seconds_b"],
+        }).reset_index())
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.2)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        sub = df[df["group"] == group]
+        for name, line in sub.groupby("estimator", sort=False):
+            line = line.sort_values("particles")
+            ax.plot(line["particles"], line[column], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(group)
+        ax.set_xlabel("particles K")
+    axes[0].set_ylabel(title)
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def _snr_boxplots(df: pd.DataFrame) -> Any:
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.4)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        sub = df[df["group"] == group]
+        stats = [{"label": row.estimator, "med": row.snr, "q1": row.snr_q25, "q3": row.snr_q75,
+                  "whislo": row.snr_q05, "whishi": row.snr_q95, "fliers": []}
+                 for row in sub.itertuples() if np.isfinite(row.snr)]
+        if stats:
+            ax.bxp(stats, showfliers=False)
+        ax.set_yscale("log")
+        ax.set_title(group)
+        ax.tick_params(axis="x", labelrotation=60)
+    axes[0].set_ylabel("coordinate SNR (5/25/50/75/95%)")
+    return fig
+
+
+def _training_figure(df: pd.DataFrame) -> Any:
+    fig = _figure(9, 3.4)
+    axes = fig.subplots(1, 2)
+    split = "valid" if (df["split"] == "valid").any() else "train"
+    for name, curve in df[df["split"] == split].groupby("estimator", sort=False):
+        axes[0].plot(curve["step"], curve["loss"], label=name)
+        axes[1].plot(curve["wall_time"], curve["loss"], label=name)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("wall time (s)")
+    axes[0].set_ylabel(f"{split} loss (−ELBO, nats per datapoint)")
+    axes[1].legend(fontsize="small")
+    return fig
+
+
+def _over_training(df: pd.DataFrame) -> Any:
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.2)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        for name, line in df[df["group"] == group].groupby("estimator", sort=False):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["variance"], marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_title(group)
+        ax.set_xlabel("training step")
+    axes[0].set_ylabel("total gradient variance")
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def _headline(ratios: pd.DataFrame) -> pd.DataFrame:
+    """One row per ratio and target: K = 1 (for dreg / iwae the largest K), last stage."""
+    if ratios.empty:
+        return ratios
+    rows = []
+    for (target, ratio), sub in ratios.groupby(["target", "ratio"], sort=False):
+        sub = sub[sub["step"] == sub["step"].max()]
+        k = sub["particles"].max() if ratio.startswith("dreg") else sub["particles"].min()
+        sub = sub[sub["particles"] == k]
+        row = {"target": target, "ratio": ratio, "K": int(k), "stage": sub["stage"].iloc[0]}
+        for group in ("encoder", "decoder", "codes"):
+            hit = sub[sub["group"] == group]
+            if not hit.empty:
+                row[f"{group} variance ratio"] = hit["variance_ratio"].iloc[0]
+                row[f"{group} cost ratio"] = hit["cost_ratio"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_report(result: StudyResult) -> Any:
+    """The report of a study: settings, headline ratios, figures, families, skipped."""
+    from ppl_vae.report import Report, machine_description
+
+    s = result.settings
+    report = Report("Gradient variance of ELBO estimators")
+    report.text(
+        f"Each configuration takes N = {s['num_draws']} independent gradient draws at fixed "
+        f"parameters on one minibatch of {s['batch_size']} points, seed {s['seed']}, backend "
+        f"{s['backend']}; machine: {machine_description()}. Variance is the trace of the "
+        "gradient covariance over a parameter group; SNR = |mean| / std per coordinate "
+        "(Rainforth et al. 2018), summarized by its median; cost-adjusted variance is "
+        "variance × seconds per draw. score-baseline draws use a baseline warmed up at the "
+        "fixed parameters, then frozen.")
+    for note in result.notes:
+        report.text(note)
+    ratios = result.ratios
+    if not ratios.empty:
+        report.heading("Headline ratios")
+        report.table(_headline(ratios), caption="variance (and cost-adjusted variance) of one "
+                     "estimator over another, last stage; > 1 means the first is noisier")
+    last = result.groups
+    if not last.empty:
+        last = last[last["step"] == last.groupby("target")["step"].transform("max")]
+        for target, df in last.groupby("target", sort=False):
+            report.heading(f"{target}: variance and SNR against particles")
+            report.figure(_vs_particles(df, "variance", "total variance"),
+                          f"{target}-variance", "total gradient variance per group (log-log)")
+            report.figure(_vs_particles(df, "snr", "median SNR"), f"{target}-snr",
+                          "median coordinate SNR per group (log-log)")
+            k = df["particles"].min()
+            report.figure(_snr_boxplots(df[df["particles"] == k]), f"{target}-snr-box",
+                          f"SNR of the coordinates per estimator, K = {k}")
+        stages = result.groups.groupby("target")["stage"].nunique()
+        for target in stages[stages > 1].index:
+            df = result.groups[(result.groups["target"] == target)
+                               & (result.groups["particles"] == result.groups["particles"].min())]
+            report.heading(f"{target}: over training")
+            report.figure(_over_training(df), f"{target}-stages",
+                          "total variance at the checkpoints (K = smallest)")
+        k1 = last[last["particles"] == last["particles"].min()]
+        families = k1.pivot_table(index=["target", "family", "group"], columns="estimator",
+                                  values="variance", sort=False).reset_index()
+        report.heading("Posterior families")
+        report.table(families, caption="total variance per group at the last stage, "
+                     "K = smallest; masked codes: Bernoulli gates need score-function terms, "
+                     "relaxed gates are reparameterized")
+    if not result.training.empty:
+        report.heading("Training with each estimator")
+        for target, df in result.training.groupby("target", sort=False):
+            report.figure(_training_figure(df), f"{target}-training",
+                          f"{target}: loss against steps and wall time (iwae and dreg: "
+                          "−IWAE bound with their K particles; the others: −ELBO)")
+    if not result.skipped.empty:
+        report.heading("Skipped configurations and diverged training")
+        report.table(result.skipped[["target", "stage", "estimator", "reason"]])
+    return report
+
+
+def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
+    """Write the tidy tables as CSV and the report (``report.md``, ``report.html``)."""
+    out_dir = Path(out_dir)
+    paths = []
+    for name, df in (("groups", result.groups), ("params", result.params),
+                     ("ratios", result.ratios), ("training", result.training),
+                     ("skipped", result.skipped)):
+        path = out_dir / f"{name}.csv"
+        atomic_write_text(path, df.to_csv(index=False))
+        paths.append(path)
+    paths += list(study_report(result).write(out_dir, "report"))
+    return paths
+
+
+__all__ = ["DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "RATIOS", "StudyResult", "Target",
+           "estimator_names", "load_target", "run_study", "study_report", "variance_ratios",
+           "write_study"]

@@ -1,0 +1,107 @@
+"""``ppl-vae train`` and ``ppl-vae sample`` end to end, in-process."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ppl_vae import data as data_module
+from ppl_vae.cli import main
+from ppl_vae.runs import load_run
+
+SPEC = """
+name = "tiny"
+latent_dim = 2
+data_shape = [8, 8]
+kl = "analytic"
+[posterior]
+family = "gaussian"
+[prior]
+family = "standard-normal"
+[likelihood]
+family = "bernoulli"
+[encoder]
+hidden = [16]
+[decoder]
+hidden = [16]
+[training]
+estimator = "reparam"
+dataset = "digits"
+num_steps = 12
+batch_size = 32
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(textwrap.dedent(SPEC))
+    return path
+
+
+def test_train_then_sample(spec_file, tmp_path, capsys):
+    out = tmp_path / "runs" / "tiny"
+    assert main(["train", str(spec_file), "--out", str(out), "--checkpoint-every", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "trained 12 steps" in printed and "validation ELBO" in printed
+    for name in ("spec.toml", "run.json", "params.safetensors", "history.csv",
+                 "training_curves.png", "checkpoints/latest", "checkpoints/step-00000006"):
+        assert (out / name).exists(), name
+    history = pd.read_csv(out / "history.csv")
+    assert history.query("split == 'train'")["step"].tolist() == list(range(1, 13))
+    run = load_run(out)
+    assert run.config["training"]["batch_size"] == 32 and run.config["data"]["source"] == "digits"
+
+    assert main(["sample", str(out), "--num-samples", "16"]) == 0
+    assert {p.split("/")[-1] for p in capsys.readouterr().out.split()} == {
+        "samples.png", "reconstructions.png"}
+    # 16 samples of 8x8 in a 4x4 grid, 2-pixel gaps, drawn at twice the size
+    with Image.open(out / "samples.png") as image:
+        assert image.size == (2 * (4 * 10 + 2),) * 2
+    # the reconstructions grid shows the test images themselves in its first row: cell k of
+    # row 0 holds test image k, drawn dark on light as round((1 - x) * 255)
+    with Image.open(out / "reconstructions.png") as image:
+        grid = np.asarray(image)[::2, ::2]
+    test = data_module.prepare("digits", likelihood="bernoulli").test
+    for k in range(8):
+        cell = grid[2:10, 2 + 10 * k:10 + 10 * k]
+        np.testing.assert_array_equal(cell, np.round((1 - test[k].reshape(8, 8)) * 255))
+
+
+def test_resume_overwrite_and_errors(spec_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(spec_file), "--out", str(out), "--quiet"]) == 0
+    assert main(["train", str(spec_file), "--out", str(out), "--quiet"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", str(spec_file), "--out", str(out), "--quiet", "--resume",
+                 "--steps", "20"]) == 0
+    steps = pd.read_csv(out / "history.csv").query("split == 'train'")["step"]
+    assert steps.tolist() == list(range(1, 21))
+    assert main(["train", str(spec_file), "--out", str(out), "--quiet", "--resume",
+                 "--lr", "0.01", "--steps", "30"]) == 2
+    assert "learning_rate was 0.001, now 0.01" in capsys.readouterr().err
+    assert main(["train", str(spec_file), "--out", str(out), "--quiet", "--overwrite",
+                 "--epochs", "1"]) == 0
+    steps = pd.read_csv(out / "history.csv").query("split == 'train'")["step"]
+    assert steps.max() == len(data_module.prepare("digits", likelihood="bernoulli").train) // 32
+    assert main(["train", str(spec_file), "--out", str(tmp_path / "gpu"), "--device",
+                 "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert main(["train", str(spec_file), "--out", str(tmp_path / "x"),
+                 "--estimator", "reinforce"]) == 2
+    assert "unknown estimator 'reinforce'" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_numpyro_backend_from_the_command_line(spec_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", str(spec_file), "--backend", "numpyro", "--out", str(out),
+                 "--quiet"]) == 0
+    assert load_run(out).config["backend"] == "numpyro"
+    assert main(["sample", str(out), "--num-samples", "4", "--num-reconstructions", "8"]) == 0
+    assert (out / "samples.png").exists() and (out / "reconstructions.png").exists()
