@@ -46,7 +46,11 @@ class Report:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        self.blocks.append(("figure", (name, buf.getvalue(), caption)))
+        return self.image(buf.getvalue(), name, caption)
+
+    def image(self, png: bytes, name: str, caption: str = "") -> Report:
+        """Add a PNG image given as bytes."""
+        self.blocks.append(("figure", (name, png, caption)))
         return self
 
     def write(self, folder: str | Path, stem: str = "report") -> tuple[Path, Path]:

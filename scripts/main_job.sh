@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: train the standard Gaussian VAE (models/gaussian_gaussian.toml, the spec's
 # [training] defaults) on MNIST-5k, evaluate it on the test split, and draw samples and
-# reconstructions. Everything lands in one run directory (default runs/gaussian_gaussian).
+# reconstructions, then render report.html. Everything lands in one run directory (default
+# runs/gaussian_gaussian).
 #
 #   scripts/setup.sh            # once: creates .venv (or $PPL_VAE_VENV)
 #   scripts/main_job.sh [RUN_DIR] [more `ppl-vae train` options, e.g. --backend numpyro]
@@ -32,6 +33,7 @@ trained=$SECONDS
 "$PPL_VAE" evaluate "$RUN_DIR" --split test --num-samples 1000
 evaluated=$SECONDS
 "$PPL_VAE" sample "$RUN_DIR"
+"$PPL_VAE" report "$RUN_DIR"
 
 echo "main job done in $(( SECONDS - start )) s (training $(( trained - start )) s," \
      "evaluation $(( evaluated - trained )) s): $RUN_DIR"
