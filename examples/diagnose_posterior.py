@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("runs/diagnose-example"))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run in --out-dir")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny model, few steps and draws (for tests)")
     return parser.parse_args(argv)
@@ -54,7 +56,7 @@ def main(args: argparse.Namespace) -> Path:
                      seed=DATA["seed"])
     vae = build(spec, args.backend, seed=args.seed)
     result = fit(vae, splits, num_steps=args.num_steps, seed=args.seed, out_dir=args.out_dir,
-                 overwrite=True, progress=not args.smoke, data_config=DATA)
+                 overwrite=args.overwrite, progress=not args.smoke, data_config=DATA)
     valid = result.history[result.history["split"] == "valid"]
     print(f"trained {result.num_steps} steps; validation loss {valid['loss'].iloc[-1]:.2f} "
           f"nats -> {args.out_dir}")

@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.py"))
+QUICKSTART = EXAMPLES[0].with_name("quickstart.py")
+CASES = [(p, []) for p in EXAMPLES] + [(QUICKSTART, ["--backend", "numpyro"])]
 
 
 def test_examples_exist():
-    assert {"quickstart.py", "quickstart_numpyro.py"} <= {p.name for p in EXAMPLES}
+    assert QUICKSTART in EXAMPLES
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs_with_smoke_arguments(path, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("path, extra", CASES,
+                         ids=[p.stem + "".join(e[1:]) for p, e in CASES])
+def test_example_runs_with_smoke_arguments(path, extra, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", [str(path), "--smoke", "--out-dir", str(out)])
+    monkeypatch.setattr(sys, "argv", [str(path), "--smoke", "--out-dir", str(out), *extra])
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as stop:
