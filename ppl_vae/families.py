@@ -54,44 +54,40 @@ def laplace_kl(ops: Any, loc_q: Any, scale_q: Any, loc_p: Any, scale_p: Any) -> 
 # --------------------------------------------------------------------------- posteriors
 
 
+class _LocScalePosterior:
+    """A diagonal location-scale q(z | x): the encoder emits (μ, raw scale) per dimension."""
+
+    sites: ClassVar[tuple[str, ...]] = ("z",)
+    amortized: ClassVar[bool] = True
+    distribution_name: ClassVar[str]
+
+    def encoder_size(self, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
+        loc, raw = ops.split(h, 2)
+        cls = getattr(ops.dist, self.distribution_name)
+        return {"z": cls(loc, positive(ops, raw, floor)).to_event(1)}
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["z"]
+
+
 @dataclass(frozen=True)
-class GaussianPosterior:
+class GaussianPosterior(_LocScalePosterior):
     r"""q(z | x) = N(z; μ(x), diag σ(x)²), reparameterized (Kingma & Welling 2014)."""
 
     name: ClassVar[str] = "gaussian"
-    sites: ClassVar[tuple[str, ...]] = ("z",)
-    amortized: ClassVar[bool] = True
-
-    def encoder_size(self, latent_dim: int) -> int:
-        return 2 * latent_dim
-
-    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
-        loc, raw = ops.split(h, 2)
-        return {"z": ops.dist.Normal(loc, positive(ops, raw, floor)).to_event(1)}
-
-    @staticmethod
-    def code(latents: dict[str, Any]) -> Any:
-        return latents["z"]
+    distribution_name: ClassVar[str] = "Normal"
 
 
 @dataclass(frozen=True)
-class LaplacePosterior:
+class LaplacePosterior(_LocScalePosterior):
     r"""q(z | x) = ∏ Laplace(z_i; μ_i(x), b_i(x)), reparameterized by inverse CDF."""
 
     name: ClassVar[str] = "laplace"
-    sites: ClassVar[tuple[str, ...]] = ("z",)
-    amortized: ClassVar[bool] = True
-
-    def encoder_size(self, latent_dim: int) -> int:
-        return 2 * latent_dim
-
-    def distributions(self, ops: Any, h: Any, floor: float) -> dict[str, Any]:
-        loc, raw = ops.split(h, 2)
-        return {"z": ops.dist.Laplace(loc, positive(ops, raw, floor)).to_event(1)}
-
-    @staticmethod
-    def code(latents: dict[str, Any]) -> Any:
-        return latents["z"]
+    distribution_name: ClassVar[str] = "Laplace"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ Conventions
   network) is first *warmed up* for ``baseline_warmup`` draws at the fixed parameters
   (average updated, network trained with Adam), then *frozen* while the N draws are taken.
   The measured draws are then i.i.d. and each is unbiased, as the baseline does not depend
-  on them. Baseline parameters are never part of the measurement.
+  on them. Baseline parameters are never part of the measurement. As warm-up and draws see
+  the same arguments (minibatch), a per-datapoint average is tuned to those datapoints: an
+  optimistic case next to training, where the minibatch changes every step.
 * Moments are accumulated in float64 about a pilot mean (the first chunk's), so nothing of
   size N × (number of parameters) is stored. ``variance_se`` is the standard error of the
   variance: per coordinate √((m₄ − s⁴)/N); per tensor or group the standard deviation over
@@ -434,8 +436,9 @@ def _unit_rows(m: GradientMoments, by: str) -> list[dict]:
         idx = np.concatenate([np.arange(offsets[t], offsets[t + 1]) for t in tensors])
         snr = _snr(m.mean[idx], m.variance[idx])
         snr = snr[~np.isnan(snr)]
-        q = (np.quantile(snr, [0.05, 0.25, 0.5, 0.75, 0.95]) if snr.size
-             else np.full(5, np.nan))
+        # sample quantiles without interpolation: exact-gradient coordinates have SNR = inf
+        q = (np.quantile(snr, [0.05, 0.25, 0.5, 0.75, 0.95], method="inverted_cdf")
+             if snr.size else np.full(5, np.nan))
         dev2 = m.dev2[:, tensors].sum(1)
         variance = float(m.variance[idx].sum())
         row = {"group": group} if name is None else {"param": name, "group": group}
@@ -469,7 +472,8 @@ def summarize(moments: Sequence[GradientMoments], by: str = "param") -> pd.DataF
     ``index`` per coordinate; ``param`` per tensor; ``group``), and
     ``variance`` (per tensor/group: the trace Σ_i s_i²), ``variance_se``, ``snr`` (per
     tensor/group: the median over coordinates, with quantiles ``snr_q05`` ... ``snr_q95``;
-    coordinates whose gradient is always exactly zero are left out), ``mean`` (per
+    coordinates whose gradient is always exactly zero are left out, those estimated without
+    noise have SNR = inf), ``mean`` (per
     coordinate) or ``mean_norm`` = ‖ḡ‖ and ``grad_norm`` = E‖g‖, ``seconds_per_draw`` and
     ``variance_x_seconds`` (cost-adjusted variance).
     """

@@ -274,6 +274,8 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
+    from matplotlib.ticker import NullFormatter
+
     groups = list(dict.fromkeys(df["group"]))
     fig = _figure(3.6 * len(groups), 3.2)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
@@ -284,6 +286,9 @@ def _vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
             ax.plot(line["particles"], line[column], marker="o", label=name)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ks = sorted(sub["particles"].unique())
+        ax.set_xticks(ks, labels=[str(k) for k in ks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(group)
         ax.set_xlabel("particles K")
     axes[0].set_ylabel(title)
@@ -371,7 +376,9 @@ def study_report(result: StudyResult) -> Any:
         "gradient covariance over a parameter group; SNR = |mean| / std per coordinate "
         "(Rainforth et al. 2018), summarized by its median; cost-adjusted variance is "
         "variance × seconds per draw. score-baseline draws use a baseline warmed up at the "
-        "fixed parameters, then frozen.")
+        "fixed parameters on the same minibatch, then frozen: its per-datapoint average is "
+        "then tuned to these datapoints, an optimistic case next to training, where the "
+        "minibatch changes every step (compare the training curves).")
     for note in result.notes:
         report.text(note)
     ratios = result.ratios

@@ -163,7 +163,10 @@ def test_new_elbos_train_a_vae_on_both_backends(estimator):
         names = set(pyro.get_param_store().keys())
         assert any(n.startswith("baseline.gate") for n in names)
         assert any(n.startswith("baseline.slab") for n in names)
-        assert {"baseline.gate.0.weight", "baseline.slab.1.bias"} <= set(svi.get_params(state))
+        trained = svi.get_params(state)
+        # the output layer starts at zero: it moved, so the baseline loss trains the network
+        assert np.abs(trained["baseline.gate.1.weight"]).max() > 0
+        assert "baseline.slab.0.bias" in trained
 
 
 def test_numpyro_baseline_state_follows_the_decaying_average():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ppl_vae.commands._args import positive_int
+
 DESCRIPTION = """Diagnose a trained run's guide q(z|x) (Yao et al. 2018): PSIS k-hat of the
 importance weights log p(x,z) - log q(z|x) per datapoint; NUTS reference posteriors p(z|x)
 for a few datapoints with R-hat, ESS and MCSE from ArviZ, compared with the guide;
@@ -26,36 +28,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
                         help="data split to diagnose (default: test; encoder-free models: "
                              "train)")
-    parser.add_argument("--num-points", type=_positive, default=200,
+    parser.add_argument("--num-points", type=positive_int, default=200,
                         help="first N datapoints of the split for PSIS k-hat and collapse "
                              "(default: 200)")
     parser.add_argument("--datapoints", type=int, nargs="+", default=[0, 1, 2, 3],
                         metavar="ROW", help="rows of the split given an MCMC reference and "
                                             "inference gaps (default: 0 1 2 3)")
-    parser.add_argument("--num-samples", type=_positive, default=1000,
+    parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="guide draws per datapoint for the importance weights "
                              "(default: 1000)")
-    parser.add_argument("--chains", type=_positive, default=4, help="NUTS chains (default: 4)")
-    parser.add_argument("--draws", type=_positive, default=1000,
+    parser.add_argument("--chains", type=positive_int, default=4, help="NUTS chains (default: 4)")
+    parser.add_argument("--draws", type=positive_int, default=1000,
                         help="NUTS draws per chain after warmup (default: 1000)")
-    parser.add_argument("--warmup", type=_positive, default=500,
+    parser.add_argument("--warmup", type=positive_int, default=500,
                         help="NUTS warmup iterations per chain (default: 500)")
-    parser.add_argument("--gap-steps", type=_positive, default=1000,
+    parser.add_argument("--gap-steps", type=positive_int, default=1000,
                         help="Adam steps of the per-datapoint guide optimization "
                              "(default: 1000)")
-    parser.add_argument("--gap-samples", type=_positive, default=2000,
+    parser.add_argument("--gap-samples", type=positive_int, default=2000,
                         help="draws per ELBO and log p(x) estimate of the gaps (default: 2000)")
     parser.add_argument("--backend", choices=("pyro", "numpyro"), default=None,
                         help="backend to load the run with (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of all draws (default: 0)")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

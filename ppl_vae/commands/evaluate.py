@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ppl_vae.commands._args import positive_int
+
 DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampled log p(x)
 (K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), KL per
 latent dimension, active units, code sparsity, reconstruction error, nearest training
@@ -25,19 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (ppl-vae train)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
                         help="data split to evaluate (default: test)")
-    parser.add_argument("--num-samples", type=_positive, default=5000,
+    parser.add_argument("--num-samples", type=positive_int, default=5000,
                         help="importance samples per datapoint (default: 5000)")
-    parser.add_argument("--max-points", type=_positive, default=None,
+    parser.add_argument("--max-points", type=positive_int, default=None,
                         help="evaluate only the first N datapoints of the split")
     parser.add_argument("--ais", type=int, default=0, metavar="N",
                         help="also run AIS on the first N datapoints (default: 0, off)")
-    parser.add_argument("--ais-steps", type=_positive, default=500,
+    parser.add_argument("--ais-steps", type=positive_int, default=500,
                         help="AIS temperatures (default: 500)")
-    parser.add_argument("--ais-chains", type=_positive, default=16,
+    parser.add_argument("--ais-chains", type=positive_int, default=16,
                         help="AIS chains per datapoint (default: 16)")
     parser.add_argument("--ais-start", choices=("q", "prior"), default="q",
                         help="AIS start distribution (default: q)")
-    parser.add_argument("--budget", type=_positive, default=None,
+    parser.add_argument("--budget", type=positive_int, default=None,
                         help="particle x datapoint pairs decoded at once (bounds memory)")
     parser.add_argument("--model-samples", type=int, default=100,
                         help="model samples for the nearest-neighbour metric (0: off)")
@@ -47,13 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="backend to evaluate with (default: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of all draws (default: 0)")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
