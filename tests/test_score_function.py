@@ -166,3 +166,34 @@ def test_score_function_marks_only_the_named_sites():
     with numpyro.handlers.seed(rng_seed=0):
         tr = numpyro.handlers.trace(numpyro_backend.score_function(guide, sites=("b",))).get_trace()
     assert tr["a"]["fn"].has_rsample and not tr["b"]["fn"].has_rsample
+
+
+def test_pyro_score_function_sites_on_every_zoo_family():
+    """Marking works on .to_event() distributions (torch's Independent has a read-only
+    has_rsample) for amortized and masked families."""
+    import ppl_vae.models
+
+    for name in ("gaussian_gaussian", "laplace_laplace", "masked_relaxed_laplace"):
+        vae = ppl_vae.models.build(name, "pyro", score_function_sites=("z",) if "masked" not in
+                                   name else ("gate", "slab"))
+        x = vae.as_tensor((np.random.default_rng(0).random((4, 784)) < 0.4).astype(np.float32))
+        tr = pyro.poutine.trace(vae.guide).get_trace(x)
+        assert all(not site["fn"].has_rsample for name_, site in tr.nodes.items()
+                   if site["type"] == "sample" and name_ in vae.sites)
+
+
+def test_second_pyro_model_in_a_process_trains_its_own_baseline_network():
+    """A stale param-store entry of the same name must not capture SVI's updates."""
+    import ppl_vae.models
+    from ppl_vae.estimators import VARIANTS
+
+    x = (np.random.default_rng(0).random((16, 784)) < 0.4).astype(np.float32)
+    for _ in range(2):
+        vae = ppl_vae.models.build("masked_laplace", "pyro")
+        elbo, guide = ppl_vae.models.make_elbo(vae, VARIANTS["score-nn-baseline"])
+        svi = pyro.infer.SVI(vae.model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
+        for _ in range(3):
+            svi.step(vae.as_tensor(x))
+        assert guide.nets
+        for net in guide.nets.values():  # zero-initialised output layer, then trained
+            assert float(net[2].weight.detach().abs().sum()) > 0

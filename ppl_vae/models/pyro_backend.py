@@ -14,7 +14,9 @@ import pyro
 import pyro.distributions as pdist
 import torch
 import torch.nn.functional as F
+from pyro.params import param_with_module_name
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.subsample_messenger import _Subsample
 
 from ppl_vae.models._core import VAECore, check_param_names
 from ppl_vae.spec import ModelSpec
@@ -43,7 +45,7 @@ class TorchOps:
 
     @staticmethod
     def score_function(d: Any) -> Any:
-        return d.has_rsample_(False)
+        return mark_score_function(d)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -83,9 +85,7 @@ class PyroVAE(VAECore):
     # -- parameters
     def param(self, name: str) -> torch.Tensor:
         value = self._params[name]
-        store = pyro.get_param_store()
-        if name in store and store[name] is not value:
-            del store[name]  # a stale entry from another VAE: this VAE's tensors are the truth
+        _drop_stale(name, value)
         return pyro.param(name, value)
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -165,14 +165,51 @@ class PyroVAE(VAECore):
         return {site: d.sample((num_samples,)) for site, d in q.items()}
 
 
+def _drop_stale(name: str, value: torch.Tensor) -> None:
+    """Remove a param-store entry of this name that holds another tensor (left by an earlier
+    model in the process): the owner's tensors are the truth, else SVI would train the stale
+    tensor and the owner would silently never change."""
+    store = pyro.get_param_store()
+    if name in store and store[name] is not value:
+        del store[name]
+
+
+def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
+    """``pyro.module(name, module)``, with this module's tensors replacing stale entries."""
+    for param_name, value in module.named_parameters():
+        _drop_stale(param_with_module_name(name, param_name), value)
+    return pyro.module(name, module)
+
+
+class _ScoreIndependent(pdist.Independent):
+    """``Independent`` with a settable ``has_rsample``: torch's is a read-only property, so
+    ``has_rsample_(False)`` and the plate broadcast's copy of the flag both fail on it."""
+
+    @property
+    def has_rsample(self) -> bool:
+        return getattr(self, "_has_rsample", self.base_dist.has_rsample)
+
+    @has_rsample.setter
+    def has_rsample(self, value: bool) -> None:
+        self._has_rsample = value
+
+
+def mark_score_function(d: Any) -> Any:
+    """Mark a Pyro distribution non-reparameterized, ``Independent`` (``.to_event``) included."""
+    if isinstance(d, torch.distributions.Independent):
+        d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
+    return d.has_rsample_(False)
+
+
 class _ScoreFunction(Messenger):
     def __init__(self, sites: tuple[str, ...] | None) -> None:
         super().__init__()
         self.sites = sites
 
     def _pyro_sample(self, msg: dict) -> None:
-        if not msg["is_observed"] and (self.sites is None or msg["name"] in self.sites):
-            msg["fn"] = msg["fn"].has_rsample_(False)
+        if (not msg["is_observed"] and not isinstance(msg["fn"], _Subsample)
+                and (self.sites is None or msg["name"] in self.sites)):
+            msg["fn"] = mark_score_function(msg["fn"])
 
 
 def score_function(fn: Any, sites: tuple[str, ...] | None = None) -> Any:

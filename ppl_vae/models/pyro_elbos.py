@@ -38,6 +38,7 @@ from ppl_vae.estimators import (
     Score,
     ScoreBaseline,
 )
+from ppl_vae.models.pyro_backend import register_module, score_function
 
 
 class _DetachParams(Messenger):
@@ -190,37 +191,6 @@ class DReG_ELBO(pyro.infer.ELBO):
         return loss.item()
 
 
-class _ScoreIndependent(pyro.distributions.Independent):
-    """``Independent`` with a settable ``has_rsample``: torch's is a read-only property, so
-    ``has_rsample_(False)`` and the plate broadcast's copy of the flag both fail on it."""
-
-    @property
-    def has_rsample(self) -> bool:
-        return getattr(self, "_has_rsample", self.base_dist.has_rsample)
-
-    @has_rsample.setter
-    def has_rsample(self, value: bool) -> None:
-        self._has_rsample = value
-
-
-def _mark_score_function(d: Any) -> Any:
-    """Mark ``d`` non-reparameterized, also when it is an ``Independent``."""
-    if isinstance(d, torch.distributions.Independent):
-        d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
-    return d.has_rsample_(False)
-
-
-class _ScoreFunction(Messenger):
-    def _pyro_sample(self, msg: dict) -> None:
-        if not msg["is_observed"] and not isinstance(msg["fn"], _Subsample):
-            msg["fn"] = _mark_score_function(msg["fn"])
-
-
-def score_function(guide: Any) -> Any:
-    """Wrap a Pyro program so every latent site uses score-function gradients."""
-    return _ScoreFunction()(guide)
-
-
 def _with_baseline(guide: Any, beta: float) -> Any:
     baseline = {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": beta}}
     return poutine.infer_config(
@@ -248,7 +218,7 @@ class NeuralBaselineGuide:
         x = args[0].detach()
         features = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
         for name, net in self.nets.items():
-            pyro.module(f"{BASELINE_PREFIX}{name}", net)
+            register_module(f"{BASELINE_PREFIX}{name}", net)
 
         def config(msg: dict) -> dict:
             if (msg["type"] != "sample" or msg["is_observed"]
@@ -257,7 +227,7 @@ class NeuralBaselineGuide:
             name = msg["name"]
             if name not in self.nets:
                 self.nets[name] = _baseline_net(features, self.hidden)
-                pyro.module(f"{BASELINE_PREFIX}{name}", self.nets[name])
+                register_module(f"{BASELINE_PREFIX}{name}", self.nets[name])
             return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.beta,
                                  "nn_baseline": self.nets[name],
                                  "nn_baseline_input": features}}
