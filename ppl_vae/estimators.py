@@ -2,7 +2,12 @@
 
 Each estimator is a small frozen dataclass (hashable, no array library), mapped to a
 backend ELBO by ``ppl_vae.models.pyro_elbos.make_elbo`` and
-``ppl_vae.models.numpyro_elbos.make_elbo``. ``ESTIMATORS`` is the one table from the
+``ppl_vae.models.numpyro_elbos.make_elbo``. Capabilities are class flags:
+``reparameterized_only`` (differentiates through every sample path: refused for guides with
+discrete or score-function sites), ``multi_particle`` (an importance-weighted bound whose K is
+part of the objective), ``score_function`` (every latent site gets a score-function gradient;
+the objective's value is the plain ELBO), ``stateful`` (keeps state from step to step: a
+baseline) and ``closed_form_kl``. ``ESTIMATORS`` is the one table from the
 names users write (CLI, specs) to types; ``VARIANTS`` names preset options of a type
 (``score-nn-baseline`` is ``ScoreBaseline(neural=True)``).
 
@@ -23,46 +28,51 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
+class _Estimator:
+    """Capability flags (all off) and the label reports use: the name, unless a preset."""
+
+    name: ClassVar[str]
+    reparameterized_only: ClassVar[bool] = False
+    multi_particle: ClassVar[bool] = False
+    score_function: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+    closed_form_kl: ClassVar[bool] = False
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
 @dataclass(frozen=True)
-class Reparam:
+class Reparam(_Estimator):
     r"""Pathwise gradient of the Monte Carlo ELBO, ∇E_q[log p(x,z) − log q(z|x)] with
     z = g(ε, φ) (Kingma & Welling 2014). Non-reparameterizable sites (Bernoulli gates) get
     score-function terms, as Pyro's ``Trace_ELBO`` does."""
 
     name: ClassVar[str] = "reparam"
 
-    @property
-    def label(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True)
-class AnalyticKL:
+class AnalyticKL(_Estimator):
     r"""E_q[log p(x|z)] − KL(q ‖ p) with the KL in closed form (Kingma & Welling 2014, eq. 10);
     ``TraceMeanField_ELBO``. Refused for a spec whose pair has no closed form."""
 
     name: ClassVar[str] = "analytic-kl"
-
-    @property
-    def label(self) -> str:
-        return self.name
+    closed_form_kl: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class Score:
+class Score(_Estimator):
     r"""Score-function (REINFORCE) gradient on every latent site:
     E_q[(log p(x,z) − log q(z|x)) ∇ log q(z|x)] (Williams 1992; Ranganath et al. 2014),
     no baseline."""
 
     name: ClassVar[str] = "score"
-
-    @property
-    def label(self) -> str:
-        return self.name
+    score_function: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class ScoreBaseline:
+class ScoreBaseline(_Estimator):
     r"""Score-function gradient with a baseline b subtracted from the learning signal f:
     E_q[(f − b) ∇ log q] (Mnih & Gregor 2014), unbiased because E_q[∇ log q] = 0.
 
@@ -73,6 +83,8 @@ class ScoreBaseline:
     """
 
     name: ClassVar[str] = "score-baseline"
+    score_function: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
     beta: float = 0.9
     neural: bool = False
     hidden: int = 64
@@ -89,33 +101,27 @@ class ScoreBaseline:
 
 
 @dataclass(frozen=True)
-class IWAE:
+class IWAE(_Estimator):
     r"""Importance-weighted bound log (1/K) Σ_k p(x, z_k) / q(z_k | x), K = num_particles
     (Burda et al. 2016); ``RenyiELBO(alpha=0)``."""
 
     name: ClassVar[str] = "iwae"
-
-    @property
-    def label(self) -> str:
-        return self.name
+    multi_particle: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class STL:
+class STL(_Estimator):
     r"""Sticking the landing (Roeder et al. 2017): the pathwise ELBO gradient with the
     score term ∇_φ log q_φ(z) dropped, i.e. log q evaluated with stop-gradient on φ but
     differentiated through z = g(ε, φ). Unbiased (E_q[∇_φ log q_φ] = 0) and of zero
     variance when q equals the exact posterior. Needs every latent site reparameterized."""
 
     name: ClassVar[str] = "stl"
-
-    @property
-    def label(self) -> str:
-        return self.name
+    reparameterized_only: ClassVar[bool] = True
 
 
 @dataclass(frozen=True)
-class DReG:
+class DReG(_Estimator):
     r"""Doubly reparameterized IWAE gradient (Tucker et al. 2018), K = num_particles.
 
     Model parameters θ get the IWAE gradient Σ_k w̃_k ∇_θ log w_k; guide parameters φ get
@@ -124,10 +130,8 @@ class DReG:
     :class:`STL` at K = 1. Needs every latent site reparameterized."""
 
     name: ClassVar[str] = "dreg"
-
-    @property
-    def label(self) -> str:
-        return self.name
+    reparameterized_only: ClassVar[bool] = True
+    multi_particle: ClassVar[bool] = True
 
 
 BASELINE_PREFIX = "baseline."

@@ -6,7 +6,12 @@ A family is a small frozen dataclass that imports no array library. It knows
 * how raw network outputs map to distribution parameters (every scale is
   ``softplus(h) + floor``, Shu 2018, so no variance can collapse to zero);
 * the initial values of the parameters it owns (NumPy, so both backends start equal);
-* whether a closed-form KL against a given prior exists.
+* whether a closed-form KL against a given prior exists;
+* its capabilities, as flags callers read instead of checking types: a posterior's
+  ``amortized`` (has an encoder), ``has_density`` (log q(z | x) exists: not for point codes),
+  ``continuous`` (every latent site real-valued: NUTS and the gap optimization need it) and
+  ``gated`` (masked codes); a prior's ``factorized`` (a product over latent dimensions, so KL
+  per dimension is defined).
 
 Distributions are built through ``ops``, a namespace each backend supplies
 (``ops.dist`` is ``pyro.distributions`` or ``numpyro.distributions``; the two share
@@ -54,11 +59,33 @@ def laplace_kl(ops: Any, loc_q: Any, scale_q: Any, loc_p: Any, scale_p: Any) -> 
 # --------------------------------------------------------------------------- posteriors
 
 
-class _LocScalePosterior:
-    """A diagonal location-scale q(z | x): the encoder emits (μ, raw scale) per dimension."""
+class _SingleCode:
+    """A posterior with one latent site ``z``, which is the code; its prior is the spec's."""
 
     sites: ClassVar[tuple[str, ...]] = ("z",)
+    continuous: ClassVar[bool] = True
+    gated: ClassVar[bool] = False
+
+    @staticmethod
+    def model_latents(ops: Any, like: Any, latent_dim: int, prior: Any) -> dict[str, Any]:
+        """The model's distribution of each latent site, given the spec's prior p(z)."""
+        return {"z": prior}
+
+    @staticmethod
+    def code(latents: dict[str, Any]) -> Any:
+        return latents["z"]
+
+    @staticmethod
+    def code_mean(ops: Any, q: dict[str, Any]) -> Any:
+        """E_q[z | x]."""
+        return q["z"].mean
+
+
+class _LocScalePosterior(_SingleCode):
+    """A diagonal location-scale q(z | x): the encoder emits (μ, raw scale) per dimension."""
+
     amortized: ClassVar[bool] = True
+    has_density: ClassVar[bool] = True
     distribution_name: ClassVar[str]
 
     def encoder_size(self, latent_dim: int) -> int:
@@ -68,10 +95,6 @@ class _LocScalePosterior:
         loc, raw = ops.split(h, 2)
         cls = getattr(ops.dist, self.distribution_name)
         return {"z": cls(loc, positive(ops, raw, floor)).to_event(1)}
-
-    @staticmethod
-    def code(latents: dict[str, Any]) -> Any:
-        return latents["z"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,8 @@ class MaskedPosterior:
     name: ClassVar[str] = "masked"
     sites: ClassVar[tuple[str, ...]] = ("gate", "slab")
     amortized: ClassVar[bool] = True
+    has_density: ClassVar[bool] = True
+    gated: ClassVar[bool] = True
     slab: str = "gaussian"
     gate: str = "bernoulli"
     temperature: float = 0.5
@@ -116,6 +141,11 @@ class MaskedPosterior:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.prior_gate < 1:
             raise ValueError(f"prior_gate must lie in (0, 1), got {self.prior_gate}")
+
+    @property
+    def continuous(self) -> bool:
+        """Relaxed gates are real-valued; Bernoulli gates are discrete."""
+        return self.gate == "relaxed"
 
     def encoder_size(self, latent_dim: int) -> int:
         return 3 * latent_dim
@@ -137,17 +167,24 @@ class MaskedPosterior:
             "slab": slab_cls(loc, positive(ops, raw, floor)).to_event(1),
         }
 
-    def gate_prior(self, ops: Any, like: Any, latent_dim: int) -> Any:
-        return self.gate_distribution(ops, like,
+    def model_latents(self, ops: Any, like: Any, latent_dim: int, prior: Any) -> dict[str, Any]:
+        """Gates ~ Bernoulli(α) (relaxed like the guide's), slab ~ the spec's prior."""
+        gate = self.gate_distribution(ops, like,
                                       probs=ops.full(like, (latent_dim,), self.prior_gate))
+        return {"gate": gate, "slab": prior}
 
     @staticmethod
     def code(latents: dict[str, Any]) -> Any:
         return latents["gate"] * latents["slab"]
 
+    @staticmethod
+    def code_mean(ops: Any, q: dict[str, Any]) -> Any:
+        """P(gate on) times the slab's mean (for relaxed gates sigmoid(logit), P(gate > ½))."""
+        return ops.sigmoid(q["gate"].base_dist.logits) * q["slab"].mean
+
 
 @dataclass(frozen=True)
-class NoEncoderPosterior:
+class NoEncoderPosterior(_SingleCode):
     r"""No encoder: per-datapoint codes stored as parameters (latent optimization).
 
     ``codes="point"``: q(z_n) = δ(z - c_n), so the objective is log p(x_n, c_n), as in
@@ -156,7 +193,6 @@ class NoEncoderPosterior:
     """
 
     name: ClassVar[str] = "none"
-    sites: ClassVar[tuple[str, ...]] = ("z",)
     amortized: ClassVar[bool] = False
     codes: str = "gaussian"
     init_scale: float = 0.1
@@ -165,6 +201,15 @@ class NoEncoderPosterior:
         _check_choice("codes", self.codes, ("point", "gaussian"))
         if not self.init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
+
+    @property
+    def has_density(self) -> bool:
+        """Point codes are a Dirac posterior: no density q(z | x)."""
+        return self.codes == "gaussian"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return ("codes.loc", "codes.scale_raw") if self.has_density else ("codes.loc",)
 
     def init_params(self, latent_dim: int, num_data: int, rng: np.random.Generator) -> dict:
         params = {"codes.loc": rng.normal(0.0, self.init_scale, (num_data, latent_dim))}
@@ -180,10 +225,6 @@ class NoEncoderPosterior:
         scale = positive(ops, params["codes.scale_raw"][idx], floor)
         return {"z": ops.dist.Normal(loc, scale).to_event(1)}
 
-    @staticmethod
-    def code(latents: dict[str, Any]) -> Any:
-        return latents["z"]
-
 
 # --------------------------------------------------------------------------- priors
 
@@ -193,6 +234,7 @@ class StandardNormal:
     """p(z) = N(0, I)."""
 
     name: ClassVar[str] = "standard-normal"
+    factorized: ClassVar[bool] = True
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {}
@@ -207,6 +249,7 @@ class StandardLaplace:
     """p(z) = ∏ Laplace(z_i; 0, 1)."""
 
     name: ClassVar[str] = "standard-laplace"
+    factorized: ClassVar[bool] = True
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return {}
@@ -226,6 +269,7 @@ class LearnedNormal:
     """p(z) = N(μ, diag σ²) with learned μ and σ = softplus(ρ) + floor (starts at N(0, I))."""
 
     name: ClassVar[str] = "learned-normal"
+    factorized: ClassVar[bool] = True
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return _learned_loc_scale(latent_dim)
@@ -240,6 +284,7 @@ class LearnedLaplace:
     """p(z) = ∏ Laplace(z_i; μ_i, b_i) with learned μ and b = softplus(ρ) + floor."""
 
     name: ClassVar[str] = "learned-laplace"
+    factorized: ClassVar[bool] = True
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return _learned_loc_scale(latent_dim)
@@ -254,6 +299,7 @@ class MixtureOfGaussians:
     r"""p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), all learned; means start at N(0, I) draws."""
 
     name: ClassVar[str] = "mixture"
+    factorized: ClassVar[bool] = False
     components: int = 10
 
     def __post_init__(self) -> None:

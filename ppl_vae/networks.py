@@ -1,4 +1,5 @@
-"""MLP encoders and decoders as flat parameter dicts, shared by both backends.
+"""MLP networks as flat parameter dicts, shared by both backends: the VAEs' encoders and
+decoders, and the neural baseline of the score-function estimator.
 
 Parameters are named ``{prefix}.{layer}.weight`` (shape ``(out, in)``, as in
 ``torch.nn.Linear``) and ``{prefix}.{layer}.bias``. Initial values come from NumPy with
@@ -41,3 +42,22 @@ def apply_mlp(ops: Any, param: Any, prefix: str, net: NetworkSpec, x: Any) -> An
         if i < num_layers - 1:
             x = activation(x)
     return x
+
+
+def _baseline_net(hidden: int) -> NetworkSpec:
+    return NetworkSpec(hidden=(hidden,), activation="relu")
+
+
+def init_baseline(prefix: str, fan_in: int, hidden: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A one-hidden-layer baseline network b(x) (Mnih & Gregor 2014): ``torch.nn.Linear``'s
+    rule for the hidden layer, zeros for the output layer, so it starts at b = 0 (on top of
+    the decaying average). ``seed`` fixes the hidden layer, equal on both backends."""
+    params = init_mlp(prefix, fan_in, _baseline_net(hidden), 1, np.random.default_rng(seed))
+    params[f"{prefix}.1.weight"][:] = 0.0
+    params[f"{prefix}.1.bias"][:] = 0.0
+    return params
+
+
+def apply_baseline(ops: Any, param: Any, prefix: str, hidden: int, features: Any) -> Any:
+    """b(x) for each row of ``features`` ``(B, D)``: shape ``(B,)``."""
+    return apply_mlp(ops, param, prefix, _baseline_net(hidden), features)[..., 0]

@@ -1,16 +1,22 @@
 """Run directories: what a trained model leaves on disk, and how to load it back.
 
-Layout of ``runs/NAME/``::
+This module is the one place that names the files of a run directory ``runs/NAME/``::
 
-    spec.toml              the model spec (readable by ppl_vae.spec.load)
-    run.json               backend, dataset and split settings, seed, training settings
-    params.safetensors     the latest parameters, flat names (``vae.get_params()``)
-    history.csv            per-step / per-epoch training history
-    checkpoints/           ``latest`` and the newest complete ``step-NNNNNNNN/`` folders:
-                           parameters, optimizer and RNG state, history, checksums
-                           (:mod:`ppl_vae.training.checkpoint`); ``fit(..., resume=True)``
-                           continues from them
-    ...                    metrics.csv, reports, figures (see the jobs)
+    spec.toml              SPEC_FILE: the model spec (readable by ppl_vae.spec.load)
+    run.json               CONFIG_FILE: backend, dataset and split settings, seed, training
+    params.safetensors     PARAMS_FILE: the latest parameters, flat names (``vae.get_params()``)
+    history.csv            HISTORY_FILE: per-step / per-epoch training history
+    checkpoints/           CHECKPOINT_DIR: ``latest`` and the newest complete ``step-NNNNNNNN/``
+                           folders (:mod:`ppl_vae.training.checkpoint`); ``fit(...,
+                           resume=True)`` continues from them
+    training_curves.png    CURVES_FILE (``ppl-vae train``)
+    metrics.csv            METRICS_FILE (``ppl-vae evaluate``)
+    samples.png            SAMPLES_FILE, RECONSTRUCTIONS_FILE (``ppl-vae sample``)
+    reconstructions.png
+    diagnostics.*          DIAGNOSTICS_STEM + .nc, .csv, .md, .html (``ppl-vae diagnose``)
+    variance/              VARIANCE_DIR (``ppl-vae variance``)
+    report.md, .html       REPORT_STEM (``ppl-vae report``)
+    figures/               the reports' PNGs
 
 ``params.safetensors`` and ``history.csv`` are rewritten at every checkpoint, so a run that
 is still training (or was interrupted) loads at its last checkpoint.
@@ -22,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppl_vae import spec as spec_module
 from ppl_vae.io import CheckpointError, load_arrays, read_json, save_arrays, write_json, write_toml
 from ppl_vae.spec import ModelSpec
@@ -30,6 +38,41 @@ SPEC_FILE = "spec.toml"
 CONFIG_FILE = "run.json"
 PARAMS_FILE = "params.safetensors"
 HISTORY_FILE = "history.csv"
+CHECKPOINT_DIR = "checkpoints"
+CURVES_FILE = "training_curves.png"
+METRICS_FILE = "metrics.csv"
+SAMPLES_FILE = "samples.png"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+DIAGNOSTICS_STEM = "diagnostics"
+DIAGNOSTICS_NETCDF = f"{DIAGNOSTICS_STEM}.nc"
+DIAGNOSTICS_TABLE = f"{DIAGNOSTICS_STEM}.csv"
+VARIANCE_DIR = "variance"
+REPORT_STEM = "report"
+SPLITS = ("train", "valid", "test")
+
+
+def is_run(path: str | Path) -> bool:
+    """Whether ``path`` is a run directory (it holds ``run.json``)."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationData:
+    """A run's data prepared for evaluating the model, by :meth:`Run.evaluation_data`.
+
+    ``x`` is the chosen split; ``idx`` its rows in the training set where the model stores
+    one code per training point (encoder-free posteriors, training split), else None;
+    ``train`` and ``valid`` are prepared the same way (for nearest neighbours and Parzen
+    bandwidths); ``notes`` say what was done to the data, for reports.
+    """
+
+    split: str
+    x: np.ndarray
+    idx: np.ndarray | None
+    train: np.ndarray
+    valid: np.ndarray
+    splits: Any
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -40,18 +83,65 @@ class Run:
     spec: ModelSpec
     config: dict[str, Any]
     vae: Any
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether run.json records how the data were prepared (``ppl-vae train`` does)."""
+        return "data" in self.config
 
     def splits(self) -> Any:
         """The train/valid/test splits this run was trained on, rebuilt from run.json."""
         from ppl_vae.data import prepare
 
+        if not self.has_data:
+            raise CheckpointError(f"{self.path / CONFIG_FILE} records no 'data' settings, so "
+                                  "the data cannot be rebuilt; train with ppl-vae train")
         data = self.config["data"]
         return prepare(data["source"], likelihood=self.spec.likelihood.name,
                        binarization=data.get("binarization", "static"),
                        dequantize=data.get("dequantize", False),
                        fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
                        seed=data.get("seed", 0))
+
+    def default_split(self) -> str:
+        """``"test"``, or ``"train"`` for an encoder-free model (its codes exist only for the
+        training points)."""
+        return "test" if self.spec.posterior.amortized else "train"
+
+    def evaluation_data(self, split: str | None = None, *, max_points: int | None = None,
+                        seed: int = 0) -> EvaluationData:
+        """The data every job evaluates the model on: one policy for all commands.
+
+        * ``split`` (default :meth:`default_split`) of the rebuilt splits, its first
+          ``max_points`` rows when given;
+        * a dynamically binarized run is evaluated on one static binarization (``seed``): a
+          Bernoulli likelihood scores binary data;
+        * an encoder-free model's posterior is one stored code per training point: the
+          training split comes with its indices ``idx``; other splits have none (only the
+          prior-started AIS can score them).
+        """
+        from ppl_vae.data import binarize_static
+
+        split = split or self.default_split()
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        splits = self.splits()
+        arrays = {name: getattr(splits, name) for name in SPLITS}
+        notes = []
+        if splits.dynamic_binarization:
+            arrays = {name: binarize_static(a, seed) for name, a in arrays.items()}
+            notes.append(f"data: dynamically binarized run, evaluated on one static "
+                         f"binarization (seed {seed})")
+        x = arrays[split][:max_points]
+        idx = None
+        if not self.spec.posterior.amortized:
+            if split == "train":
+                idx = np.arange(x.shape[0])  # stored codes follow the training rows
+            else:
+                notes.append(f"no encoder: the {split} split has no stored codes, so no "
+                             "q(z | x) for it")
+        return EvaluationData(split=split, x=x, idx=idx, train=arrays["train"],
+                              valid=arrays["valid"], splits=splits, notes=notes)
 
 
 def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",
@@ -80,6 +170,11 @@ class RunExistsError(FileExistsError):
     """Refusal to overwrite a run a user already has."""
 
 
+def write_config(path: str | Path, vae: Any, config: dict[str, Any]) -> None:
+    """``run.json``: ``config`` plus the backend."""
+    write_json(Path(path) / CONFIG_FILE, {"backend": vae.backend, **config})
+
+
 def create_run(path: str | Path, vae: Any, config: dict[str, Any], *,
                overwrite: bool = False) -> Path:
     """Write a new run directory: spec, ``run.json`` (``config`` plus the backend) and params.
@@ -87,11 +182,11 @@ def create_run(path: str | Path, vae: Any, config: dict[str, Any], *,
     An existing run is never replaced unless ``overwrite=True``.
     """
     path = Path(path)
-    if (path / CONFIG_FILE).exists() and not overwrite:
+    if is_run(path) and not overwrite:
         raise RunExistsError(f"{path} already holds a run; choose another --out, resume it "
                              "with --resume, or pass --overwrite to replace it")
     path.mkdir(parents=True, exist_ok=True)
     write_toml(path / SPEC_FILE, vae.spec.to_dict())
-    write_json(path / CONFIG_FILE, {"backend": vae.backend, **config})
+    write_config(path, vae, config)
     save_arrays(path / PARAMS_FILE, vae.get_params())
     return path

@@ -18,16 +18,14 @@ for a few datapoints with R-hat, ESS and MCSE from ArviZ, compared with the guid
 approximation and amortization gaps (Cremer et al. 2018); KL per latent dimension and
 active units. Writes RUN_DIR/diagnostics.nc, diagnostics.csv and diagnostics.md/.html."""
 
-NETCDF_FILE, TABLE_FILE, REPORT_STEM = "diagnostics.nc", "diagnostics.csv", "diagnostics"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("diagnose", help="PSIS k-hat, MCMC references, gaps",
                                    description=DESCRIPTION)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (ppl-vae train)")
-    parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
+    parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="data split to diagnose (default: test; encoder-free models: "
-                             "train)")
+                             "train, the points with stored codes)")
     parser.add_argument("--num-points", type=positive_int, default=200,
                         help="first N datapoints of the split for PSIS k-hat and collapse "
                              "(default: 200)")
@@ -57,57 +55,45 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from ppl_vae import arviz_convert
-    from ppl_vae.data import DataError, binarize_static
-    from ppl_vae.diagnosis import diagnose
-    from ppl_vae.diagnostics_figures import build_report
+    from ppl_vae import runs
+    from ppl_vae.data import DataError
+    from ppl_vae.diagnostics import diagnose, inference_data
     from ppl_vae.io import CheckpointError, atomic_write_text
-    from ppl_vae.runs import HISTORY_FILE, load_run
+    from ppl_vae.reports.pages import diagnostics_page
 
     run_dir = Path(args.run_dir)
     try:
-        loaded = load_run(run_dir, backend=args.backend)
+        loaded = runs.load_run(run_dir, backend=args.backend)
+        data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     except CheckpointError as err:
         raise SystemExit(f"ppl-vae diagnose: {err}") from None
-    if "data" not in loaded.config:
-        raise SystemExit(f"ppl-vae diagnose: {run_dir / 'run.json'} records no 'data' settings, "
-                         "so the data cannot be rebuilt; train with ppl-vae train")
-    encoder_free = not loaded.spec.posterior.amortized
-    if encoder_free and args.split != "train":
-        raise SystemExit("ppl-vae diagnose: this model has no encoder; its guide exists only "
-                         "for training datapoints: pass --split train")
-    try:
-        splits = loaded.splits()
     except DataError as err:
         raise SystemExit(f"ppl-vae diagnose: the run's data cannot be rebuilt: {err}") from None
-    x = getattr(splits, args.split)
-    notes = []
-    if splits.dynamic_binarization:
-        x = binarize_static(x, args.seed)
-        notes.append(f"dynamically binarized run: diagnosed on one static binarization "
-                     f"(seed {args.seed})")
-    num_points = min(args.num_points, x.shape[0])
+    if not loaded.spec.posterior.amortized and data.idx is None:
+        raise SystemExit("ppl-vae diagnose: this model has no encoder; its guide exists only "
+                         "for training datapoints: pass --split train")
+    x = data.x
+    num_points = x.shape[0]
     rows = np.asarray(args.datapoints)
     if rows.min() < 0 or rows.max() >= num_points:
         raise SystemExit(f"ppl-vae diagnose: --datapoints must be rows in 0..{num_points - 1} "
                          f"(within --num-points {num_points}); got {rows.tolist()}")
-    history_path = run_dir / HISTORY_FILE
+    history_path = run_dir / runs.HISTORY_FILE
     history = pd.read_csv(history_path) if history_path.exists() else None
     try:
         result = diagnose(
-            loaded.vae, x[:num_points], datapoints=np.arange(num_points),
-            idx=np.arange(num_points) if encoder_free else None, reference_rows=rows,
+            loaded.vae, x, datapoints=np.arange(num_points), idx=data.idx, reference_rows=rows,
             num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
             num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
             likelihood_samples=args.gap_samples, history=history, seed=args.seed)
     except ValueError as err:
         raise SystemExit(f"ppl-vae diagnose: {err}") from None
-    result.notes[:0] = notes
+    result.notes[:0] = data.notes
 
-    arviz_convert.write_netcdf(result.inference_data(), run_dir / NETCDF_FILE)
-    atomic_write_text(run_dir / TABLE_FILE, result.table().to_csv(index=False))
-    title = f"Diagnostics of {run_dir.resolve().name} ({loaded.spec.name}, {args.split} split)"
-    md, html = build_report(result, title).write(run_dir, REPORT_STEM)
+    inference_data.write_netcdf(result.inference_data(), run_dir / runs.DIAGNOSTICS_NETCDF)
+    atomic_write_text(run_dir / runs.DIAGNOSTICS_TABLE, result.table().to_csv(index=False))
+    title = f"Diagnostics of {run_dir.resolve().name} ({loaded.spec.name}, {data.split} split)"
+    md, html = diagnostics_page(result, title).write(run_dir, runs.DIAGNOSTICS_STEM)
 
     print(result.khat_summary.to_markdown(index=False, floatfmt=".3g"))
     if result.reference is not None:
@@ -121,5 +107,6 @@ def run(args: argparse.Namespace) -> int:
               f"{gaps['gap_approximation'].mean():.3f} nats")
     for note in result.notes:
         print(f"- {note}")
-    print(f"wrote {run_dir / NETCDF_FILE}, {run_dir / TABLE_FILE}, {md}, {html}")
+    print(f"wrote {run_dir / runs.DIAGNOSTICS_NETCDF}, {run_dir / runs.DIAGNOSTICS_TABLE}, "
+          f"{md}, {html}")
     return 0

@@ -18,15 +18,14 @@ latent dimension, active units, code sparsity, reconstruction error, nearest tra
 neighbours of samples; optionally AIS on a subset and a Parzen-window estimate. Writes
 RUN_DIR/metrics.csv."""
 
-METRICS_FILE = "metrics.csv"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="likelihoods and metrics of a trained run",
                                    description=DESCRIPTION)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (ppl-vae train)")
-    parser.add_argument("--split", choices=("train", "valid", "test"), default="test",
-                        help="data split to evaluate (default: test)")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
+                        help="data split to evaluate (default: test; encoder-free models: "
+                             "train, the points with stored codes)")
     parser.add_argument("--num-samples", type=positive_int, default=5000,
                         help="importance samples per datapoint (default: 5000)")
     parser.add_argument("--max-points", type=positive_int, default=None,
@@ -52,46 +51,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import pandas as pd
 
-    from ppl_vae.data import binarize_static
-    from ppl_vae.evaluation.importance import DEFAULT_BUDGET
-    from ppl_vae.evaluation.table import COLUMNS, EvaluationConfig, evaluate_split
-    from ppl_vae.evaluation.units import likelihood_units
+    from ppl_vae.evaluation import (
+        COLUMNS,
+        DEFAULT_BUDGET,
+        EvaluationConfig,
+        evaluate_split,
+        likelihood_units,
+    )
     from ppl_vae.io import atomic_write_text
-    from ppl_vae.runs import load_run
+    from ppl_vae.runs import METRICS_FILE, load_run
 
     if args.ais < 0:
         raise SystemExit("ppl-vae evaluate: --ais must be >= 0")
     loaded = load_run(args.run_dir, backend=args.backend)
-    splits = loaded.splits()
-    x = getattr(splits, args.split)
-    valid, train = splits.valid, splits.train
-    notes = []
-    if splits.dynamic_binarization:
-        # Grey levels are not Bernoulli data: evaluate one fixed binarization, as is customary.
-        x, valid, train = (binarize_static(a, args.seed) for a in (x, valid, train))
-        notes.append(f"data: dynamically binarized run, evaluated on one static binarization "
-                     f"(seed {args.seed})")
-    idx = None
-    if not loaded.spec.posterior.amortized and args.split == "train":
-        idx = np.arange(x.shape[0])  # stored codes follow the training rows
-    if args.max_points is not None:
-        x = x[:args.max_points]
-        idx = None if idx is None else idx[:args.max_points]
+    data = loaded.evaluation_data(args.split, max_points=args.max_points, seed=args.seed)
+    notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
-                             dequantized=splits.dequantized, max_value=splits.max_value)
+                             dequantized=data.splits.dequantized,
+                             max_value=data.splits.max_value)
     config = EvaluationConfig(
         num_samples=args.num_samples, seed=args.seed, budget=args.budget or DEFAULT_BUDGET,
         ais_points=args.ais, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
         ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen)
     name = Path(args.run_dir).resolve().name
     try:
-        table, more = evaluate_split(loaded.vae, x, run=name, split=args.split, idx=idx,
-                                     units=units,
-                                     train=train if args.model_samples > 0 else None,
-                                     valid=valid, config=config)
+        table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split,
+                                     idx=data.idx, units=units,
+                                     train=data.train if args.model_samples > 0 else None,
+                                     valid=data.valid, config=config)
     except ValueError as err:
         raise SystemExit(f"ppl-vae evaluate: {err}") from None
     notes += more
@@ -102,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
         if list(old.columns) != COLUMNS:
             raise SystemExit(f"ppl-vae evaluate: {path} has columns {list(old.columns)}, not "
                              f"{COLUMNS}; move it away and run again")
-        keep = ~((old["run"] == name) & (old["split"] == args.split))
+        keep = ~((old["run"] == name) & (old["split"] == data.split))
         table = pd.DataFrame(old[keep].to_dict("records") + table.to_dict("records"),
                              columns=COLUMNS)
     atomic_write_text(path, table.to_csv(index=False))
 
-    shown = table[table["split"] == args.split]
+    shown = table[table["split"] == data.split]
     print(shown.to_markdown(index=False, floatfmt=".6g"))
     for note in notes:
         print(f"- {note}")

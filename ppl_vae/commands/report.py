@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.run_report import write_run_report
+    from ppl_vae.reports.pages import write_run_report
 
     md, html = write_run_report(args.run_dir)
     print(f"wrote {md} and {html}")

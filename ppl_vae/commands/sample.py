@@ -13,13 +13,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sample", help="draw samples and reconstructions of a trained run as PNG grids",
         description="Write samples.png (decoder means E[x | z] of z drawn from the prior) and "
-                    "reconstructions.png (held-out images, each row of originals above its "
+                    "reconstructions.png (images of a split, each row of originals above its "
                     "reconstructions E[x | E_q[z | x]]) into the run directory.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--num-reconstructions", type=int, default=32,
                         help=f"a multiple of {RECONSTRUCTION_COLUMNS}")
-    parser.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
+                        help="images to reconstruct (default: test; encoder-free models: "
+                             "train, the points with stored codes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
     parser.set_defaults(func=run)
@@ -30,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ppl_vae.data import DataError
     from ppl_vae.io import CheckpointError
-    from ppl_vae.plots import interleave_rows, save_image_grid
-    from ppl_vae.runs import load_run
+    from ppl_vae.reports.figures import interleave_rows, save_image_grid
+    from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
     out = args.out or args.run_dir
     try:
@@ -40,30 +42,30 @@ def run(args: argparse.Namespace) -> int:
                              f"of {RECONSTRUCTION_COLUMNS}")
         run_ = load_run(args.run_dir)
         vae = run_.vae
-        splits = run_.splits() if "data" in run_.config else None
-        image_shape = splits.image_shape if splits is not None else None
+        data = (run_.evaluation_data(args.split, max_points=args.num_reconstructions,
+                                     seed=args.seed) if run_.has_data else None)
+        image_shape = data.splits.image_shape if data is not None else None
         if image_shape is None and len(vae.spec.data_shape) >= 2:
             image_shape = vae.spec.data_shape
-        written = [save_image_grid(out / "samples.png",
+        written = [save_image_grid(out / SAMPLES_FILE,
                                    np.asarray(vae.sample(args.num_samples, seed=args.seed)),
                                    image_shape)]
-        if splits is None:
+        if data is None:
             print("ppl-vae sample: run.json records no dataset, so no reconstructions",
                   file=sys.stderr)
         elif args.num_reconstructions:
-            encoder_free = not vae.spec.posterior.amortized
-            # an encoder-free model has codes only for its training points
-            x = (splits.train if encoder_free else getattr(splits, args.split))
-            x = x[:args.num_reconstructions]
-            count = len(x) - len(x) % RECONSTRUCTION_COLUMNS
+            if not (vae.spec.posterior.amortized or data.idx is not None):
+                raise ValueError(f"this model has no encoder: the {data.split} split has no "
+                                 "stored codes to reconstruct from; use --split train")
+            count = len(data.x) - len(data.x) % RECONSTRUCTION_COLUMNS
             if count == 0:
-                raise ValueError(f"the {args.split} split has fewer than "
+                raise ValueError(f"the {data.split} split has fewer than "
                                  f"{RECONSTRUCTION_COLUMNS} images")
-            x = x[:count]
-            idx = np.arange(count) if encoder_free else None
+            x = data.x[:count]
+            idx = None if data.idx is None else data.idx[:count]
             recon = np.asarray(vae.reconstruct(x, idx))
             written.append(save_image_grid(
-                out / "reconstructions.png",
+                out / RECONSTRUCTIONS_FILE,
                 interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
                 num_columns=RECONSTRUCTION_COLUMNS))
     except (CheckpointError, DataError, ValueError) as err:

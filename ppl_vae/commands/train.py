@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from ppl_vae.estimators import ESTIMATORS
+from ppl_vae.models import BACKENDS
 
-BACKENDS = ("pyro", "numpyro")
-OPTIMIZERS = ("adam", "clipped-adam")
+OPTIMIZERS = ("adam", "clipped-adam")  # ppl_vae.training.OPTIMIZERS, without importing it
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.models import build, load_spec
     from ppl_vae.runs import RunExistsError
     from ppl_vae.spec import SpecError
-    from ppl_vae.train import NonFiniteLossError, fit
+    from ppl_vae.training import NonFiniteLossError, fit
 
     try:
         spec = load_spec(args.spec)
@@ -66,16 +66,14 @@ def run(args: argparse.Namespace) -> int:
                          dequantize=args.dequantize, fractions=tuple(data_config["fractions"]),
                          seed=args.data_seed)
         num_data = None if spec.posterior.amortized else len(splits.train)
-        vae = build(spec, args.backend, seed=args.seed, num_data=num_data,
-                    device=args.device if args.backend == "pyro" else "cpu")
+        vae = build(spec, args.backend, seed=args.seed, num_data=num_data)
         out = args.out or Path("runs") / f"{spec.name}-{args.backend}"
         result = fit(vae, splits, num_steps=args.steps, num_epochs=args.epochs,
                      batch_size=args.batch_size, optimizer=args.optimizer,
                      learning_rate=args.lr, estimator=args.estimator,
                      num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
                      out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                     overwrite=args.overwrite, progress=not args.quiet,
-                     device=None if args.backend == "pyro" else args.device,
+                     overwrite=args.overwrite, progress=not args.quiet, device=args.device,
                      data_config=data_config)
     except (DataError, SpecError, CheckpointError, RunExistsError, NonFiniteLossError,
             RuntimeError, ValueError) as err:
@@ -87,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_curves(result, name: str) -> None:
-    from ppl_vae.plots import save_figure, training_curves
+    from ppl_vae.reports.figures import save_figure, training_curves
+    from ppl_vae.runs import CURVES_FILE
 
-    save_figure(result.run_dir / "training_curves.png",
+    save_figure(result.run_dir / CURVES_FILE,
                 training_curves(result.history, title=f"{name} ({result.vae.backend})"))
 
 

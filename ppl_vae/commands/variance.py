@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-BACKENDS = ("pyro", "numpyro")
+from ppl_vae.models import BACKENDS
+
 DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,dreg"
 
 
@@ -65,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.data import DataError, prepare
     from ppl_vae.io import CheckpointError
     from ppl_vae.models import load_spec
+    from ppl_vae.runs import VARIANCE_DIR, is_run
     from ppl_vae.spec import SpecError
-    from ppl_vae.variance_study import load_target, run_study, write_study
+    from ppl_vae.variance import load_target, run_study, write_study
 
     if args.draws < 2:
         print("ppl-vae variance: error: --draws must be >= 2", file=sys.stderr)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         targets = []
         for source in args.targets:
             data = None
-            if args.dataset is not None and not (Path(source) / "run.json").exists():
+            if args.dataset is not None and not is_run(source):
                 spec = load_spec(source)
                 data = prepare(args.dataset, likelihood=spec.likelihood.name,
                                data_shape=spec.data_shape, seed=args.seed)
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ppl-vae variance: error: {err}", file=sys.stderr)
         return 2
     first = Path(args.targets[0])
-    out = args.out or (first / "variance" if (first / "run.json").exists()
+    out = args.out or (first / VARIANCE_DIR if is_run(first)
                        else Path(f"variance-{'-'.join(t.name for t in targets)}"))
     paths = write_study(result, out)
     if not args.quiet:

@@ -23,7 +23,7 @@ the kernel's invariance and biases the estimate upwards. Chains are vectorised w
 ``vmap`` over datapoints and chains; each run is one compiled ``lax.scan``.
 
 Runs on JAX: a Pyro VAE is copied into a NumPyro VAE with the same weights
-(``build(spec, "numpyro")`` + ``set_params(pyro_vae.get_params())``).
+(:func:`ppl_vae.models.as_numpyro`).
 
 References
 ----------
@@ -36,16 +36,14 @@ bidirectional Monte Carlo. arXiv:1511.02543 (the sigmoidal schedule).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ppl_vae.evaluation._lazy import LIGHT_OPTIMIZATION, lazy_jit
 from ppl_vae.evaluation.importance import check_idx, check_x, log_mean_exp
-from ppl_vae.models import convert
+from ppl_vae.models import as_numpyro
 
 STARTS = ("q", "prior")
 
@@ -130,10 +128,16 @@ def ais_log_likelihood(vae: Any, x: Any, *, num_steps: int = 500, num_chains: in
         check_idx(vae.spec, x.shape[0], idx)
     else:
         idx = None  # the prior and the decoder need no per-datapoint codes
-    jvae = _as_numpyro(vae)
+    jvae = as_numpyro(vae)
 
     import jax
     import jax.numpy as jnp
+
+    from ppl_vae.models.numpyro_backend import compiled
+
+    # Pilot and main runs are compiled separately: one function holding both took longer to
+    # compile (12 s of CPU) than the two apart (2 × 4.5 s).
+    run = compiled(_run_impl, (0, 1, 2, 3, 4, 5), light=True)
 
     ib = None if idx is None else jnp.asarray(np.asarray(idx))
     xj = jvae.as_tensor(x)
@@ -145,32 +149,16 @@ def ais_log_likelihood(vae: Any, x: Any, *, num_steps: int = 500, num_chains: in
     # linear-Gaussian model). So a short pilot run adapts, and the main run uses the pilot's
     # per-datapoint step-size schedule (geometric mean over pilot chains) as fixed values.
     initial = jnp.full((x.shape[0], num_steps), step_size, dtype=jvae.dtype)
-    _, _, pilot_steps, _ = _run_compiled(jvae, pilot_chains, *fixed, True, jvae.params, xj, ib,
+    _, _, pilot_steps, _ = run(jvae, pilot_chains, *fixed, True, jvae.params, xj, ib,
                                          key_pilot, betas_j, initial)
     steps = jnp.exp(jnp.log(pilot_steps).mean(axis=1))
-    log_w, accept, _, samples = (np.asarray(a, dtype=np.float64) for a in _run_compiled(
+    log_w, accept, _, samples = (np.asarray(a, dtype=np.float64) for a in run(
         jvae, num_chains, *fixed, False, jvae.params, xj, ib, key_main, betas_j, steps))
     log_w = log_w.T  # (chains, N)
     lme, se, ess = log_mean_exp(log_w)
     return AISEstimate(log_likelihood=lme, stderr=se, ess=ess, log_weights=log_w,
                        acceptance=accept.mean(axis=(1, 2)), samples=np.swapaxes(samples, 0, 1),
                        num_steps=num_steps, num_chains=num_chains, start=start)
-
-
-def _as_numpyro(vae: Any) -> Any:
-    """The VAE itself on NumPyro; for a Pyro VAE a NumPyro copy with its current weights,
-    kept per Pyro VAE so the compiled AIS (static in the VAE) is reused across calls."""
-    if vae.backend == "numpyro":
-        return vae
-    jvae = _NUMPYRO_COPIES.get(vae)
-    if jvae is None:
-        jvae = _NUMPYRO_COPIES[vae] = convert(vae, "numpyro")
-    else:
-        jvae.set_params(vae.get_params())
-    return jvae
-
-
-_NUMPYRO_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _chain_densities(vae: Any, start: str, x: Any, i: Any, z: Any) -> tuple[Any, Any]:
@@ -267,7 +255,3 @@ def _run_impl(vae: Any, chains: int, num_leapfrog: int, start: str, target_accep
             rep(x), rep(idx), jax.random.split(key, n * chains), betas, rep(steps))
     return tuple(a.reshape(n, chains, *a.shape[1:]) for a in out)
 
-
-# Pilot and main runs are compiled separately: one function holding both took longer to
-# compile (12 s of CPU) than the two apart (2 × 4.5 s).
-_run_compiled = lazy_jit(_run_impl, (0, 1, 2, 3, 4, 5), LIGHT_OPTIMIZATION)

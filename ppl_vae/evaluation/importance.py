@@ -15,7 +15,12 @@ size ESS = (Σ w)² / Σ w², all computed in float64 from weights normalised by
 
 Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder
 at once; the K log weights of the datapoints in flight (K scalars each) are reduced in
-float64 on the host.
+float64 on the host. This is the package's one importance sampler: log p(x) and the ELBO
+here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis` (which keeps the draws and the three
+log-density terms) and the inference gaps of :mod:`ppl_vae.diagnostics.gaps` (which replace
+the encoder's output) all draw through :func:`importance_sample`, so for the same seed, K and
+budget they see the same draws. The backends supply one call per batch of datapoints
+(``vae.weigh``); batches are padded to one size where the backend compiles per shape.
 
 References
 ----------
@@ -29,15 +34,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ppl_vae.data import check_data
-from ppl_vae.evaluation._backend import as_index, draw_latents, float64, inference_mode, to_numpy
-from ppl_vae.evaluation._lazy import lazy_jit
-from ppl_vae.families import NoEncoderPosterior
+from ppl_vae.models import LOG_TERMS, to_numpy
 
 DEFAULT_BUDGET = 2**13
 """Default (particle × datapoint) pairs decoded at once: ~130 MB for a 784-400 decoder.
@@ -110,7 +112,10 @@ class ImportanceEstimate:
     expected_log_likelihood : E_q[log p(x | z)], the reconstruction term.
     num_samples : K.
     kl : ``"analytic"`` or ``"monte-carlo"``, the ELBO's KL term.
-    log_weights : the (K, N) log weights when asked for (PSIS diagnostics), else None.
+    log_weights : the (K, N) log weights when asked for, else None.
+    terms : with ``keep_draws``, the (K, N) float64 ``log_likelihood``, ``log_prior`` and
+        ``log_q`` of every draw, else None.
+    draws : with ``keep_draws``, the draws ``{site: (K, N, ...)}`` (float64), else None.
     """
 
     log_likelihood: np.ndarray
@@ -122,11 +127,14 @@ class ImportanceEstimate:
     num_samples: int
     kl: str
     log_weights: np.ndarray | None = None
+    terms: dict[str, np.ndarray] | None = None
+    draws: dict[str, np.ndarray] | None = None
 
 
 def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
                       idx: Any = None, budget: int = DEFAULT_BUDGET, latents: Any = None,
-                      return_log_weights: bool = False) -> ImportanceEstimate:
+                      return_log_weights: bool = False, keep_draws: bool = False,
+                      encoder_output: Any = None) -> ImportanceEstimate:
     """Importance-sampled log p(x) and the ELBO, per datapoint, from the same K draws of q.
 
     Parameters
@@ -143,6 +151,10 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     latents : optional fixed draws ``{site: (K, N, ...)}`` used instead of sampling (e.g. the
         same draws on both backends); K is then taken from them.
     return_log_weights : keep the (K, N) log weights in the result.
+    keep_draws : keep the draws and the three log-density terms (PSIS diagnostics).
+    encoder_output : ``(N, encoder size)`` guide parameters h that replace the encoder's
+        output, q_h(z | x) (the inference gaps' optimized posteriors). Equal seeds give equal
+        base noise for different h: common random numbers.
     """
     x = _check_inputs(vae, x, idx)
     if latents is not None:
@@ -157,28 +169,38 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
                 raise ValueError(f"latents[{site!r}] has shape {value.shape}; expected "
                                  f"({num_samples}, {x.shape[0]}, ...) (particles, datapoints)")
     plan = plan_chunks(num_samples, x.shape[0], budget)
-    batches = (_pyro_batches if vae.backend == "pyro" else _numpyro_batches)(
-        vae, x, idx, num_samples, plan, seed, latents)
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
     out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell")}
     kept = np.empty((num_samples, n)) if return_log_weights else None
-    for start, log_w, log_lik, kl in batches:
+    terms: dict[str, np.ndarray] = {}
+    draws: dict[str, np.ndarray] = {}
+    for start, values, kl in _batches(vae, x, idx, num_samples, plan, seed, latents,
+                                      encoder_output, keep_draws):
+        log_w, log_lik = values["log_weight"], values["log_likelihood"]
         stop = start + log_w.shape[1]
         sl = slice(start, stop)
         out["lme"][sl], out["se"][sl], out["ess"][sl] = log_mean_exp(log_w)
         out["ell"][sl] = log_lik.mean(axis=0)
-        terms = log_lik - kl if analytic else log_w
-        out["elbo"][sl] = terms.mean(axis=0)
-        out["elbo_se"][sl] = (terms.std(axis=0, ddof=1) / math.sqrt(num_samples)
+        elbo_terms = log_lik - kl if analytic else log_w
+        out["elbo"][sl] = elbo_terms.mean(axis=0)
+        out["elbo_se"][sl] = (elbo_terms.std(axis=0, ddof=1) / math.sqrt(num_samples)
                               if num_samples > 1 else np.nan)
         if kept is not None:
             kept[:, sl] = log_w
+        for name, value in values.items():
+            if name in LOG_TERMS or name.startswith("draw:"):
+                key = name.removeprefix("draw:")
+                table = terms if name in LOG_TERMS else draws
+                if key not in table:
+                    table[key] = np.empty((num_samples, n, *value.shape[2:]))
+                table[key][:, sl] = value
     return ImportanceEstimate(
         log_likelihood=out["lme"], stderr=out["se"], ess=out["ess"], elbo=out["elbo"],
         elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"],
         num_samples=num_samples, kl="analytic" if analytic else "monte-carlo",
-        log_weights=kept)
+        log_weights=kept, terms=terms if keep_draws else None,
+        draws=draws if keep_draws else None)
 
 
 def log_likelihood(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
@@ -211,13 +233,13 @@ def check_x(spec: Any, x: Any) -> np.ndarray:
 def check_idx(spec: Any, num_data: int, idx: Any) -> None:
     """Encoder-free posteriors need the training-set indices of the data; point codes have
     no density."""
-    if isinstance(spec.posterior, NoEncoderPosterior):
+    if not spec.posterior.amortized:
         if idx is None:
             raise ValueError("this model has no encoder: its posterior is one stored code per "
                              "training datapoint, so pass idx= (the rows of x in the training "
                              "set); held-out data has no code — estimate its log p(x) with "
                              "ais_log_likelihood(..., start='prior') instead")
-        if spec.posterior.codes == "point":
+        if not spec.posterior.has_density:
             raise ValueError("point codes (codes = 'point') are a Dirac posterior with no "
                              "density, so log p(x, z) − log q(z) is not an importance weight; "
                              "use ais_log_likelihood(..., start='prior')")
@@ -232,116 +254,41 @@ def _check_inputs(vae: Any, x: Any, idx: Any) -> np.ndarray:
     return x
 
 
-# --------------------------------------------------------------------------- backends
+# --------------------------------------------------------------------------- batches
 
-Batch = tuple[int, np.ndarray, np.ndarray, np.ndarray]
-"""(first datapoint, log weights (K, b), log p(x | z) (K, b), analytic KL (b,) or 0)."""
-
-
-def _pyro_batches(vae: Any, x: np.ndarray, idx: Any, num_samples: int, plan: ChunkPlan,
-                  seed: int, latents: dict | None) -> Iterator[Batch]:
-    import pyro
-    import torch
-
-    # x was checked up front; Pyro's per-distribution argument and support checks would
-    # otherwise scan every (particle, datapoint, pixel) value again (2x slower measured).
-    # A NaN from the network still surfaces: log_mean_exp refuses non-finite weights.
-    with inference_mode(vae, seed), pyro.validation_enabled(False):
-        for start in range(0, x.shape[0], plan.data_per_batch):
-            stop = min(start + plan.data_per_batch, x.shape[0])
-            xb = vae.as_tensor(x[start:stop])
-            ib = as_index(vae, None if idx is None else to_numpy(idx)[start:stop])
-            log_w, log_lik = [], []
-            for k0 in range(0, num_samples, plan.particles_per_chunk):
-                k1 = min(k0 + plan.particles_per_chunk, num_samples)
-                if latents is None:
-                    lat = draw_latents(vae, xb, k1 - k0, ib, seed)
-                else:
-                    lat = {s: vae.as_tensor(v[k0:k1, start:stop]) for s, v in latents.items()}
-                terms = vae.log_prob_terms(xb, lat, ib)
-                log_lik.append(terms["log_likelihood"])
-                log_w.append(terms["log_likelihood"] + terms["log_prior"] - terms["log_q"])
-            kl = vae.kl(xb, ib) if vae.spec.kl == "analytic" else torch.zeros(())
-            yield start, float64(torch.cat(log_w)), float64(torch.cat(log_lik)), float64(kl)
+Batch = tuple[int, dict[str, np.ndarray], np.ndarray]
+"""(first datapoint, float64 values ``(K, b)`` by name as in ``vae.weigh``, analytic KL
+``(b,)`` or 0)."""
 
 
-def _numpyro_batches(vae: Any, x: np.ndarray, idx: Any, num_samples: int, plan: ChunkPlan,
-                     seed: int, latents: dict | None) -> Iterator[Batch]:
-    import jax
-
-    b, per_chunk, chunks = plan.data_per_batch, plan.particles_per_chunk, plan.num_chunks
-    key = jax.random.PRNGKey(seed)
+def _batches(vae: Any, x: np.ndarray, idx: Any, num_samples: int, plan: ChunkPlan, seed: int,
+             latents: dict | None, h: Any, keep_draws: bool) -> Iterator[Batch]:
+    """Datapoints ``plan.data_per_batch`` at a time; where the backend compiles per shape the
+    last batch is padded to the same size (repeating its last row) and the padding dropped."""
+    b = plan.data_per_batch
+    idx = None if idx is None else to_numpy(idx)
+    h = None if h is None else to_numpy(h)
     pending = None
-    for batch_no, start in enumerate(range(0, x.shape[0], b)):
-        stop = min(start + b, x.shape[0])
-        # Pad the last batch to b rows (repeating its last row) so one compiled function
-        # serves every batch; the padded columns are dropped below.
-        rows = np.minimum(np.arange(start, start + b), stop - 1)
-        xb = vae.as_tensor(x[rows])
-        ib = as_index(vae, None if idx is None else to_numpy(idx)[rows])
-        if latents is None:
-            keys = jax.random.split(jax.random.fold_in(key, batch_no), chunks)
-            out = _jax_sampled_batch(vae, per_chunk, vae.params, xb, ib, keys)
-        else:
-            kpad = np.minimum(np.arange(per_chunk * chunks), num_samples - 1)
-            lat = {s: vae.as_tensor(v[kpad][:, rows]).reshape(chunks, per_chunk, b,
-                                                              *v.shape[2:])
-                   for s, v in latents.items()}
-            out = _jax_given_batch(vae, vae.params, xb, ib, lat)
-        # Dispatch the next batch before waiting on this one (JAX runs asynchronously).
+    with vae.inference(seed):
+        for number, start in enumerate(range(0, x.shape[0], b)):
+            stop = min(start + b, x.shape[0])
+            rows = (np.minimum(np.arange(start, start + b), stop - 1) if vae.compiled
+                    else np.arange(start, stop))
+            out = vae.weigh(x[rows], None if idx is None else idx[rows], num_samples,
+                            plan.particles_per_chunk, seed, number,
+                            latents=None if latents is None else
+                            {s: v[:, rows] for s, v in latents.items()},
+                            h=None if h is None else h[rows], keep_draws=keep_draws)
+            # Dispatch the next batch before waiting on this one (JAX runs asynchronously).
+            if pending is not None:
+                yield _finish(*pending, num_samples)
+            pending = (start, stop - start, out)
         if pending is not None:
-            yield _finish_jax(*pending, num_samples)
-        pending = (start, stop - start, out)
-    if pending is not None:
-        yield _finish_jax(*pending, num_samples)
+            yield _finish(*pending, num_samples)
 
 
-def _finish_jax(start: int, size: int, out: Any, num_samples: int) -> Batch:
-    log_w, log_lik, kl = (np.asarray(a, dtype=np.float64) for a in out)
-    kl = kl[:size] if kl.ndim else kl
-    return start, log_w[:num_samples, :size], log_lik[:num_samples, :size], kl
-
-
-def _jax_terms(vae: Any, x: Any, idx: Any, lat: dict) -> tuple[Any, Any]:
-    terms = vae.log_prob_terms(x, lat, idx)
-    return terms["log_likelihood"] + terms["log_prior"] - terms["log_q"], terms["log_likelihood"]
-
-
-def _jax_kl(vae: Any, x: Any, idx: Any) -> Any:
-    import jax.numpy as jnp
-
-    return vae.kl(x, idx) if vae.spec.kl == "analytic" else jnp.zeros((), dtype=vae.dtype)
-
-
-def _flatten_chunks(log_w: Any, log_lik: Any) -> tuple[Any, Any]:
-    return log_w.reshape(-1, log_w.shape[-1]), log_lik.reshape(-1, log_lik.shape[-1])
-
-
-def _jax_sampled_batch_impl(vae: Any, per_chunk: int, params: dict, x: Any, idx: Any,
-                            keys: Any) -> tuple[Any, Any, Any]:
-    from jax import lax
-    from numpyro import handlers
-
-    def chunk(key: Any) -> tuple[Any, Any]:
-        lat = vae.sample_latents(x, per_chunk, idx, seed=key)
-        return _jax_terms(vae, x, idx, lat)
-
-    with handlers.substitute(data=params):
-        log_w, log_lik = lax.map(chunk, keys)
-        return (*_flatten_chunks(log_w, log_lik), _jax_kl(vae, x, idx))
-
-
-def _jax_given_batch_impl(vae: Any, params: dict, x: Any, idx: Any,
-                          lat: dict) -> tuple[Any, Any, Any]:
-    from jax import lax
-    from numpyro import handlers
-
-    with handlers.substitute(data=params):
-        log_w, log_lik = lax.map(partial(_jax_terms, vae, x, idx), lat)
-        return (*_flatten_chunks(log_w, log_lik), _jax_kl(vae, x, idx))
-
-
-# The VAE is a static argument (hashed by identity): its parameters are passed explicitly,
-# so a compiled function stays valid after set_params and is reused across calls.
-_jax_sampled_batch = lazy_jit(_jax_sampled_batch_impl, (0, 1))
-_jax_given_batch = lazy_jit(_jax_given_batch_impl, (0,))
+def _finish(start: int, size: int, out: tuple[dict, Any], num_samples: int) -> Batch:
+    values, kl = out
+    kl = np.asarray(to_numpy(kl), dtype=np.float64)
+    return (start, {k: np.asarray(to_numpy(v), dtype=np.float64)[:num_samples, :size]
+                    for k, v in values.items()}, kl[:size] if kl.ndim else kl)

@@ -32,17 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.evaluation._backend import (
-    as_index,
-    batches,
-    call,
-    draw_latents,
-    float64,
-    inference_mode,
-    to_numpy,
-)
 from ppl_vae.evaluation.importance import check_idx, check_x
-from ppl_vae.families import MaskedPosterior, MixtureOfGaussians, NoEncoderPosterior
+from ppl_vae.models import float64, to_numpy
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 """Burda et al. (2016)'s threshold on Cov_x(E_q[z_u])."""
@@ -74,19 +65,18 @@ def kl_per_dimension(vae: Any, x: Any, *, idx: Any = None, num_samples: int = 10
     Carlo mean of log q(z_u | x) − log p(z_u) over ``num_samples`` draws per datapoint.
     """
     spec = vae.spec
-    if isinstance(spec.prior, MixtureOfGaussians):
+    if not spec.prior.factorized:
         raise ValueError("a mixture prior does not factorise over latent dimensions, so KL "
                          "per dimension is undefined; use the total KL (ELBO gap terms)")
     x = check_x(spec, x)
     check_idx(spec, x.shape[0], idx)
     analytic = spec.kl == "analytic"
     per_point = []
-    with inference_mode(vae, seed):
-        for i, sl in enumerate(batches(x.shape[0], batch_size)):
-            ib = as_index(vae, None if idx is None else to_numpy(idx)[sl])
-            key = None if vae.backend == "pyro" else _key(seed + i)
-            per_point.append(float64(call(vae, _kl_dims, (analytic, num_samples),
-                                          vae.as_tensor(x[sl]), ib, key)))
+    with vae.inference(seed):
+        for i, sl in enumerate(_batches(x.shape[0], batch_size)):
+            per_point.append(float64(vae.compute(_kl_dims, (analytic, num_samples),
+                                                 vae.as_tensor(x[sl]), _rows(vae, idx, sl),
+                                                 vae.rng_key(seed + i))))
     per_point = np.concatenate(per_point)
     n = per_point.shape[0]
     stderr = per_point.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full(
@@ -122,9 +112,8 @@ def active_units(vae: Any, x: Any, *, idx: Any = None, threshold: float = ACTIVE
     if x.shape[0] < 2:
         raise ValueError("active units need at least 2 datapoints (a variance over x)")
     means = np.concatenate([
-        float64(call(vae, _posterior_mean, (), vae.as_tensor(x[sl]),
-                     as_index(vae, None if idx is None else to_numpy(idx)[sl])))
-        for sl in batches(x.shape[0], batch_size)])
+        float64(vae.compute(_posterior_mean, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl)))
+        for sl in _batches(x.shape[0], batch_size)])
     return ActiveUnits(means.var(axis=0), float(threshold))
 
 
@@ -133,13 +122,13 @@ def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000) -> np.ndarray:
 
     The fraction of gates on is its mean over dimensions.
     """
-    if not isinstance(vae.spec.posterior, MaskedPosterior):
+    if not vae.spec.posterior.gated:
         raise ValueError(f"code sparsity applies to masked codes; posterior "
                          f"{vae.spec.posterior.name!r} has no gates")
     x = check_x(vae.spec, x)
     total = np.zeros(vae.spec.latent_dim)
-    for sl in batches(x.shape[0], batch_size):
-        logits = float64(call(vae, _gate_logits, (), vae.as_tensor(x[sl])))
+    for sl in _batches(x.shape[0], batch_size):
+        logits = float64(vae.compute(_gate_logits, (), vae.as_tensor(x[sl])))
         total += (1.0 / (1.0 + np.exp(-logits))).sum(axis=0)
     return total / x.shape[0]
 
@@ -150,9 +139,8 @@ def reconstruction_error(vae: Any, x: Any, *, idx: Any = None,
     x = check_x(vae.spec, x)
     check_idx(vae.spec, x.shape[0], idx)
     out = []
-    for sl in batches(x.shape[0], batch_size):
-        rec = float64(call(vae, _reconstruct, (), vae.as_tensor(x[sl]),
-                           as_index(vae, None if idx is None else to_numpy(idx)[sl])))
+    for sl in _batches(x.shape[0], batch_size):
+        rec = float64(vae.compute(_reconstruct, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl)))
         out.append(np.mean((rec - x[sl]) ** 2, axis=1))
     return np.concatenate(out)
 
@@ -222,23 +210,28 @@ def model_samples(vae: Any, num_samples: int, seed: int = 0) -> np.ndarray:
 
     Pyro draws from a forked, seeded torch generator, so global RNG states are untouched.
     """
-    with inference_mode(vae, seed):
-        if vae.backend == "pyro":
-            return float64(call(vae, _sample, (num_samples,), None))
-        import jax.numpy as jnp
-
-        return float64(call(vae, _sample, (num_samples,), jnp.asarray(seed)))
+    with vae.inference(seed):
+        return float64(vae.compute(_sample, (num_samples,), vae.rng_key(seed)))
 
 
 def has_encoder_codes(spec: Any, idx: Any) -> bool:
     """Whether q(z | x) with a density is available for the data: an encoder, or stored
     Gaussian codes with their training indices (point codes have no density)."""
-    if not isinstance(spec.posterior, NoEncoderPosterior):
+    if spec.posterior.amortized:
         return True
-    return idx is not None and spec.posterior.codes != "point"
+    return idx is not None and spec.posterior.has_density
 
 
-# Functions run through ``_backend.call`` (compiled on NumPyro); module level, so each is one
+def _batches(num: int, size: int) -> Any:
+    for start in range(0, num, size):
+        yield slice(start, min(start + size, num))
+
+
+def _rows(vae: Any, idx: Any, sl: slice) -> Any:
+    return None if idx is None else vae.as_index(to_numpy(idx)[sl])
+
+
+# Functions run through ``vae.compute`` (compiled on NumPyro); module level, so each is one
 # static key of the compile cache.
 
 
@@ -246,7 +239,7 @@ def _kl_dims(vae: Any, analytic: bool, num_samples: int, x: Any, idx: Any, key: 
     q, p = vae.posterior(x, idx), vae.prior(x)
     if analytic:
         return sum(vae.ops.kl_divergence(q[s].base_dist, p[s].base_dist) for s in vae.sites)
-    lat = draw_latents(vae, x, num_samples, idx, key)
+    lat = vae.sample_latents(x, num_samples, idx, seed=key)
     return sum(q[s].base_dist.log_prob(lat[s]) - p[s].base_dist.log_prob(lat[s])
                for s in vae.sites).mean(0)
 
@@ -263,11 +256,5 @@ def _reconstruct(vae: Any, x: Any, idx: Any) -> Any:
     return vae.reconstruct(x, idx)
 
 
-def _sample(vae: Any, num_samples: int, seed: Any) -> Any:
-    return vae.sample(num_samples) if seed is None else vae.sample(num_samples, seed=seed)
-
-
-def _key(seed: int) -> Any:
-    import jax
-
-    return jax.random.PRNGKey(seed)
+def _sample(vae: Any, num_samples: int, key: Any) -> Any:
+    return vae.sample(num_samples) if key is None else vae.sample(num_samples, seed=key)

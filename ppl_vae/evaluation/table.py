@@ -31,7 +31,6 @@ from ppl_vae.evaluation import metrics
 from ppl_vae.evaluation.ais import ais_log_likelihood
 from ppl_vae.evaluation.importance import DEFAULT_BUDGET, check_x, importance_sample
 from ppl_vae.evaluation.units import LikelihoodUnits, likelihood_units
-from ppl_vae.families import MaskedPosterior, MixtureOfGaussians
 
 COLUMNS = ["run", "split", "metric", "value", "stderr"]
 
@@ -136,7 +135,7 @@ def _likelihood_rows(rows: _Rows, est: Any, units: LikelihoodUnits) -> None:
 def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: EvaluationConfig,
                     notes: list[str]) -> None:
     spec = vae.spec
-    if isinstance(spec.prior, MixtureOfGaussians):
+    if not spec.prior.factorized:
         notes.append("KL per dimension skipped: a mixture prior does not factorise over "
                      "latent dimensions")
     else:
@@ -149,7 +148,7 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
         for u, value in enumerate(au.activity):
             rows.add(f"activity_dim_{u}", value)
         rows.add("active_units", au.count)
-    if isinstance(spec.posterior, MaskedPosterior):
+    if spec.posterior.gated:
         on = metrics.code_sparsity(vae, x)
         for u, value in enumerate(on):
             rows.add(f"gate_on_dim_{u}", value)

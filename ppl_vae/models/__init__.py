@@ -14,20 +14,21 @@ shared too, so ``numpyro_vae.set_params(pyro_vae.get_params())`` copies a model 
 
 from __future__ import annotations
 
+import weakref
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from ppl_vae import spec as spec_module
-from ppl_vae.estimators import AnalyticKL, get_estimator
-from ppl_vae.models._core import VAECore, init_params
+from ppl_vae.estimators import get_estimator
+from ppl_vae.models._core import LOG_TERMS, VAECore, float64, init_params, to_numpy
 from ppl_vae.spec import ModelSpec, SpecError
 
 BACKENDS = ("pyro", "numpyro")
 
-__all__ = ["BACKENDS", "VAECore", "build", "convert", "init_params", "load_spec", "make_elbo",
-           "zoo_names"]
+__all__ = ["BACKENDS", "LOG_TERMS", "VAECore", "as_numpyro", "build", "convert", "float64",
+           "init_params", "load_spec", "make_elbo", "to_numpy", "zoo_names"]
 
 
 def _zoo_files() -> dict[str, Traversable]:
@@ -103,7 +104,7 @@ def convert(vae: VAECore, backend: str, *, dtype: str | None = None) -> Any:
     params = vae.get_params()
     num_data = params["codes.loc"].shape[0] if "codes.loc" in params else None
     if dtype is None:
-        dtype = str(vae.dtype).removeprefix("torch.")
+        dtype = vae.dtype_name
         if backend == "numpyro" and dtype == "float64":
             import jax
 
@@ -112,6 +113,26 @@ def convert(vae: VAECore, backend: str, *, dtype: str | None = None) -> Any:
                   score_function_sites=vae.score_function_sites)
     other.set_params(params)
     return other
+
+
+def as_numpyro(vae: VAECore) -> Any:
+    """The VAE itself on NumPyro; for a Pyro VAE a NumPyro copy with its current weights.
+
+    The tools that exist only in JAX (NUTS reference posteriors, AIS, the gap optimization)
+    run on it. One copy is kept per Pyro VAE and refreshed at each call, so functions compiled
+    for it (static in the model) are reused.
+    """
+    if vae.backend == "numpyro":
+        return vae
+    copy = _NUMPYRO_COPIES.get(vae)
+    if copy is None:
+        copy = _NUMPYRO_COPIES[vae] = convert(vae, "numpyro")
+    else:
+        copy.set_params(vae.get_params())
+    return copy
+
+
+_NUMPYRO_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
@@ -123,7 +144,7 @@ def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
     the guide once and pick an unbiased ELBO for non-reparameterized sites.
     """
     estimator = get_estimator(estimator)
-    if isinstance(estimator, AnalyticKL) and vae.spec.kl != "analytic":
+    if estimator.closed_form_kl and vae.spec.kl != "analytic":
         raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
                          f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")
     if vae.backend == "pyro":

@@ -2,19 +2,36 @@
 
 :class:`VAECore` turns a spec and a parameter getter into the distributions of the model
 and the guide. The backends subclass it and add only what differs: parameter storage,
-the ``model`` / ``guide`` sample statements, random numbers and devices.
+the ``model`` / ``guide`` sample statements, random numbers, devices, and how a function runs
+without gradients (:meth:`VAECore.compute`, :meth:`VAECore.inference`) — so the evaluation and
+diagnostics code above them never asks which backend it has.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae import families
 from ppl_vae.networks import apply_mlp, init_mlp
 from ppl_vae.spec import ModelSpec
+
+LOG_TERMS = ("log_likelihood", "log_prior", "log_q")
+"""The three per-draw log-densities of :meth:`VAECore.log_prob_terms`."""
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A torch tensor, JAX array or array-like as a NumPy array (detached, on the host)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(x)
+
+
+def float64(x: Any) -> np.ndarray:
+    """:func:`to_numpy` in float64."""
+    return np.asarray(to_numpy(x), dtype=np.float64)
 
 
 def init_params(spec: ModelSpec, *, seed: int = 0,
@@ -53,6 +70,9 @@ class VAECore(abc.ABC):
 
     ops: ClassVar[Any]
     backend: ClassVar[str]
+    compiled: ClassVar[bool]
+    """Whether :meth:`compute` and :meth:`weigh` compile per input shape (JAX): callers then
+    pad batches to one size instead of passing ragged ones."""
 
     def __init__(self, spec: ModelSpec, score_function_sites: tuple[str, ...] = ()) -> None:
         unknown = set(score_function_sites) - set(spec.posterior.sites)
@@ -74,18 +94,31 @@ class VAECore(abc.ABC):
         """Latent sample sites, in guide order."""
         return self.spec.posterior.sites
 
+    @property
+    def dtype_name(self) -> str:
+        """``"float32"`` or ``"float64"``, whatever the backend's dtype object."""
+        return str(self.dtype).removeprefix("torch.")
+
     # -- distributions
-    def posterior(self, x: Any, idx: Any = None) -> dict[str, Any]:
-        """q(· | x) for each latent site; ``idx`` (datapoint indices) for encoder-free codes."""
+    def encoder_output(self, x: Any) -> Any:
+        """h(x): the encoder network's output, which the posterior family maps to q(z | x)."""
+        return apply_mlp(self.ops, self.param, "encoder", self.spec.encoder, x)
+
+    def posterior(self, x: Any, idx: Any = None, h: Any = None) -> dict[str, Any]:
+        """q(· | x) for each latent site; ``idx`` (datapoint indices) for encoder-free codes.
+
+        ``h`` replaces the encoder's output (per-datapoint optimization of the guide's
+        parameters, as in the inference gaps).
+        """
         spec, ops = self.spec, self.ops
         if spec.posterior.amortized:
-            h = apply_mlp(ops, self.param, "encoder", spec.encoder, x)
+            h = self.encoder_output(x) if h is None else h
             dists = spec.posterior.distributions(ops, h, spec.scale_floor)
         else:
             if idx is None:
                 raise ValueError("this model has no encoder (posterior family 'none'): pass the "
                                  "datapoint indices, e.g. model(x, idx=batch_indices)")
-            codes = {name: self.param(name) for name in self._code_param_names()}
+            codes = {name: self.param(name) for name in spec.posterior.param_names}
             dists = spec.posterior.distributions(ops, codes, idx, spec.scale_floor)
         return {site: (ops.score_function(d) if site in self.score_function_sites else d)
                 for site, d in dists.items()}
@@ -95,9 +128,7 @@ class VAECore(abc.ABC):
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
         value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor)
-        if isinstance(spec.posterior, families.MaskedPosterior):
-            return {"gate": spec.posterior.gate_prior(ops, like, spec.latent_dim), "slab": value}
-        return {"z": value}
+        return spec.posterior.model_latents(ops, like, spec.latent_dim, value)
 
     def code(self, latents: dict[str, Any]) -> Any:
         """The code z fed to the decoder (``gate * slab`` for masked codes)."""
@@ -114,13 +145,14 @@ class VAECore(abc.ABC):
         return lik.distribution(self.ops, params, self.decoder_output(z), self.spec.scale_floor)
 
     # -- per-datapoint log-densities
-    def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None) -> dict[str, Any]:
+    def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,
+                       h: Any = None) -> dict[str, Any]:
         """log p(x | z), log p(z) and log q(z | x) per datapoint at the given latent values.
 
         The Monte Carlo ELBO of one draw is ``log_likelihood + log_prior - log_q``
-        (a log importance weight).
+        (a log importance weight). ``h``: see :meth:`posterior`.
         """
-        q = self.posterior(x, idx)
+        q = self.posterior(x, idx, h)
         p = self.prior(x)
         return {
             "log_likelihood": self.likelihood(self.code(latents)).log_prob(x),
@@ -128,22 +160,58 @@ class VAECore(abc.ABC):
             "log_q": sum(q[s].log_prob(latents[s]) for s in self.sites),
         }
 
-    def kl(self, x: Any, idx: Any = None) -> Any:
+    def kl(self, x: Any, idx: Any = None, h: Any = None) -> Any:
         """Closed-form KL(q(z | x) ‖ p(z)) per datapoint; only for specs with ``kl='analytic'``."""
         if self.spec.kl != "analytic":
             raise ValueError(f"spec {self.spec.name!r} has kl = {self.spec.kl!r}; the closed-form "
                              "KL is used only when the spec says kl = 'analytic'")
-        q = self.posterior(x, idx)
+        q = self.posterior(x, idx, h)
         p = self.prior(x)
         return sum(self.ops.kl_divergence(q[s], p[s]) for s in self.sites)
 
-    def _code_param_names(self) -> list[str]:
-        return ["codes.loc"] + (["codes.scale_raw"] if self.spec.posterior.codes == "gaussian"
-                                else [])
-
     def posterior_mean(self, x: Any, idx: Any = None) -> Any:
-        """E_q[z | x]; for masked codes P(gate on) times the slab's mean."""
-        q = self.posterior(x, idx)
-        if isinstance(self.spec.posterior, families.MaskedPosterior):
-            return self.ops.sigmoid(q["gate"].base_dist.logits) * q["slab"].mean
-        return q["z"].mean
+        """E_q[z | x] (the family's ``code_mean``)."""
+        return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx))
+
+    def weigh_chunk(self, x: Any, latents: dict[str, Any], idx: Any = None, h: Any = None,
+                    all_terms: bool = False) -> dict[str, Any]:
+        """One chunk of importance sampling at given draws: ``log_weight`` and
+        ``log_likelihood`` ``(K, B)``, in the working dtype; with ``all_terms`` also
+        ``log_prior`` and ``log_q``."""
+        terms = self.log_prob_terms(x, latents, idx, h)
+        out = {"log_weight": terms["log_likelihood"] + terms["log_prior"] - terms["log_q"],
+               "log_likelihood": terms["log_likelihood"]}
+        if all_terms:
+            out |= {"log_prior": terms["log_prior"], "log_q": terms["log_q"]}
+        return out
+
+    # -- what each backend adds for code that runs on either
+    @abc.abstractmethod
+    def as_index(self, idx: Any) -> Any:
+        """Datapoint indices as the backend's integer array (None stays None)."""
+
+    @abc.abstractmethod
+    def rng_key(self, seed: int) -> Any:
+        """What :meth:`sample_latents` takes as ``seed`` inside :meth:`inference`: a JAX key,
+        or None on Pyro (draws come from the torch generator :meth:`inference` seeded)."""
+
+    @abc.abstractmethod
+    def inference(self, seed: int) -> contextlib.AbstractContextManager:
+        """A context without gradients whose draws are seeded by ``seed`` (torch's generator
+        forked, so the caller's random state is untouched; nothing to do on JAX)."""
+
+    @abc.abstractmethod
+    def compute(self, fn: Any, static: tuple = (), *args: Any) -> Any:
+        """``fn(self, *static, *args)`` without gradients (``fn`` at module level: on JAX it is
+        compiled once per (model, function, static values, shapes))."""
+
+    @abc.abstractmethod
+    def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
+              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False
+              ) -> tuple[dict[str, Any], Any]:
+        """Importance weights of ``num_samples`` draws of q for each row of ``x``, drawn
+        ``per_chunk`` at a time (call inside :meth:`inference`): the :meth:`weigh_chunk`
+        values (all terms and the draws ``draw:<site>`` with ``keep_draws``) and the
+        closed-form KL (0 unless the spec's ``kl`` is analytic). ``batch`` numbers the call,
+        so that JAX draws a fresh key per batch. Returns backend arrays, possibly with more
+        than ``num_samples`` rows (the caller keeps the first)."""

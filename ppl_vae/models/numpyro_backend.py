@@ -3,10 +3,17 @@
 Parameters are ``numpyro.param`` sites with flat names (``decoder.0.weight``,
 ``prior.loc``, ...), so ``svi.get_params(state)`` is directly a checkpointable dict with
 the same names the Pyro backend uses.
+
+Functions that run without gradients are compiled once per (model, function, static values,
+shapes) by :func:`compiled`, the one JIT cache of the package: the VAE is a static argument
+(hashed by identity) and its parameters are passed explicitly, so a compiled function stays
+valid after ``set_params``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 import jax
@@ -32,6 +39,7 @@ class JaxOps:
     abs = staticmethod(jnp.abs)
     log = staticmethod(jnp.log)
     exp = staticmethod(jnp.exp)
+    stop_gradient = staticmethod(jax.lax.stop_gradient)
     kl_divergence = staticmethod(kl_divergence)
     activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
                    "elu": jax.nn.elu}
@@ -47,6 +55,14 @@ class JaxOps:
     @staticmethod
     def full(like: jax.Array, shape: tuple[int, ...], value: float) -> jax.Array:
         return jnp.full(shape, value, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def logsumexp(x: jax.Array, dim: int) -> jax.Array:
+        return jax.scipy.special.logsumexp(x, axis=dim)
+
+    @staticmethod
+    def sum(x: jax.Array, axes: tuple[int, ...], keepdims: bool = False) -> jax.Array:
+        return jnp.sum(x, axis=axes, keepdims=keepdims)
 
     @staticmethod
     def score_function(d: Any) -> Any:
@@ -90,6 +106,7 @@ class NumPyroVAE(VAECore):
 
     ops = JaxOps
     backend = "numpyro"
+    compiled = True
 
     def __init__(self, spec: ModelSpec, params: dict[str, np.ndarray], *,
                  dtype: str = "float32", score_function_sites: tuple[str, ...] = ()) -> None:
@@ -150,7 +167,7 @@ class NumPyroVAE(VAECore):
     # -- conveniences
     def encode(self, x: Any, idx: Any = None) -> jax.Array:
         """E_q[z | x]."""
-        return self.posterior_mean(self.as_tensor(x), None if idx is None else jnp.asarray(idx))
+        return self.posterior_mean(self.as_tensor(x), self.as_index(idx))
 
     def decode(self, z: Any) -> jax.Array:
         """E[x | z]: Bernoulli probabilities or Gaussian means."""
@@ -160,22 +177,105 @@ class NumPyroVAE(VAECore):
         """decode(encode(x))."""
         return self.decode(self.encode(x, idx))
 
-    def sample(self, num_samples: int, seed: int = 0) -> jax.Array:
+    def sample(self, num_samples: int, seed: int | jax.Array = 0) -> jax.Array:
         """Means E[x | z] of ``num_samples`` draws z ~ p(z)."""
         like = jnp.zeros((), dtype=self.dtype)
         prior = self.prior(like)
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(prior))
+        keys = jax.random.split(_as_key(seed), len(prior))
         latents = {s: d.sample(k, (num_samples,)) for (s, d), k in zip(prior.items(), keys,
                                                                           strict=True)}
         return self.decode(self.code(latents))
 
     def sample_latents(self, x: Any, num_samples: int, idx: Any = None,
-                       seed: int | jax.Array = 0) -> dict[str, jax.Array]:
-        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``."""
-        key = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
-        q = self.posterior(self.as_tensor(x), None if idx is None else jnp.asarray(idx))
-        keys = jax.random.split(key, len(q))
+                       seed: int | jax.Array = 0, h: Any = None) -> dict[str, jax.Array]:
+        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``; ``seed``
+        is an integer or a JAX key."""
+        q = self.posterior(self.as_tensor(x), self.as_index(idx), h)
+        keys = jax.random.split(_as_key(seed), len(q))
         return {s: d.sample(k, (num_samples,)) for (s, d), k in zip(q.items(), keys, strict=True)}
+
+    # -- backend-independent evaluation (see VAECore)
+    def as_index(self, idx: Any) -> jax.Array | None:
+        return None if idx is None else jnp.asarray(idx)
+
+    def rng_key(self, seed: int) -> jax.Array:
+        return jax.random.PRNGKey(seed)
+
+    def inference(self, seed: int) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def compute(self, fn: Any, static: tuple = (), *args: Any) -> Any:
+        return compiled(_substituted, (0, 1, 2))(self, fn, tuple(static), self.params, *args)
+
+    def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
+              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False
+              ) -> tuple[dict[str, jax.Array], jax.Array]:
+        chunks = -(-num_samples // per_chunk)
+        xb, ib = self.as_tensor(x), self.as_index(idx)
+        hb = None if h is None else self.as_tensor(h)
+        if latents is None:
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), batch)
+            return compiled(_weigh_sampled, (0, 1, 2))(
+                self, per_chunk, keep_draws, self.params, xb, ib, hb,
+                jax.random.split(key, chunks))
+        # Given draws (e.g. the same on both backends), padded to whole chunks.
+        rows = np.minimum(np.arange(per_chunk * chunks), num_samples - 1)
+        lat = {s: self.as_tensor(np.asarray(v)[rows]).reshape(chunks, per_chunk, *v.shape[1:])
+               for s, v in latents.items()}
+        return compiled(_weigh_given, (0, 1))(self, keep_draws, self.params, xb, ib, hb, lat)
+
+
+def _as_key(seed: int | jax.Array) -> jax.Array:
+    """A JAX key from an integer seed (also a traced 0-d one) or a key."""
+    return jax.random.PRNGKey(seed) if jnp.ndim(seed) == 0 else seed
+
+
+@functools.cache
+def compiled(fn: Any, static_argnums: tuple[int, ...], light: bool = False) -> Any:
+    """``jax.jit(fn, static_argnums=...)``, built once per function.
+
+    ``light`` lowers XLA's CPU optimization level for long graphs whose work is in library
+    matmuls (AIS: compile time 4.4 s instead of 7.3 s for an MNIST-sized VAE, measured, at
+    equal or lower run time).
+    """
+    options = {"xla_backend_optimization_level": 1} if light else None
+    return jax.jit(fn, static_argnums=static_argnums, compiler_options=options)
+
+
+def _substituted(vae: NumPyroVAE, fn: Any, static: tuple, params: dict, *args: Any) -> Any:
+    with handlers.substitute(data=params):
+        return fn(vae, *static, *args)
+
+
+def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any,
+                  lat: dict) -> dict:
+    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws)
+    return values | ({f"draw:{s}": v for s, v in lat.items()} if keep_draws else {})
+
+
+def _kl_or_zero(vae: NumPyroVAE, x: Any, idx: Any, h: Any) -> jax.Array:
+    return vae.kl(x, idx, h) if vae.spec.kl == "analytic" else jnp.zeros((), vae.dtype)
+
+
+def _flatten_chunks(values: dict) -> dict:
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in values.items()}
+
+
+def _weigh_sampled(vae: NumPyroVAE, per_chunk: int, keep_draws: bool, params: dict, x: Any,
+                   idx: Any, h: Any, keys: jax.Array) -> tuple[dict, jax.Array]:
+    def chunk(key: jax.Array) -> dict:
+        lat = vae.sample_latents(x, per_chunk, idx, seed=key, h=h)
+        return _chunk_values(vae, keep_draws, x, idx, h, lat)
+
+    with handlers.substitute(data=params):
+        return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h)
+
+
+def _weigh_given(vae: NumPyroVAE, keep_draws: bool, params: dict, x: Any, idx: Any, h: Any,
+                 lat: dict) -> tuple[dict, jax.Array]:
+    with handlers.substitute(data=params):
+        values = jax.lax.map(lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk), lat)
+        return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h)
 
 
 class _ScoreFunction(Messenger):

@@ -21,7 +21,6 @@ graphs. Roeder, Wu & Duvenaud (2017), Sticking the landing. Tucker, Lawson, Gu &
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
@@ -32,13 +31,13 @@ import numpyro.infer
 import numpyro.primitives
 from jax import random
 from jax.lax import stop_gradient
-from jax.scipy.special import logsumexp
 from numpyro.distributions.kl import kl_divergence
 from numpyro.handlers import block, replay, seed, substitute, trace
 from numpyro.infer.elbo import ELBO, MultiFrameTensor, get_nonreparam_deps
 from numpyro.infer.util import get_importance_trace
 from numpyro.util import check_model_guide_match
 
+from ppl_vae import networks
 from ppl_vae.estimators import (
     BASELINE_PREFIX,
     IWAE,
@@ -49,7 +48,8 @@ from ppl_vae.estimators import (
     Score,
     ScoreBaseline,
 )
-from ppl_vae.models.numpyro_backend import has_non_reparameterized_sites, score_function
+from ppl_vae.models import objectives
+from ppl_vae.models.numpyro_backend import JaxOps, has_non_reparameterized_sites, score_function
 
 _PATHWISE_ONLY = (numpyro.infer.Trace_ELBO, numpyro.infer.TraceMeanField_ELBO,
                   numpyro.infer.RenyiELBO)
@@ -75,11 +75,8 @@ def _sample_sites(tr: dict) -> list[dict]:
 
 
 def _require_reparameterized(tr: dict, estimator: str) -> None:
-    bad = [name for name, site in _latent_sites(tr) if not site["fn"].has_rsample]
-    if bad:
-        raise ValueError(f"the {estimator} estimator differentiates through the samples, but "
-                         f"the guide's sites {bad} are not reparameterized (discrete or "
-                         "score-function); use 'reparam', 'score' or 'score-baseline'")
+    objectives.require_reparameterized(((name, site["fn"]) for name, site in _latent_sites(tr)),
+                                       estimator)
 
 
 def _scale(site: dict) -> Any:
@@ -160,16 +157,9 @@ def _log_weights(model_trace: dict, guide_trace: dict) -> tuple[jax.Array, float
         (-1.0, s) for s in _sample_sites(guide_trace)]
     shared = set.intersection(*(set(s["cond_indep_stack"]) for _, s in sites))
     keep = {f.dim for f in shared}
-    scales = {_scale(s) for _, s in sites}
-    if len(scales) != 1 or not isinstance(next(iter(scales)), int | float):
-        raise ValueError("the dreg estimator needs one scale shared by every sample site (a "
-                         "subsampled plate enclosing the whole model)")
-    log_w = jnp.zeros(())
-    for sign, site in sites:
-        log_p = site["fn"].log_prob(site["value"])
-        axes = tuple(a for a in range(jnp.ndim(log_p)) if a - jnp.ndim(log_p) not in keep)
-        log_w = log_w + sign * jnp.sum(log_p, axis=axes, keepdims=True)
-    return log_w, float(next(iter(scales)))
+    log_w = objectives.shared_plate_log_weight(
+        JaxOps, [(sign, site["fn"].log_prob(site["value"])) for sign, site in sites], keep)
+    return log_w, objectives.common_scale(site["scale"] for _, site in sites)
 
 
 def _broadcast_weight(weight: jax.Array, value: jax.Array, event_dim: int) -> jax.Array:
@@ -211,9 +201,8 @@ class DReG_ELBO(ELBO):
             return _log_weights(model_trace, guide_trace)
 
         log_w, scale = jax.vmap(log_weight)(score_keys, values)
-        log_w = stop_gradient(log_w)
-        log_mean = logsumexp(log_w, axis=0) - math.log(self.num_particles)
-        weights = jnp.exp(log_w - logsumexp(log_w, axis=0))  # w̃, summing to one over k
+        log_mean, weights = objectives.normalized_weights(JaxOps, stop_gradient(log_w),
+                                                          self.num_particles)
         log_w_path, _ = jax.vmap(log_weight)(score_keys, values, weights)
         surrogate = jnp.sum(weights * log_w_path, axis=0)
         objective = log_mean + surrogate - stop_gradient(surrogate)
@@ -234,10 +223,6 @@ def _average_name(site: str) -> str:
     return f"{BASELINE_PREFIX}{site}.average"
 
 
-def _layer_name(site: str, layer: int, kind: str) -> str:
-    return f"{BASELINE_PREFIX}{site}.{layer}.{kind}"
-
-
 def _features(args: tuple) -> jax.Array:
     if not args:
         raise ValueError("the neural baseline reads the guide's first positional argument "
@@ -246,31 +231,13 @@ def _features(args: tuple) -> jax.Array:
     return jnp.reshape(x, (x.shape[0], -1)) if x.ndim > 1 else jnp.reshape(x, (1, -1))
 
 
-def _neural_baseline(params: dict, site: str, features: jax.Array) -> jax.Array:
-    h = jax.nn.relu(features @ params[_layer_name(site, 0, "weight")].T
-                    + params[_layer_name(site, 0, "bias")])
-    return (h @ params[_layer_name(site, 1, "weight")].T + params[_layer_name(site, 1, "bias")])[
-        ..., 0]
-
-
-def _declare_baseline_net(site: str, fan_in: int, hidden: int, dtype: Any) -> None:
-    """``torch.nn.Linear``'s initialisation for the hidden layer, zeros for the output."""
-    bound = 1.0 / math.sqrt(fan_in)
-    numpyro.param(_layer_name(site, 0, "weight"),
-                  lambda key: random.uniform(key, (hidden, fan_in), dtype, -bound, bound))
-    numpyro.param(_layer_name(site, 0, "bias"),
-                  lambda key: random.uniform(key, (hidden,), dtype, -bound, bound))
-    numpyro.param(_layer_name(site, 1, "weight"), jnp.zeros((1, hidden), dtype))
-    numpyro.param(_layer_name(site, 1, "bias"), jnp.zeros((1,), dtype))
-
-
 def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
     """Wrap ``guide`` so it declares the state :class:`TraceGraphBaseline_ELBO` needs.
 
     For each non-reparameterized latent site: ``baseline.<site>.average`` (a
     ``numpyro.mutable`` of the site's batch shape, zeros) and, with ``estimator.neural``,
-    the parameters of a one-hidden-layer network of the data (``baseline.<site>.0.weight``
-    ..., output layer zero so it starts at the average).
+    the parameters of :func:`ppl_vae.networks.init_baseline`'s network of the data
+    (``baseline.<site>.0.weight`` ..., the Pyro backend's names and initial values).
     """
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -282,7 +249,10 @@ def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
             average = jnp.zeros(site["fn"].batch_shape, dtype)
             numpyro.primitives.mutable(_average_name(name), average)
             if estimator.neural:
-                _declare_baseline_net(name, _features(args).shape[-1], estimator.hidden, dtype)
+                prefix = f"{BASELINE_PREFIX}{name}"
+                for param, value in networks.init_baseline(prefix, _features(args).shape[-1],
+                                                           estimator.hidden).items():
+                    numpyro.param(param, jnp.asarray(value, dtype))
 
     return wrapped
 
@@ -302,10 +272,12 @@ class TraceGraphBaseline_ELBO(ELBO):
 
     can_infer_discrete = True
 
-    def __init__(self, num_particles: int = 1, beta: float = 0.9, neural: bool = False) -> None:
+    def __init__(self, num_particles: int = 1, beta: float = 0.9, neural: bool = False,
+                 hidden: int = 64) -> None:
         super().__init__(num_particles=num_particles)
         self.beta = beta
         self.neural = neural
+        self.hidden = hidden
 
     def loss_with_mutable_state(self, rng_key: jax.Array, param_map: dict, model: Any,
                                 guide: Any, *args: Any, **kwargs: Any) -> dict:
@@ -361,7 +333,9 @@ class TraceGraphBaseline_ELBO(ELBO):
                              "(make_elbo returns it)")
         baseline = params[_average_name(node)]
         if self.neural:
-            baseline = baseline + _neural_baseline(params, node, _features(args))
+            prefix = f"{BASELINE_PREFIX}{node}"
+            baseline = baseline + networks.apply_baseline(JaxOps, params.__getitem__, prefix,
+                                                          self.hidden, _features(args))
         if jnp.shape(baseline) != jnp.shape(signal):
             raise ValueError(f"site {node!r}: the baseline has shape {jnp.shape(baseline)} but "
                              f"the learning signal has shape {jnp.shape(signal)}")
@@ -372,21 +346,13 @@ class TraceGraphBaseline_ELBO(ELBO):
 
 
 def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> None:
-    """Raise ``ValueError`` unless every latent site has a closed-form KL(q ‖ p).
-
-    NumPyro's ``TraceMeanField_ELBO`` silently falls back to Monte Carlo otherwise.
-    """
+    """Raise ``ValueError`` unless every latent site has a closed-form KL(q ‖ p)."""
     with block(), seed(rng_seed=0):
         guide_trace = trace(guide).get_trace(*args, **kwargs)
         model_trace = trace(replay(model, guide_trace)).get_trace(*args, **kwargs)
-    for name, site in _latent_sites(guide_trace):
-        try:
-            kl_divergence(site["fn"], model_trace[name]["fn"])
-        except NotImplementedError:
-            raise ValueError(
-                f"site {name!r}: no closed-form KL between {type(site['fn']).__name__} and "
-                f"{type(model_trace[name]['fn']).__name__}; the analytic-kl estimator would "
-                "silently use Monte Carlo, use 'reparam' instead") from None
+    objectives.check_closed_form_kl(
+        ((name, site["fn"], model_trace[name]["fn"]) for name, site
+         in _latent_sites(guide_trace)), kl_divergence)
 
 
 def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
@@ -394,32 +360,36 @@ def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
     """The NumPyro ELBO for ``estimator`` and the guide to pair it with.
 
     ``example_args`` (e.g. a minibatch) let the guide be traced once to detect
-    non-reparameterized sites.
+    non-reparameterized sites: ``reparam`` then uses ``TraceGraph_ELBO``, and the estimators
+    that would be biased there (``reparameterized_only`` ones, and those whose library ELBO
+    adds no score term) are refused.
     """
     kwargs = example_kwargs or {}
     if isinstance(estimator, Score):
         return numpyro.infer.TraceGraph_ELBO(num_particles=num_particles), score_function(guide)
     if isinstance(estimator, ScoreBaseline):
         elbo = TraceGraphBaseline_ELBO(num_particles, beta=estimator.beta,
-                                       neural=estimator.neural)
+                                       neural=estimator.neural, hidden=estimator.hidden)
         return elbo, baseline_guide(score_function(guide), estimator)
     discrete = has_non_reparameterized_sites(guide, *example_args, **kwargs)
     if isinstance(estimator, Reparam):
         cls = numpyro.infer.TraceGraph_ELBO if discrete else numpyro.infer.Trace_ELBO
         return cls(num_particles=num_particles), guide
-    if isinstance(estimator, AnalyticKL | IWAE | STL | DReG) and discrete:
+    if isinstance(estimator, AnalyticKL):
+        elbo = numpyro.infer.TraceMeanField_ELBO(num_particles=num_particles)
+    elif isinstance(estimator, IWAE):
+        elbo = numpyro.infer.RenyiELBO(alpha=0.0, num_particles=num_particles)
+    elif isinstance(estimator, STL):
+        elbo = TraceSTL_ELBO(num_particles=num_particles)
+    elif isinstance(estimator, DReG):
+        elbo = DReG_ELBO(num_particles=num_particles)
+    else:
+        raise TypeError(f"no NumPyro ELBO for estimator {estimator!r}")
+    if discrete and (estimator.reparameterized_only or isinstance(elbo, _PATHWISE_ONLY)):
         raise TypeError(f"the {estimator.name} estimator needs every latent site "
                         "reparameterized; this guide has a discrete or score-function site "
                         "(use the 'reparam' or 'score' estimator)")
-    if isinstance(estimator, AnalyticKL):
-        return numpyro.infer.TraceMeanField_ELBO(num_particles=num_particles), guide
-    if isinstance(estimator, IWAE):
-        return numpyro.infer.RenyiELBO(alpha=0.0, num_particles=num_particles), guide
-    if isinstance(estimator, STL):
-        return TraceSTL_ELBO(num_particles=num_particles), guide
-    if isinstance(estimator, DReG):
-        return DReG_ELBO(num_particles=num_particles), guide
-    raise TypeError(f"no NumPyro ELBO for estimator {estimator!r}")
+    return elbo, guide
 
 
 __all__ = ["BASELINE_PREFIX", "DReG_ELBO", "TraceGraphBaseline_ELBO", "TraceSTL_ELBO",

@@ -14,7 +14,6 @@ Neural variational inference and learning in belief networks.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyro
@@ -28,6 +27,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 
+from ppl_vae import networks
 from ppl_vae.estimators import (
     BASELINE_PREFIX,
     IWAE,
@@ -38,7 +38,11 @@ from ppl_vae.estimators import (
     Score,
     ScoreBaseline,
 )
-from ppl_vae.models.pyro_backend import register_module, score_function
+from ppl_vae.models import objectives
+from ppl_vae.models.pyro_backend import TorchOps, drop_stale, score_function
+
+DECAYING_AVERAGE_PREFIX = "__baseline_avg_downstream_cost_"
+"""Where Pyro's ``TraceGraph_ELBO`` keeps a site's decaying-average baseline (param store)."""
 
 
 class _DetachParams(Messenger):
@@ -56,11 +60,8 @@ def _latent_sites(trace: poutine.Trace) -> list[tuple[str, dict]]:
 
 
 def _require_reparameterized(trace: poutine.Trace, estimator: str) -> None:
-    bad = [name for name, site in _latent_sites(trace) if not site["fn"].has_rsample]
-    if bad:
-        raise ValueError(f"the {estimator} estimator differentiates through the samples, but "
-                         f"the guide's sites {bad} are not reparameterized (discrete or "
-                         "score-function); use 'reparam', 'score' or 'score-baseline'")
+    objectives.require_reparameterized(((name, site["fn"]) for name, site
+                                        in _latent_sites(trace)), estimator)
 
 
 class TraceSTL_ELBO(pyro.infer.Trace_ELBO):
@@ -82,16 +83,6 @@ class TraceSTL_ELBO(pyro.infer.Trace_ELBO):
         for name, _ in _latent_sites(guide_trace):
             guide_trace.nodes[name]["score_parts"] = frozen_trace.nodes[name]["score_parts"]
         return model_trace, guide_trace
-
-
-def _common_scale(sites: list[dict]) -> float:
-    scales = {float(site["scale"]) if torch.is_tensor(site["scale"]) and site["scale"].numel() == 1
-              else site["scale"] for site in sites}
-    if len(scales) != 1 or not isinstance(next(iter(scales)), int | float):
-        raise ValueError("the dreg estimator needs one scale shared by every sample site (a "
-                         "subsampled plate enclosing the whole model); got scales "
-                         f"{sorted(map(str, scales))}")
-    return float(next(iter(scales)))
 
 
 class DReG_ELBO(pyro.infer.ELBO):
@@ -153,8 +144,8 @@ class DReG_ELBO(pyro.infer.ELBO):
             check_model_guide_match(model_trace, frozen_trace,
                                     self.max_plate_nesting + 1)
         log_w, scale = self._log_weights(model_trace, frozen_trace)
-        log_mean = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
-        weights["w"] = (log_w - torch.logsumexp(log_w, dim=0)).exp().detach()  # sums to one
+        log_mean, weights["w"] = objectives.normalized_weights(TorchOps, log_w,
+                                                               self.num_particles)
         surrogate = (weights["w"] * log_w).sum(0)
         return scale * log_mean.sum(), scale * surrogate.sum()
 
@@ -166,13 +157,12 @@ class DReG_ELBO(pyro.infer.ELBO):
                                     for _, site in sites))
         keep = {f.dim for f in shared}  # includes the particle plate
         ndim = self.max_plate_nesting + 1
-        log_w = torch.zeros(())
+        log_ps = []
         for sign, site in sites:
             log_p = scale_and_mask(site["fn"].log_prob(site["value"]), 1.0, site["mask"])
-            log_p = log_p.reshape((1,) * (ndim - log_p.dim()) + tuple(log_p.shape))
-            dims = [d for d in range(-ndim, 0) if d not in keep]
-            log_w = log_w + sign * (log_p.sum(dims, keepdim=True) if dims else log_p)
-        return log_w, _common_scale([site for _, site in sites])
+            log_ps.append((sign, log_p.reshape((1,) * (ndim - log_p.dim()) + tuple(log_p.shape))))
+        return (objectives.shared_plate_log_weight(TorchOps, log_ps, keep),
+                objectives.common_scale(site["scale"] for _, site in sites))
 
     def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         """−IWAE bound (a float)."""
@@ -202,14 +192,14 @@ class NeuralBaselineGuide:
     learned one, b(x) = avg + MLP(x) (Mnih & Gregor 2014), for ``TraceGraph_ELBO``.
 
     The network input is the guide's first positional argument (the minibatch, one row per
-    datapoint, flattened); its output is one baseline per datapoint. Networks are created on
-    first sight of a site and registered as ``baseline.<site>.*`` parameters, so
-    ``pyro.infer.SVI`` trains them on TraceGraph_ELBO's baseline loss Σ (f − b)².
+    datapoint, flattened); its output is one baseline per datapoint. The network is
+    :func:`ppl_vae.networks.init_baseline`'s, registered as ``baseline.<site>.*`` parameters
+    (the NumPyro backend's names), which ``TraceGraph_ELBO``'s baseline loss Σ (f − b)²
+    trains through its ``baseline_value`` option.
     """
 
     def __init__(self, guide: Any, beta: float, hidden: int) -> None:
         self.guide, self.beta, self.hidden = guide, beta, hidden
-        self.nets: dict[str, torch.nn.Module] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not args or not torch.is_tensor(args[0]):
@@ -217,54 +207,43 @@ class NeuralBaselineGuide:
                              "(the data batch); call the guide as guide(x, ...)")
         x = args[0].detach()
         features = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
-        for name, net in self.nets.items():
-            register_module(f"{BASELINE_PREFIX}{name}", net)
 
         def config(msg: dict) -> dict:
             if (msg["type"] != "sample" or msg["is_observed"]
                     or isinstance(msg["fn"], _Subsample) or msg["fn"].has_rsample):
                 return {}
-            name = msg["name"]
-            if name not in self.nets:
-                self.nets[name] = _baseline_net(features, self.hidden)
-                register_module(f"{BASELINE_PREFIX}{name}", self.nets[name])
+            prefix = f"{BASELINE_PREFIX}{msg['name']}"
+            value = networks.apply_baseline(TorchOps, self._param(prefix, features), prefix,
+                                            self.hidden, features)
             return {"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": self.beta,
-                                 "nn_baseline": self.nets[name],
-                                 "nn_baseline_input": features}}
+                                 "baseline_value": value}}
 
         return poutine.infer_config(self.guide, config)(*args, **kwargs)
 
+    def _param(self, prefix: str, features: torch.Tensor) -> Any:
+        initial = networks.init_baseline(prefix, features.shape[-1], self.hidden)
 
-class _Squeeze(torch.nn.Module):
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h.squeeze(-1)
+        def param(name: str) -> torch.Tensor:
+            store = pyro.get_param_store()
+            if name not in store:
+                store[name] = torch.as_tensor(initial[name], dtype=features.dtype,
+                                              device=features.device)
+            value = pyro.param(name)
+            drop_stale(name, value)
+            return value
 
-
-def _baseline_net(features: torch.Tensor, hidden: int) -> torch.nn.Module:
-    net = torch.nn.Sequential(torch.nn.Linear(features.shape[-1], hidden), torch.nn.ReLU(),
-                              torch.nn.Linear(hidden, 1), _Squeeze())
-    torch.nn.init.zeros_(net[2].weight)  # start at the decaying average
-    torch.nn.init.zeros_(net[2].bias)
-    return net.to(dtype=features.dtype, device=features.device)
+        return param
 
 
 def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> None:
-    """Raise ``ValueError`` unless every latent site has a closed-form KL(q ‖ p).
-
-    Pyro's ``TraceMeanField_ELBO`` silently falls back to Monte Carlo otherwise.
-    """
+    """Raise ``ValueError`` unless every latent site has a closed-form KL(q ‖ p)."""
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs)
-    for name, site in _latent_sites(guide_trace):
-        try:
-            torch.distributions.kl_divergence(site["fn"], model_trace.nodes[name]["fn"])
-        except NotImplementedError:
-            raise ValueError(
-                f"site {name!r}: no closed-form KL between {type(site['fn']).__name__} and "
-                f"{type(model_trace.nodes[name]['fn']).__name__}; the analytic-kl estimator "
-                "would silently use Monte Carlo, use 'reparam' instead") from None
+    objectives.check_closed_form_kl(
+        ((name, site["fn"], model_trace.nodes[name]["fn"]) for name, site
+         in _latent_sites(guide_trace)), TorchOps.kl_divergence)
 
 
 def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,

@@ -1,8 +1,14 @@
-"""The parts of :func:`ppl_vae.train.fit`, one concern per module.
+"""Training by stochastic variational inference: :func:`fit`, on either backend.
 
-``batches``      training data: checks at fit time, each epoch's order, dynamic binarization
-``checkpoint``   checkpoint folders: atomic writes, checksums, optimizer/RNG state without pickle
-``loop``         the backend-independent driver: steps, evaluation, checkpoints, history, progress
-``pyro_loop``    the Pyro engine: ``loss_and_grads`` + ``PyroOptim`` on a torch device
-``numpyro_loop`` the NumPyro engine: ``SVI.update`` under ``jax.lax.scan``, jitted per chunk
+``svi``              fit(): the entry point: checks, run directory, resume, one engine per backend
+``loop``             the backend-independent driver: steps, evaluation, checkpoints, history
+``batches``          training data: checks at fit time, each epoch's order, dynamic binarization
+``checkpoint``       checkpoint folders: atomic writes, checksums, optimizer/RNG state, no pickle
+``pyro_engine``      the Pyro engine: ``loss_and_grads`` + ``PyroOptim`` on a torch device
+``numpyro_engine``   the NumPyro engine: ``SVI.update`` under ``jax.lax.scan``, jitted per chunk
 """
+
+from ppl_vae.training.loop import NonFiniteLossError
+from ppl_vae.training.svi import CLIP_NORM, OPTIMIZERS, FitResult, fit
+
+__all__ = ["CLIP_NORM", "OPTIMIZERS", "FitResult", "NonFiniteLossError", "fit"]

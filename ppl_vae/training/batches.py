@@ -1,4 +1,4 @@
-"""Training data for :func:`ppl_vae.train.fit`: checked once, then one fixed order per epoch.
+"""Training data for :func:`ppl_vae.training.fit`: checked once, then one fixed order per epoch.
 
 The minibatch order of epoch ``e`` is a permutation drawn from
 ``np.random.default_rng([seed, e, 0])`` and a dynamic binarization from

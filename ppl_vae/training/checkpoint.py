@@ -40,8 +40,8 @@ from ppl_vae.io import (
     save_arrays,
     write_json,
 )
+from ppl_vae.runs import CHECKPOINT_DIR
 
-CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"
 PARAMS_FILE = "params.safetensors"

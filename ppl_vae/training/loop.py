@@ -1,8 +1,8 @@
-"""The backend-independent training driver behind :func:`ppl_vae.train.fit`.
+"""The backend-independent training driver behind :func:`ppl_vae.training.fit`.
 
 The driver cuts the run into chunks of SVI steps — at most ``max_chunk`` steps, never across an
 epoch end, an evaluation or a checkpoint — and hands each chunk's minibatch indices to a backend
-*engine* (:mod:`ppl_vae.training.pyro_loop`, :mod:`ppl_vae.training.numpyro_loop`). Between
+*engine* (:mod:`ppl_vae.training.pyro_engine`, :mod:`ppl_vae.training.numpyro_engine`). Between
 chunks it records the history, evaluates held-out data, writes checkpoints and updates the
 progress bar. Chunk boundaries depend only on the global step, so a resumed run replays the
 chunks of an uninterrupted one.

@@ -51,11 +51,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.estimators import BASELINE_PREFIX, ScoreBaseline, get_estimator
+from ppl_vae.estimators import BASELINE_PREFIX, get_estimator
 
 LEVELS = ("coordinate", "param", "group")
-_PYRO_AVERAGE = "__baseline_avg_downstream_cost_"
-"""Where Pyro's ``TraceGraph_ELBO`` keeps a site's decaying-average baseline (param store)."""
 _CHUNK_BUDGET = 2**22
 """Gradient floats per vectorized chunk (16 MiB in float32): about 6 draws of the 784-400-20
 MLP VAE, near the fastest chunk measured on 2 CPU cores (benchmarks/bench_variance.py)."""
@@ -164,23 +162,29 @@ def _vae_of(model: Any, guide: Any) -> Any:
 class _PyroGradients:
     """Sequential gradient draws of a Pyro ELBO w.r.t. the model's and guide's parameters."""
 
+    fixed_shape = False
+    """Draws come one by one: a chunk may be any size."""
+
     def __init__(self, model: Any, guide: Any, args: tuple, kwargs: dict, estimator: Any,
                  particles: int, seed: int) -> None:
         import pyro
         from pyro import poutine
 
         from ppl_vae.models import make_elbo, pyro_elbos
+        from ppl_vae.models.pyro_elbos import DECAYING_AVERAGE_PREFIX
 
         self.pyro = pyro
+        self.average_prefix = DECAYING_AVERAGE_PREFIX
         store = pyro.get_param_store()
-        for name in [k for k in store.keys() if k.startswith((_PYRO_AVERAGE, BASELINE_PREFIX))]:
+        for name in [k for k in store.keys()
+                     if k.startswith((DECAYING_AVERAGE_PREFIX, BASELINE_PREFIX))]:
             del store[name]  # state of an earlier configuration
         pyro.set_rng_seed(seed)
         vae = _vae_of(model, guide)
         if vae is not None:
             self.elbo, self.guide = make_elbo(vae, estimator, particles)
         else:
-            if estimator.name == "analytic-kl":
+            if estimator.closed_form_kl:
                 pyro_elbos.check_closed_form_kl(model, guide, *args, **kwargs)
             self.elbo, self.guide = pyro_elbos.make_elbo(estimator, guide, particles,
                                                          max_plate_nesting=float("inf"))
@@ -211,7 +215,7 @@ class _PyroGradients:
     def warmup(self, steps: int, lr: float) -> None:
         import torch
 
-        if not isinstance(self.estimator, ScoreBaseline) or steps == 0:
+        if not self.estimator.stateful or steps == 0:
             return
         optimizer = None
         for _ in range(steps):
@@ -221,9 +225,14 @@ class _PyroGradients:
                 optimizer.step()
         store = self.pyro.get_param_store()
         self.frozen = {k: store[k].detach().clone() for k in store.keys()
-                       if k.startswith(_PYRO_AVERAGE)}
+                       if k.startswith(self.average_prefix)}
 
-    def draws(self, count: int) -> tuple[np.ndarray, float]:
+    def values(self) -> list[Any]:
+        return [p.detach() for p in self.params]
+
+    def draws(self, count: int, offset: int = 0, stream: int = 2) -> tuple[np.ndarray, float]:
+        """``count`` draws from torch's generator (``offset`` and ``stream`` are for the
+        signature NumPyro's keyed draws need)."""
         import torch
 
         grads, seconds = [], 0.0
@@ -239,6 +248,9 @@ class _PyroGradients:
 class _NumPyroGradients:
     """``jax.vmap``-ed, ``jax.jit``-ed gradient draws of a NumPyro ELBO."""
 
+    fixed_shape = True
+    """Every chunk has one size, so the vectorized draw compiles once."""
+
     def __init__(self, model: Any, guide: Any, args: tuple, kwargs: dict, estimator: Any,
                  particles: int, seed: int) -> None:
         import jax
@@ -253,7 +265,7 @@ class _NumPyroGradients:
         if vae is not None:
             elbo, guide_e = make_elbo(vae, estimator, particles, example_batch=args[0], **kwargs)
         else:
-            if estimator.name == "analytic-kl":
+            if estimator.closed_form_kl:
                 numpyro_elbos.check_closed_form_kl(model, guide, *args, **kwargs)
             elbo, guide_e = numpyro_elbos.make_elbo(estimator, guide, particles,
                                                     example_args=args, example_kwargs=kwargs)
@@ -272,7 +284,7 @@ class _NumPyroGradients:
                      if s["type"] == "param" and n not in sites}
         self.state = {n: s["value"] for n, s in wrapped_trace.items() if s["type"] == "mutable"}
         self.estimator = estimator
-        stateful = isinstance(elbo, numpyro_elbos.TraceGraphBaseline_ELBO)
+        stateful = estimator.stateful
 
         def loss(u: dict, nets: dict, state: dict, key: Any) -> tuple[Any, dict]:
             params = {**{n: self.transforms[n](v) for n, v in u.items()}, **nets, **state}
@@ -291,7 +303,7 @@ class _NumPyroGradients:
         self.jax = jax
 
     def warmup(self, steps: int, lr: float) -> None:
-        if not isinstance(self.estimator, ScoreBaseline) or steps == 0:
+        if not self.estimator.stateful or steps == 0:
             return
         import optax
 
@@ -310,7 +322,11 @@ class _NumPyroGradients:
             nets, state, opt_state = step(nets, state, opt_state, key)
         self.nets, self.state = nets, state
 
-    def draws(self, count: int, offset: int, stream: int = 2) -> tuple[np.ndarray, float]:
+    def values(self) -> list[Any]:
+        return [self.unconstrained[n] for n in self.names]
+
+    def draws(self, count: int, offset: int = 0, stream: int = 2) -> tuple[np.ndarray, float]:
+        """``count`` draws with keys folded from (``stream``, ``offset``)."""
         jax = self.jax
         keys = jax.random.split(
             jax.random.fold_in(jax.random.fold_in(self.key, stream), offset), count)
@@ -369,11 +385,11 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
             cls = _PyroGradients if backend == "pyro" else _NumPyroGradients
             grads = cls(model, guide, args, kwargs, estimator, particles, seed)
             grads.warmup(baseline_warmup, baseline_lr)
-            moments = _measure(grads, backend, num_draws, particles, chunk_size, coordinate_se)
+            moments = _measure(grads, num_draws, particles, chunk_size, coordinate_se)
             results.append(GradientMoments(
                 backend=backend, estimator=estimator.label, particles=particles, seed=seed,
                 num_draws=num_draws, seconds_per_draw=moments[0], names=grads.names,
-                shapes=[tuple(np.shape(p)) for p in _param_values(grads)],
+                shapes=[tuple(np.shape(p)) for p in grads.values()],
                 groups=[groups(n) for n in grads.names], mean=moments[1], variance=moments[2],
                 variance_se=moments[3], dev2=moments[4], norm2=moments[5]))
             if progress is not None:
@@ -382,28 +398,18 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
     return results
 
 
-def _param_values(grads: Any) -> list[Any]:
-    if isinstance(grads, _PyroGradients):
-        return [p.detach() for p in grads.params]
-    return [grads.unconstrained[n] for n in grads.names]
-
-
-def _measure(grads: Any, backend: str, num_draws: int, particles: int,
-             chunk_size: int | None, coordinate_se: bool) -> tuple:
-    sizes = [int(np.prod(np.shape(p))) for p in _param_values(grads)]
+def _measure(grads: Any, num_draws: int, particles: int, chunk_size: int | None,
+             coordinate_se: bool) -> tuple:
+    sizes = [int(np.prod(np.shape(p))) for p in grads.values()]
     accumulator = _Moments(np.cumsum([0] + sizes), coordinate_se)
     total = sum(sizes)
     chunk = chunk_size or max(2, min(num_draws, _CHUNK_BUDGET // max(total * particles, 1)))
-    if backend == "pyro":
-        grads.draws(1)  # first call: lazy initialisation, excluded from timing
-    else:
-        grads.draws(chunk, 0, stream=3)  # compilation, excluded from timing
+    # first call (lazy initialisation, compilation) excluded from timing
+    grads.draws(chunk if grads.fixed_shape else 1, 0, stream=3)
     seconds, computed, done = 0.0, 0, 0
     while done < num_draws:
-        if backend == "pyro":
-            g, dt = grads.draws(min(chunk, num_draws - done))
-        else:
-            g, dt = grads.draws(chunk, done)  # a fixed chunk shape: no recompilation
+        size = chunk if grads.fixed_shape else min(chunk, num_draws - done)
+        g, dt = grads.draws(size, done)
         seconds += dt
         computed += g.shape[0]
         g = g[: num_draws - done]

@@ -19,12 +19,13 @@ importance sampling. JMLR 25(72).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from ppl_vae.evaluation.importance import DEFAULT_BUDGET, importance_sample
 
 __all__ = ["BANDS", "KHAT_GOOD", "KHAT_OK", "ImportanceWeights", "PSISResult",
            "importance_weights", "khat_bands", "khat_summary", "khat_threshold", "psis"]
@@ -70,87 +71,33 @@ class ImportanceWeights:
 
 
 def importance_weights(vae: Any, x: Any, num_samples: int = 1000, *, idx: Any = None,
-                       seed: int = 0, max_elements: int = 2**24) -> ImportanceWeights:
+                       seed: int = 0, budget: int = DEFAULT_BUDGET) -> ImportanceWeights:
     """Draw ``num_samples`` latents per datapoint from the guide and weigh them.
+
+    The draws are :func:`ppl_vae.evaluation.importance_sample`'s: for the same seed, number of
+    samples and budget, k̂ describes exactly the weights behind ``ppl-vae evaluate``'s
+    log p(x).
 
     Parameters
     ----------
     vae : a VAE of either backend.
     x : ``(B, D)`` data.
     idx : datapoint indices (required by encoder-free models).
-    seed : seeds the draws (Pyro: torch's generator, forked so the caller's random state
-        is untouched; NumPyro: the PRNG key).
-    max_elements : datapoints are processed in chunks of equal size holding at most about
-        this many likelihood values (S × chunk × D), to bound memory.
+    seed : seeds the draws.
+    budget : (particle × datapoint) pairs decoded at once; bounds memory.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for importance weights, got {num_samples}")
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != vae.spec.data_dim:
         raise ValueError(f"x must have shape (B, {vae.spec.data_dim}), got {x.shape}")
-    idx = None if idx is None else np.asarray(idx)
-    chunk = min(x.shape[0], max(1, max_elements // (num_samples * x.shape[1])))
-    parts = []
-    for number, start in enumerate(range(0, x.shape[0], chunk)):
-        # A short last chunk repeats its last row up to the chunk size (one compiled
-        # function on JAX); the repeats are dropped.
-        rows = np.minimum(np.arange(start, start + chunk), x.shape[0] - 1)
-        size = min(chunk, x.shape[0] - start)
-        draw = _draw_torch if vae.backend == "pyro" else _draw_jax
-        latents, terms = draw(vae, x[rows], num_samples, None if idx is None else idx[rows],
-                              seed, number)
-        parts.append(({k: v[:, :size] for k, v in latents.items()},
-                      {k: v[:, :size] for k, v in terms.items()}))
-    draws = {site: np.concatenate([p[0][site] for p in parts], axis=1) for site in parts[0][0]}
-    terms = {k: np.concatenate([p[1][k] for p in parts], axis=1) for k in parts[0][1]}
-    eps = float(np.finfo(np.dtype(str(vae.dtype).removeprefix("torch."))).eps)
+    est = importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget,
+                            keep_draws=True)
+    terms = est.terms
+    eps = float(np.finfo(np.dtype(vae.dtype_name)).eps)
     magnitude = sum(np.abs(v) for v in terms.values()).max(axis=0)
-    return ImportanceWeights(draws=draws, **terms,
+    return ImportanceWeights(draws=est.draws, **terms,
                              resolution=_ROUNDING_MARGIN * eps * (1.0 + magnitude))
-
-
-Draws = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
-"""(latent draws by site, log-density terms), float64 NumPy, ``(S, B, ...)`` / ``(S, B)``."""
-
-
-def _draw_torch(vae: Any, x: np.ndarray, num: int, idx: Any, seed: int, number: int) -> Draws:
-    import torch
-
-    devices = [vae.device] if vae.device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed + 1_000_003 * number)
-        idx = None if idx is None else torch.as_tensor(idx, device=vae.device)
-        latents = vae.sample_latents(x, num, idx=idx)
-        terms = vae.log_prob_terms(vae.as_tensor(x), latents, idx)
-    return ({k: v.cpu().double().numpy() for k, v in latents.items()},
-            {k: v.cpu().double().numpy() for k, v in terms.items()})
-
-
-def _draw_jax(vae: Any, x: np.ndarray, num: int, idx: Any, seed: int, number: int) -> Draws:
-    import jax
-
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), number)
-    latents, terms = _jit(_draw_jax_impl, (0, 1))(vae, num, vae.params, vae.as_tensor(x),
-                                                      idx, key)
-    return ({k: np.asarray(v, dtype=np.float64) for k, v in latents.items()},
-            {k: np.asarray(v, dtype=np.float64) for k, v in terms.items()})
-
-
-def _draw_jax_impl(vae: Any, num: int, params: dict, x: Any, idx: Any, key: Any) -> tuple:
-    from numpyro import handlers
-
-    # Parameters enter as arguments: a compiled function stays valid after set_params.
-    with handlers.substitute(data=params):
-        latents = vae.sample_latents(x, num, idx=idx, seed=key)
-        return latents, vae.log_prob_terms(x, latents, idx)
-
-
-@functools.cache
-def _jit(fn: Any, static_argnums: tuple[int, ...]) -> Any:
-    """``jax.jit(fn)``, built once (JAX is imported only when a NumPyro VAE is used)."""
-    import jax
-
-    return jax.jit(fn, static_argnums=static_argnums)
 
 
 # --------------------------------------------------------------------------- PSIS

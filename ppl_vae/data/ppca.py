@@ -1,4 +1,5 @@
-r"""The linear-Gaussian VAE as probabilistic PCA, with its exact posterior and likelihood.
+r"""Probabilistic PCA: synthetic data, its exact likelihood and posterior, and the
+linear-Gaussian VAE set to it.
 
 The model ``z ~ N(0, I)``, ``x | z ~ N(W z + b, σ² I)`` has the closed forms
 (Tipping & Bishop 1999)
@@ -21,15 +22,68 @@ JRSS B 61(3).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ppl_vae.data import PPCAParams, ppca_log_likelihood
+from ppl_vae.data.sources import RawData
 from ppl_vae.families import Gaussian, GaussianPosterior, StandardNormal
 
-__all__ = ["exact_log_likelihood", "exact_posterior", "inverse_softplus", "linear_gaussian_spec",
-           "orthogonal_ppca", "set_ppca_params"]
+__all__ = ["PPCAParams", "exact_log_likelihood", "exact_posterior", "inverse_softplus",
+           "linear_gaussian_spec", "orthogonal_ppca", "ppca_synthetic", "set_ppca_params"]
+
+
+@dataclass(frozen=True, eq=False)
+class PPCAParams:
+    """True parameters of :func:`ppca_synthetic`: ``x = W z + b + sigma * eps``."""
+
+    W: np.ndarray
+    b: np.ndarray
+    sigma: float
+
+
+def ppca_synthetic(
+    num_data: int = 1000,
+    data_dim: int = 10,
+    latent_dim: int = 2,
+    noise_scale: float = 0.1,
+    seed: int = 0,
+) -> tuple[RawData, PPCAParams]:
+    """Sample ``x = W z + b + noise_scale * eps`` with ``z, eps ~ N(0, I)``.
+
+    Returns float32 continuous data (``max_value=None``: not intensities, never
+    rescaled to [0, 1]; use a Gaussian likelihood) and the true parameters,
+    ``W`` of shape ``(data_dim, latent_dim)`` and ``b`` of shape ``(data_dim,)``.
+    """
+    if noise_scale <= 0:
+        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(data_dim, latent_dim))
+    b = rng.normal(size=data_dim)
+    z = rng.normal(size=(num_data, latent_dim))
+    x = z @ W.T + b + noise_scale * rng.normal(size=(num_data, data_dim))
+    raw = RawData(values=x.astype(np.float32), max_value=None, name="ppca")
+    return raw, PPCAParams(W=W, b=b, sigma=float(noise_scale))
+
+
+def exact_log_likelihood(W: Any, b: Any, sigma: float, x: Any) -> np.ndarray:
+    """Exact ``log N(x; b, W W^T + sigma^2 I)`` per datapoint, in float64.
+
+    ``x`` has shape ``(..., D)``; the result has shape ``x.shape[:-1]``.
+    """
+    from scipy.linalg import cholesky, solve_triangular
+
+    x = np.asarray(x, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    dim = W.shape[0]
+    cov = W @ W.T + sigma**2 * np.eye(dim)
+    chol = cholesky(cov, lower=True)
+    centred = (x - np.asarray(b, dtype=np.float64)).reshape(-1, dim)
+    white = solve_triangular(chol, centred.T, lower=True)
+    log_det = 2.0 * np.log(np.diag(chol)).sum()
+    log_prob = -0.5 * (dim * np.log(2 * np.pi) + log_det + (white**2).sum(axis=0))
+    return log_prob.reshape(x.shape[:-1])
 
 
 def inverse_softplus(y: Any) -> np.ndarray:
@@ -71,12 +125,6 @@ def exact_posterior(W: Any, b: Any, sigma: float, x: Any) -> tuple[np.ndarray, n
     mean = np.linalg.solve(M, W.T @ centred.reshape(-1, W.shape[0]).T).T
     cov = sigma**2 * np.linalg.inv(M)
     return mean.reshape(*centred.shape[:-1], W.shape[1]), 0.5 * (cov + cov.T)
-
-
-def exact_log_likelihood(W: Any, b: Any, sigma: float, x: Any) -> np.ndarray:
-    """log N(x; b, W Wᵀ + σ² I) per datapoint, float64 (via
-    :func:`ppl_vae.data.ppca_log_likelihood`)."""
-    return ppca_log_likelihood(x, W, b, sigma)
 
 
 def linear_gaussian_spec(data_dim: int, latent_dim: int) -> Any:

@@ -17,18 +17,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae import arviz_convert
-from ppl_vae.collapse import posterior_collapse
-from ppl_vae.families import NoEncoderPosterior
-from ppl_vae.gaps import GapResult, inference_gaps
-from ppl_vae.mcmc_reference import (
+from ppl_vae.diagnostics import inference_data
+from ppl_vae.diagnostics.collapse import posterior_collapse
+from ppl_vae.diagnostics.gaps import GapResult, inference_gaps
+from ppl_vae.diagnostics.mcmc import (
     MCMCReference,
     check_continuous_latents,
     compare_with_reference,
     mcmc_reference,
     reference_distances,
 )
-from ppl_vae.psis import ImportanceWeights, PSISResult, importance_weights, khat_summary, psis
+from ppl_vae.diagnostics.psis import (
+    ImportanceWeights,
+    PSISResult,
+    importance_weights,
+    khat_summary,
+    psis,
+)
 
 __all__ = ["Diagnosis", "diagnose"]
 
@@ -68,10 +73,10 @@ class Diagnosis:
 
     def inference_data(self) -> Any:
         """Guide draws, log weights, data, MCMC reference and ELBO history as InferenceData."""
-        guide = arviz_convert.guide_inference_data(
+        guide = inference_data.guide_inference_data(
             self.guide_code, datapoints=self.datapoints, log_terms=self.weights.terms(),
             observed=self.x)
-        return arviz_convert.combine(
+        return inference_data.combine(
             guide, reference=None if self.reference is None else self.reference.inference_data,
             history=self.history)
 
@@ -132,15 +137,16 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     gap_rows : rows for the inference gaps (default: ``reference_rows``).
     num_samples : guide draws per datapoint for the importance weights.
     num_chains, num_warmup, num_draws : NUTS settings (per chain).
-    gap_steps, gap_eval_samples, likelihood_samples : see :func:`ppl_vae.gaps.inference_gaps`.
+    gap_steps, gap_eval_samples, likelihood_samples : see
+        :func:`ppl_vae.diagnostics.gaps.inference_gaps`.
     history : the run's training history (stored in the InferenceData).
     """
     spec = vae.spec
-    if isinstance(spec.posterior, NoEncoderPosterior) and spec.posterior.codes == "point":
+    if not spec.posterior.has_density:
         raise ValueError("point codes (codes = 'point') are a Dirac posterior: there is no "
                          "density q(z | x) to diagnose; use codes = 'gaussian'")
     x = np.asarray(x)
-    datapoints = arviz_convert.check_datapoints(datapoints, x.shape[0])
+    datapoints = inference_data.check_datapoints(datapoints, x.shape[0])
     reference_rows = _rows("reference_rows", reference_rows, x.shape[0])
     gap_rows = reference_rows if gap_rows is None else _rows("gap_rows", gap_rows, x.shape[0])
     weights = importance_weights(vae, x, num_samples, idx=idx, seed=seed)

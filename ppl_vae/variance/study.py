@@ -5,9 +5,10 @@ each training stage available (a run's checkpoints: early, middle, end; a spec: 
 initialisation), each estimator and each number of particles K, :func:`run_study` measures
 N gradient draws on one fixed minibatch with :func:`ppl_vae.variance.measure_gradients`,
 and, optionally, trains a fresh copy of the model with each estimator
-(:func:`ppl_vae.train.fit`) to record the loss against steps and wall time. The tidy tables
+(:func:`ppl_vae.training.fit`) to record the loss against steps and wall time. The tidy tables
 (``groups.csv``, ``params.csv``, ``ratios.csv``, ``training.csv``, ``skipped.csv``) and a
-Markdown/HTML report are written by :func:`write_study`; the report only renders the tables.
+Markdown/HTML report (:func:`ppl_vae.reports.pages.variance_page`, which only renders the
+tables) are written by :func:`write_study`.
 
 Masked codes are the natural comparison: Bernoulli gates (``masked_laplace``) force
 score-function terms into every estimator, relaxed gates (``masked_relaxed_laplace``) are
@@ -25,16 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.estimators import estimator_names, get_estimator
+from ppl_vae.estimators import get_estimator
 from ppl_vae.io import atomic_write_text
-from ppl_vae.variance import measure_gradients, summarize
+from ppl_vae.variance.measure import measure_gradients, summarize
 
 DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "dreg")
 DEFAULT_PARTICLES = (1, 5, 50)
 RATIOS = (("score", "reparam"), ("score-baseline", "score"), ("score-nn-baseline", "score"),
           ("analytic-kl", "reparam"), ("stl", "reparam"), ("dreg", "iwae"))
 """(numerator, denominator) estimator pairs of the headline variance ratios."""
-_MULTI_PARTICLE = ("iwae", "dreg")
 
 
 @dataclass
@@ -77,7 +77,8 @@ class StudyResult:
 
 def _checkpoint_stages(run: Any) -> tuple[list[tuple[str, int, dict]], list[str]]:
     """early / middle / end parameters of a run, from its checkpoints and final params."""
-    from ppl_vae.training.checkpoint import CHECKPOINT_DIR, load_checkpoint
+    from ppl_vae.runs import CHECKPOINT_DIR
+    from ppl_vae.training.checkpoint import load_checkpoint
 
     final_step = int(run.config.get("training", {}).get("num_steps", 0))
     found = sorted((load_checkpoint(p) for p in (run.path / CHECKPOINT_DIR).glob("step-*")
@@ -114,7 +115,7 @@ def load_target(source: Any, backend: str | None = None, *, batch_size: int = 12
     from ppl_vae.models import build, load_spec
 
     notes: list[str] = []
-    if isinstance(source, str | Path) and (Path(source) / runs.CONFIG_FILE).exists():
+    if isinstance(source, str | Path) and runs.is_run(source):
         path = Path(source)
         run = runs.load_run(path, backend)
         splits = run.splits() if data is None else data
@@ -143,18 +144,8 @@ def _model_args(target: Target) -> tuple[tuple, dict]:
     vae = target.vae
     kwargs = {}
     if not vae.spec.posterior.amortized:
-        kwargs["idx"] = _index(vae, target.batch_idx)
+        kwargs["idx"] = vae.as_index(target.batch_idx)
     return (vae.as_tensor(target.batch),), kwargs
-
-
-def _index(vae: Any, idx: np.ndarray) -> Any:
-    if vae.backend == "pyro":
-        import torch
-
-        return torch.as_tensor(idx, device=vae.device)
-    import jax.numpy as jnp
-
-    return jnp.asarray(idx)
 
 
 def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
@@ -214,13 +205,13 @@ def _ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
 def _train_curves(target: Target, names: list[str], steps: int, multi_particles: int,
                   seed: int, skipped: list[dict], progress: Callable | None) -> list:
     from ppl_vae.models import build
-    from ppl_vae.train import NonFiniteLossError, fit
+    from ppl_vae.training import NonFiniteLossError, fit
 
     spec, backend = target.vae.spec, target.vae.backend
     num_data = None if spec.posterior.amortized else len(target.splits.train)
     curves = []
     for name in names:
-        k = multi_particles if name in _MULTI_PARTICLE else 1
+        k = multi_particles if get_estimator(name).multi_particle else 1
         vae = build(spec, backend, seed=seed, num_data=num_data)
         start = time.perf_counter()
         head = {"target": target.name, "family": target.family, "stage": "training",
@@ -264,165 +255,7 @@ def variance_ratios(groups: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-# ----------------------------------------------------------------------------- report
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
-    from matplotlib.ticker import NullFormatter
-
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.2)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    for ax, group in zip(axes, groups, strict=True):
-        sub = df[df["group"] == group]
-        for name, line in sub.groupby("estimator", sort=False):
-            line = line.sort_values("particles")
-            ax.plot(line["particles"], line[column], marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ks = sorted(sub["particles"].unique())
-        ax.set_xticks(ks, labels=[str(k) for k in ks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(group)
-        ax.set_xlabel("particles K")
-    axes[0].set_ylabel(title)
-    axes[-1].legend(fontsize="small")
-    return fig
-
-
-def _snr_boxplots(df: pd.DataFrame) -> Any:
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.4)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    for ax, group in zip(axes, groups, strict=True):
-        sub = df[df["group"] == group]
-        stats = [{"label": row.estimator, "med": row.snr, "q1": row.snr_q25, "q3": row.snr_q75,
-                  "whislo": row.snr_q05, "whishi": row.snr_q95, "fliers": []}
-                 for row in sub.itertuples()
-                 if np.all(np.isfinite([row.snr_q05, row.snr_q95]))]  # exact gradients: inf
-        if stats:
-            ax.bxp(stats, showfliers=False)
-        ax.set_yscale("log")
-        ax.set_title(group)
-        ax.tick_params(axis="x", labelrotation=60)
-    axes[0].set_ylabel("coordinate SNR (5/25/50/75/95%)")
-    return fig
-
-
-def _training_figure(df: pd.DataFrame) -> Any:
-    fig = _figure(9, 3.4)
-    axes = fig.subplots(1, 2)
-    split = "valid" if (df["split"] == "valid").any() else "train"
-    for name, curve in df[df["split"] == split].groupby("estimator", sort=False):
-        axes[0].plot(curve["step"], curve["loss"], label=name)
-        axes[1].plot(curve["wall_time"], curve["loss"], label=name)
-    axes[0].set_xlabel("step")
-    axes[1].set_xlabel("wall time (s)")
-    axes[0].set_ylabel(f"{split} loss (−ELBO, nats per datapoint)")
-    axes[1].legend(fontsize="small")
-    return fig
-
-
-def _over_training(df: pd.DataFrame) -> Any:
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.2)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    for ax, group in zip(axes, groups, strict=True):
-        for name, line in df[df["group"] == group].groupby("estimator", sort=False):
-            line = line.sort_values("step")
-            ax.plot(line["step"], line["variance"], marker="o", label=name)
-        ax.set_yscale("log")
-        ax.set_title(group)
-        ax.set_xlabel("training step")
-    axes[0].set_ylabel("total gradient variance")
-    axes[-1].legend(fontsize="small")
-    return fig
-
-
-def _headline(ratios: pd.DataFrame) -> pd.DataFrame:
-    """One row per ratio and target: K = 1 (for dreg / iwae the largest K), last stage."""
-    if ratios.empty:
-        return ratios
-    rows = []
-    for (target, ratio), sub in ratios.groupby(["target", "ratio"], sort=False):
-        sub = sub[sub["step"] == sub["step"].max()]
-        k = sub["particles"].max() if ratio.startswith("dreg") else sub["particles"].min()
-        sub = sub[sub["particles"] == k]
-        row = {"target": target, "ratio": ratio, "K": int(k), "stage": sub["stage"].iloc[0]}
-        for group in ("encoder", "decoder", "codes"):
-            hit = sub[sub["group"] == group]
-            if not hit.empty:
-                row[f"{group} variance ratio"] = hit["variance_ratio"].iloc[0]
-                row[f"{group} cost ratio"] = hit["cost_ratio"].iloc[0]
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def study_report(result: StudyResult) -> Any:
-    """The report of a study: settings, headline ratios, figures, families, skipped."""
-    from ppl_vae.report import Report, machine_description
-
-    s = result.settings
-    report = Report("Gradient variance of ELBO estimators")
-    report.text(
-        f"Each configuration takes N = {s['num_draws']} independent gradient draws at fixed "
-        f"parameters on one minibatch of {s['batch_size']} points, seed {s['seed']}, backend "
-        f"{s['backend']}; machine: {machine_description()}. Variance is the trace of the "
-        "gradient covariance over a parameter group; SNR = |mean| / std per coordinate "
-        "(Rainforth et al. 2018), summarized by its median; cost-adjusted variance is "
-        "variance × seconds per draw. score-baseline draws use a baseline warmed up at the "
-        "fixed parameters on the same minibatch, then frozen: its per-datapoint average is "
-        "then tuned to these datapoints, an optimistic case next to training, where the "
-        "minibatch changes every step (compare the training curves).")
-    for note in result.notes:
-        report.text(note)
-    ratios = result.ratios
-    if not ratios.empty:
-        report.heading("Headline ratios")
-        report.table(_headline(ratios), caption="variance (and cost-adjusted variance) of one "
-                     "estimator over another, last stage; > 1 means the first is noisier")
-    last = result.groups
-    if not last.empty:
-        last = last[last["step"] == last.groupby("target")["step"].transform("max")]
-        for target, df in last.groupby("target", sort=False):
-            report.heading(f"{target}: variance and SNR against particles")
-            report.figure(_vs_particles(df, "variance", "total variance"),
-                          f"{target}-variance", "total gradient variance per group (log-log)")
-            report.figure(_vs_particles(df, "snr", "median SNR"), f"{target}-snr",
-                          "median coordinate SNR per group (log-log)")
-            k = df["particles"].min()
-            report.figure(_snr_boxplots(df[df["particles"] == k]), f"{target}-snr-box",
-                          f"SNR of the coordinates per estimator, K = {k}")
-        stages = result.groups.groupby("target")["stage"].nunique()
-        for target in stages[stages > 1].index:
-            df = result.groups[(result.groups["target"] == target)
-                               & (result.groups["particles"] == result.groups["particles"].min())]
-            report.heading(f"{target}: over training")
-            report.figure(_over_training(df), f"{target}-stages",
-                          "total variance at the checkpoints (K = smallest)")
-        k1 = last[last["particles"] == last["particles"].min()]
-        families = k1.pivot_table(index=["target", "family", "group"], columns="estimator",
-                                  values="variance", sort=False).reset_index()
-        report.heading("Posterior families")
-        report.table(families, caption="total variance per group at the last stage, "
-                     "K = smallest; masked codes: Bernoulli gates need score-function terms, "
-                     "relaxed gates are reparameterized")
-    if not result.training.empty:
-        report.heading("Training with each estimator")
-        for target, df in result.training.groupby("target", sort=False):
-            report.figure(_training_figure(df), f"{target}-training",
-                          f"{target}: loss against steps and wall time (iwae and dreg: "
-                          "−IWAE bound with their K particles; the others: −ELBO)")
-    if not result.skipped.empty:
-        report.heading("Skipped configurations and diverged training")
-        report.table(result.skipped[["target", "stage", "estimator", "reason"]])
-    return report
+# ----------------------------------------------------------------------------- output
 
 
 def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
@@ -435,10 +268,12 @@ def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
         path = out_dir / f"{name}.csv"
         atomic_write_text(path, df.to_csv(index=False))
         paths.append(path)
-    paths += list(study_report(result).write(out_dir, "report"))
+    from ppl_vae.reports.pages import variance_page
+    from ppl_vae.runs import REPORT_STEM
+
+    paths += list(variance_page(result).write(out_dir, REPORT_STEM))
     return paths
 
 
 __all__ = ["DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "RATIOS", "StudyResult", "Target",
-           "estimator_names", "load_target", "run_study", "study_report", "variance_ratios",
-           "write_study"]
+           "load_target", "run_study", "variance_ratios", "write_study"]

@@ -124,7 +124,7 @@ def mcmc_inference_data(samples: Mapping[str, Any], *, datapoints: Any = None,
 def history_dataset(history: Any) -> Any:
     """A training history (DataFrame) as a Dataset over ``step``.
 
-    The tidy history of :func:`ppl_vae.train.fit` (``step, epoch, split, loss, wall_time``)
+    The tidy history of :func:`ppl_vae.training.fit` (``step, epoch, split, loss, wall_time``)
     becomes one variable per value column and split (``loss_train``, ``loss_valid``, ...;
     NaN at steps where a split was not evaluated). Without a ``split`` column every numeric
     column is a variable; without ``step`` the row number is the coordinate.

@@ -14,7 +14,7 @@ deviations, against the MCMC's own standard errors) and per datapoint by the ene
 distance of the two samples (Székely & Rizzo 2013).
 
 A Pyro VAE is sampled through a NumPyro copy with the same parameters
-(:func:`ppl_vae.models.convert`): both backends define the same densities (pinned by the
+(:func:`ppl_vae.models.as_numpyro`): both backends define the same densities (pinned by the
 parity tests).
 
 References
@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae import arviz_convert
-from ppl_vae.families import MaskedPosterior
-from ppl_vae.models import convert
+from ppl_vae.diagnostics import inference_data
+from ppl_vae.models import as_numpyro
 
 __all__ = ["MCMCReference", "check_continuous_latents", "compare_with_reference",
            "energy_distance", "mcmc_reference", "reference_distances"]
@@ -44,7 +43,7 @@ __all__ = ["MCMCReference", "check_continuous_latents", "compare_with_reference"
 
 def check_continuous_latents(spec: Any) -> None:
     """Raise unless every latent site of the model is continuous (NUTS needs gradients)."""
-    if isinstance(spec.posterior, MaskedPosterior) and spec.posterior.gate == "bernoulli":
+    if not spec.posterior.continuous:
         raise ValueError(
             f"model {spec.name!r} has discrete Bernoulli gates, which NUTS cannot sample and "
             "which are not marginalized here (2^latent_dim terms); MCMC references and "
@@ -109,11 +108,11 @@ def mcmc_reference(vae: Any, x: Any, *, datapoints: Any = None, num_chains: int 
     check_continuous_latents(vae.spec)
     if num_chains < 2:
         raise ValueError(f"num_chains must be >= 2 to compute R-hat, got {num_chains}")
-    nvae = convert(vae, "numpyro")
+    nvae = as_numpyro(vae)
     x = nvae.as_tensor(np.asarray(x))
     if x.ndim != 2 or x.shape[1] != vae.spec.data_dim:
         raise ValueError(f"x must have shape (B, {vae.spec.data_dim}), got {tuple(x.shape)}")
-    datapoints = arviz_convert.check_datapoints(datapoints, x.shape[0])
+    datapoints = inference_data.check_datapoints(datapoints, x.shape[0])
 
     def target(x: Any, params: dict[str, Any]) -> None:
         # Parameters enter as arguments (not constants baked into the compiled potential).
@@ -133,7 +132,7 @@ def mcmc_reference(vae: Any, x: Any, *, datapoints: Any = None, num_chains: int 
     stats = {"diverging": np.asarray(extra["diverging"]),
              "energy": np.asarray(extra["energy"], dtype=np.float64),
              "n_steps": np.asarray(extra["num_steps"])}
-    idata = arviz_convert.mcmc_inference_data(samples, datapoints=datapoints, sample_stats=stats)
+    idata = inference_data.mcmc_inference_data(samples, datapoints=datapoints, sample_stats=stats)
     return MCMCReference(samples=samples, sample_stats=stats, inference_data=idata,
                          summary=convergence_summary(idata), datapoints=datapoints)
 
@@ -151,8 +150,8 @@ def convergence_summary(idata: Any) -> pd.DataFrame:
     for site in post.data_vars:
         frame = pd.DataFrame({name: ds[site].to_series() for name, ds in stats.items()})
         frames.append(frame.reset_index().assign(site=site))
-    return pd.concat(frames, ignore_index=True)[["site", arviz_convert.DATAPOINT,
-                                                 arviz_convert.LATENT, *stats]]
+    return pd.concat(frames, ignore_index=True)[["site", inference_data.DATAPOINT,
+                                                 inference_data.LATENT, *stats]]
 
 
 def compare_with_reference(guide_draws: Any, reference: MCMCReference) -> pd.DataFrame:
@@ -169,7 +168,7 @@ def compare_with_reference(guide_draws: Any, reference: MCMCReference) -> pd.Dat
     """
     guide = np.asarray(guide_draws, dtype=np.float64)
     _check_same_shape(guide, reference)
-    keys = [arviz_convert.DATAPOINT, arviz_convert.LATENT]
+    keys = [inference_data.DATAPOINT, inference_data.LATENT]
     labels, dims = np.meshgrid(reference.datapoints, np.arange(guide.shape[2]), indexing="ij")
     table = pd.DataFrame({keys[0]: labels.ravel(), keys[1]: dims.ravel(),
                           "guide_mean": guide.mean(axis=0).ravel(),
@@ -199,7 +198,7 @@ def reference_distances(guide_draws: Any, reference: MCMCReference, *, max_draws
     rows = []
     for b, label in enumerate(reference.datapoints):
         pooled = mcmc[:, :, b].reshape(-1, mcmc.shape[-1])
-        rows.append({arviz_convert.DATAPOINT: label,
+        rows.append({inference_data.DATAPOINT: label,
                      "energy_distance": energy_distance(guide[:, b], pooled,
                                                         max_draws=max_draws, rng=rng),
                      "energy_distance_null": energy_distance(

@@ -1,7 +1,7 @@
 """Fit a VAE by stochastic variational inference, on either backend, with one signature.
 
->>> splits = ppl_vae.data.prepare("mnist5k", likelihood="bernoulli")
->>> vae = ppl_vae.models.build("gaussian_gaussian", backend="numpyro")
+>>> splits = ppl_vae.prepare("mnist5k", likelihood="bernoulli")
+>>> vae = ppl_vae.build("gaussian_gaussian", backend="numpyro")
 >>> result = fit(vae, splits, num_epochs=20, out_dir="runs/gg")   # doctest: +SKIP
 >>> result.history.query("split == 'valid'").tail(1)               # doctest: +SKIP
 
@@ -32,8 +32,8 @@ import pandas as pd
 
 from ppl_vae import runs
 from ppl_vae import spec as spec_module
-from ppl_vae.estimators import Reparam, Score, ScoreBaseline, get_estimator
-from ppl_vae.io import CheckpointError, read_json, write_json
+from ppl_vae.estimators import Reparam, get_estimator
+from ppl_vae.io import CheckpointError, read_json
 from ppl_vae.training import batches, checkpoint
 from ppl_vae.training.loop import NonFiniteLossError, Plan, run_training
 
@@ -170,7 +170,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                 "learning_rate": learning_rate, "batch_size": batch_size,
                 "num_steps": total_steps, "eval_every": eval_every,
                 "checkpoint_every": checkpoint_every,
-                "dtype": str(vae.dtype).removeprefix("torch."), "device": engine.device_name}
+                "dtype": vae.dtype_name, "device": engine.device_name}
     config: dict[str, Any] = {"seed": seed, "training": training,
                               "data_fingerprint": training_data.fingerprint()}
     if data_config is not None:
@@ -198,31 +198,31 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
 def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
                  example_batch: Any, device: str | None, max_chunk: int, **common: Any) -> Any:
     if vae.backend == "pyro":
-        from ppl_vae.training import pyro_loop
+        from ppl_vae.training import pyro_engine
 
-        pyro_loop.move_to_device(vae, device)
+        pyro_engine.move_to_device(vae, device)
         if isinstance(optimizer, str):
-            optimizer = pyro_loop.make_optimizer(optimizer, learning_rate, CLIP_NORM)
-        return pyro_loop.PyroEngine(vae, optimizer=optimizer, **common)
-    from ppl_vae.training import numpyro_loop
+            optimizer = pyro_engine.make_optimizer(optimizer, learning_rate, CLIP_NORM)
+        return pyro_engine.PyroEngine(vae, optimizer=optimizer, **common)
+    from ppl_vae.training import numpyro_engine
 
     if isinstance(optimizer, str):
-        optimizer = numpyro_loop.make_optimizer(optimizer, learning_rate, CLIP_NORM)
-    return numpyro_loop.NumPyroEngine(vae, optimizer=optimizer, example_batch=example_batch,
-                                      device=device, max_chunk=max_chunk, **common)
+        optimizer = numpyro_engine.make_optimizer(optimizer, learning_rate, CLIP_NORM)
+    return numpyro_engine.NumPyroEngine(vae, optimizer=optimizer, example_batch=example_batch,
+                                        device=device, max_chunk=max_chunk, **common)
 
 
 def _value_estimator(estimator: Any) -> Any:
     """The estimator whose *value* is evaluated on held-out data. Score-function estimators
     differ from ``reparam`` only in their gradient (and a baseline's state belongs to
     training), so their value is the same Monte Carlo ELBO, computed the cheap way."""
-    return Reparam() if isinstance(estimator, Score | ScoreBaseline) else estimator
+    return Reparam() if estimator.score_function else estimator
 
 
 def _open_run(run_dir: Path, vae: Any, config: dict[str, Any], *, resume: bool,
               overwrite: bool) -> checkpoint.Checkpoint | None:
     """Create, replace or reopen the run directory; the checkpoint to resume from, if any."""
-    exists = (run_dir / runs.CONFIG_FILE).exists()
+    exists = runs.is_run(run_dir)
     if resume:
         if overwrite:
             raise ValueError("resume and overwrite contradict each other; choose one")
@@ -240,7 +240,7 @@ def _open_run(run_dir: Path, vae: Any, config: dict[str, Any], *, resume: bool,
                 raise CheckpointError(f"the last checkpoint of {run_dir} is at step "
                                       f"{found.step}, beyond num_steps={total}; ask for at "
                                       f"least {found.step} steps")
-            write_json(run_dir / runs.CONFIG_FILE, {"backend": vae.backend, **config})
+            runs.write_config(run_dir, vae, config)
             return found
     if exists and overwrite:
         checkpoint.remove_checkpoints(run_dir)

@@ -17,12 +17,12 @@ The recipe of Yao et al. (2018), per datapoint x:
 * :func:`inference_gaps` — approximation and amortization gaps (Cremer et al. 2018);
 * :func:`posterior_collapse` — KL per latent dimension and active units;
 * :func:`diagnose` — all of it, as a :class:`Diagnosis` that renders an ArviZ
-  InferenceData (conversion in :mod:`ppl_vae.arviz_convert`) and one tidy table.
+  InferenceData (conversion in :mod:`ppl_vae.diagnostics.inference_data`) and one tidy
+  table; its figures and report page are in :mod:`ppl_vae.reports`.
 
 Both backends are accepted; MCMC and the per-datapoint optimization run in JAX on a
-NumPyro copy of a Pyro model's parameters. The pieces live in :mod:`ppl_vae.psis`,
-:mod:`ppl_vae.mcmc_reference`, :mod:`ppl_vae.gaps`, :mod:`ppl_vae.collapse`,
-:mod:`ppl_vae.diagnosis` and :mod:`ppl_vae.diagnostics_figures`.
+NumPyro copy of a Pyro model's parameters. Modules: ``psis``, ``mcmc``, ``gaps``,
+``collapse``, ``inference_data``, ``diagnose``.
 
 References
 ----------
@@ -34,10 +34,10 @@ Cremer, C., Li, X. & Duvenaud, D. (2018). Inference suboptimality in variational
 autoencoders. ICML.
 """
 
-from ppl_vae.collapse import posterior_collapse
-from ppl_vae.diagnosis import Diagnosis, diagnose
-from ppl_vae.gaps import GapResult, inference_gaps
-from ppl_vae.mcmc_reference import (
+from ppl_vae.diagnostics.collapse import posterior_collapse
+from ppl_vae.diagnostics.diagnose import Diagnosis, diagnose
+from ppl_vae.diagnostics.gaps import GapResult, inference_gaps
+from ppl_vae.diagnostics.mcmc import (
     MCMCReference,
     check_continuous_latents,
     compare_with_reference,
@@ -46,7 +46,7 @@ from ppl_vae.mcmc_reference import (
     mcmc_reference,
     reference_distances,
 )
-from ppl_vae.psis import (
+from ppl_vae.diagnostics.psis import (
     BANDS,
     KHAT_GOOD,
     KHAT_OK,

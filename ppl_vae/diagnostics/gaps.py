@@ -18,13 +18,16 @@ posterior. Since stochastic steps can still move away from a q that is already o
 the final iterate replaces the start only if its ELBO is higher on fresh draws
 (the start is one candidate of the arg max); the reported ELBOs use yet other draws.
 
-ELBOs of q_φ and q* use common random numbers (the same base noise), so the amortization
-gap's Monte Carlo error is that of a paired difference. log p(x) is an exact value when
-given, else the larger of two IWAE estimates (Burda et al. 2016), with proposals q_φ
-(:func:`ppl_vae.evaluate.importance_sample`) and q* — each a stochastic lower bound on
-log p(x), the better proposal giving the tighter one.
+The ELBOs are estimated by the package's importance sampler
+(:func:`ppl_vae.evaluation.importance_sample` with the encoder's output replaced by h):
+q_φ and q* use the same seed, so the same base noise (common random numbers) and the
+amortization gap's Monte Carlo error is that of a paired difference. log p(x) is an exact
+value when given, else the larger of two IWAE estimates (Burda et al. 2016), with proposals
+q_φ and q* — each a stochastic lower bound on log p(x), the better proposal giving the
+tighter one.
 
-Runs in JAX; a Pyro VAE is copied into a NumPyro VAE with the same parameters.
+Runs in JAX; a Pyro VAE is copied into a NumPyro VAE with the same parameters
+(:func:`ppl_vae.models.as_numpyro`).
 
 References
 ----------
@@ -37,7 +40,6 @@ Burda, Y., Grosse, R. & Salakhutdinov, R. (2016). Importance weighted autoencode
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.mcmc_reference import check_continuous_latents
-from ppl_vae.models import convert
+from ppl_vae.diagnostics.mcmc import check_continuous_latents
+from ppl_vae.evaluation.importance import importance_sample, log_mean_exp
+from ppl_vae.models import as_numpyro
 
 __all__ = ["GapResult", "inference_gaps"]
 
@@ -95,6 +98,8 @@ def inference_gaps(vae: Any, x: Any, *, datapoints: Any = None, log_px: Any = No
     import jax
     import jax.numpy as jnp
 
+    from ppl_vae.models.numpyro_backend import compiled
+
     spec = vae.spec
     if not spec.posterior.amortized:
         raise ValueError(f"model {spec.name!r} has no encoder (posterior 'none'): its "
@@ -105,25 +110,24 @@ def inference_gaps(vae: Any, x: Any, *, datapoints: Any = None, log_px: Any = No
                         ("num_eval_samples", num_eval_samples)):
         if not (isinstance(value, int) and value >= 2):
             raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
-    nvae = convert(vae, "numpyro")
+    nvae = as_numpyro(vae)
     x_np = np.asarray(x)
     if x_np.ndim != 2 or x_np.shape[1] != spec.data_dim:
         raise ValueError(f"x must have shape (B, {spec.data_dim}), got {x_np.shape}")
     datapoints = np.arange(len(x_np)) if datapoints is None else np.asarray(datapoints)
     xj = nvae.as_tensor(x_np)
-    key_opt, key_select, key_eval = jax.random.split(jax.random.PRNGKey(seed), 3)
 
-    h0 = _encoder_output(nvae, nvae.params, xj)
-    h_final, trace = _optimize(nvae, nvae.params, xj, h0, key_opt, num_steps, learning_rate,
-                               num_particles)
+    h0 = nvae.compute(_encoder_output, (), xj)
+    h_final, trace = compiled(_optimize_impl, (0, 1, 2, 3))(
+        nvae, num_steps, learning_rate, num_particles, nvae.params, xj, h0,
+        jax.random.PRNGKey(seed))
     # Select between start and final iterate on draws independent of the evaluation's.
-    sel = _log_weights(nvae, nvae.params, xj, jnp.stack([h0, h_final]), key_select,
-                       num_eval_samples)
-    improved = np.asarray(sel[1].mean(0) > sel[0].mean(0))
-    h_opt = jnp.where(improved[:, None], h_final, h0)
+    select_seed, eval_seed = (int(s) for s in np.random.SeedSequence([seed, 1]).generate_state(2))
+    sel = [_log_weights(nvae, x_np, h, num_eval_samples, select_seed) for h in (h0, h_final)]
+    improved = sel[1].mean(0) > sel[0].mean(0)
+    h_opt = jnp.where(jnp.asarray(improved)[:, None], h_final, h0)
 
-    lw = np.asarray(_log_weights(nvae, nvae.params, xj, jnp.stack([h0, h_opt]), key_eval,
-                                 num_eval_samples), dtype=np.float64)
+    lw = [_log_weights(nvae, x_np, h, num_eval_samples, eval_seed) for h in (h0, h_opt)]
     root = math.sqrt(num_eval_samples)
     elbo_am, elbo_opt = lw[0].mean(0), lw[1].mean(0)
     se_am, se_opt = lw[0].std(0, ddof=1) / root, lw[1].std(0, ddof=1) / root
@@ -151,8 +155,6 @@ def inference_gaps(vae: Any, x: Any, *, datapoints: Any = None, log_px: Any = No
 def _estimate_log_px(vae: Any, x: np.ndarray, log_w_optimized: np.ndarray, num_samples: int,
                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The larger of the IWAE estimates with q_φ and with q* as proposal, and its se."""
-    from ppl_vae.evaluate import importance_sample, log_mean_exp
-
     amortized = importance_sample(vae, x, num_samples, seed=seed)
     lme, se, _ = log_mean_exp(log_w_optimized)
     use_opt = lme > amortized.log_likelihood
@@ -161,52 +163,41 @@ def _estimate_log_px(vae: Any, x: np.ndarray, log_w_optimized: np.ndarray, num_s
             np.where(use_opt, "iwae-optimized-q", "iwae-amortized-q"))
 
 
-def _encoder_output(nvae: Any, params: dict, x: Any) -> Any:
-    from ppl_vae.networks import apply_mlp
+def _log_weights(nvae: Any, x: np.ndarray, h: Any, num: int, seed: int) -> np.ndarray:
+    """``(num, B)`` float64 log p(x, z) − log q_h(z) of the importance sampler's draws."""
+    return importance_sample(nvae, x, num, seed=seed, encoder_output=h,
+                             return_log_weights=True).log_weights
 
-    return apply_mlp(nvae.ops, params.__getitem__, "encoder", nvae.spec.encoder, x)
+
+# Functions compiled by ppl_vae.models.numpyro_backend.compiled (module level: static keys).
 
 
-def _log_weights_impl(nvae: Any, num: int, stl: bool, params: dict, x: Any, h: Any,
-                      key: Any) -> Any:
-    """log p(x, z) − log q_h(z) for ``num`` draws of q_h per datapoint, ``(..., num, B)``.
+def _encoder_output(nvae: Any, x: Any) -> Any:
+    return nvae.encoder_output(x)
 
-    ``h`` may carry leading dims (several parameter sets); the same base noise serves
-    each of them (common random numbers). With ``stl`` the log q term sees ``h`` through
-    ``stop_gradient`` (sticking the landing).
-    """
+
+def _stl_log_weights(nvae: Any, num: int, x: Any, h: Any, key: Any) -> Any:
+    """log p(x, z) − log q_{⊥h}(z) for ``num`` draws z ~ q_h per datapoint, ``(num, B)``:
+    log q sees ``h`` through ``stop_gradient``, the draws do not (sticking the landing)."""
     import jax
-    from numpyro import handlers
 
-    spec = nvae.spec
-    family = spec.posterior
-
-    def one(h_one: Any) -> Any:
-        q = family.distributions(nvae.ops, h_one, spec.scale_floor)
-        keys = jax.random.split(key, len(q))
-        latents = {s: d.sample(k, (num,)) for (s, d), k in zip(q.items(), keys, strict=True)}
-        q_score = family.distributions(nvae.ops, jax.lax.stop_gradient(h_one),
-                                       spec.scale_floor) if stl else q
-        with handlers.substitute(data=params):
-            prior = nvae.prior(x)
-            log_lik = nvae.likelihood(nvae.code(latents)).log_prob(x)
-        log_prior = sum(prior[s].log_prob(latents[s]) for s in q)
-        log_q = sum(q_score[s].log_prob(latents[s]) for s in q)
-        return log_lik + log_prior - log_q
-
-    return jax.vmap(one)(h) if h.ndim == 3 else one(h)
+    latents = nvae.sample_latents(x, num, seed=key, h=h)
+    terms = nvae.log_prob_terms(x, latents, h=jax.lax.stop_gradient(h))
+    return terms["log_likelihood"] + terms["log_prior"] - terms["log_q"]
 
 
 def _optimize_impl(nvae: Any, num_steps: int, learning_rate: float, num_particles: int,
                    params: dict, x: Any, h0: Any, key: Any) -> tuple[Any, Any]:
     import jax
     import optax
+    from numpyro import handlers
 
     schedule = optax.cosine_decay_schedule(learning_rate, num_steps)
     optimizer = optax.adam(schedule)
 
     def loss(h: Any, k: Any) -> tuple[Any, Any]:
-        elbo = _log_weights_impl(nvae, num_particles, True, params, x, h, k).mean(0)
+        with handlers.substitute(data=params):
+            elbo = _stl_log_weights(nvae, num_particles, x, h, k).mean(0)
         return -elbo.sum(), elbo.mean()
 
     def step(carry: tuple[Any, Any], k: Any) -> tuple[tuple[Any, Any], Any]:
@@ -218,32 +209,3 @@ def _optimize_impl(nvae: Any, num_steps: int, learning_rate: float, num_particle
     keys = jax.random.split(key, num_steps)
     (h, _), trace = jax.lax.scan(step, (h0, optimizer.init(h0)), keys)
     return h, trace
-
-
-def _log_weights(nvae: Any, params: dict, x: Any, h: Any, key: Any, num: int,
-                 max_elements: int = 2**23) -> Any:
-    """Evaluation draws in chunks of equal size (one compilation), bounding memory."""
-    import jax
-    import jax.numpy as jnp
-
-    per_draw = int(np.prod(h.shape[:-1])) * nvae.spec.data_dim
-    chunk = max(1, min(num, max_elements // per_draw))
-    fn = _jit(_log_weights_impl, (0, 1, 2))
-    parts = [fn(nvae, chunk, False, params, x, h, jax.random.fold_in(key, i))
-             for i in range(math.ceil(num / chunk))]
-    return jnp.concatenate(parts, axis=-2)[..., :num, :]
-
-
-def _optimize(nvae: Any, params: dict, x: Any, h0: Any, key: Any, num_steps: int,
-              learning_rate: float, num_particles: int) -> tuple[Any, Any]:
-    return _jit(_optimize_impl, (0, 1, 2, 3))(
-        nvae, num_steps, learning_rate, num_particles, params, x, h0, key)
-
-
-@functools.cache
-def _jit(fn: Any, static_argnums: tuple[int, ...]) -> Any:
-    """``jax.jit(fn)``, built once: the VAE and sizes are static, parameters, data and keys
-    traced, so one compilation serves every call with the same model and sizes."""
-    import jax
-
-    return jax.jit(fn, static_argnums=static_argnums)

@@ -1,6 +1,6 @@
-"""Reports: Markdown and HTML renderings of tidy tables and figures.
+"""The Markdown/HTML writer of every report.
 
-Reports render what studies computed; they never recompute. A :class:`Report` collects
+A :class:`Report` collects
 headings, text, tables (pandas) and matplotlib figures, then writes ``NAME.md`` (figures
 as PNG files beside it) and a self-contained ``NAME.html`` (figures embedded as base64).
 """

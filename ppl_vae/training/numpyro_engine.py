@@ -1,4 +1,4 @@
-"""The NumPyro engine of :func:`ppl_vae.train.fit`.
+"""The NumPyro engine of :func:`ppl_vae.training.fit`.
 
 A chunk of steps (at most an epoch, cut where the driver evaluates or checkpoints) is one jitted
 call: ``SVI.update`` under ``jax.lax.scan`` over the rows of a ``(L, B)`` index array, with the
@@ -32,7 +32,7 @@ EVAL_BATCH = 500
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """optax transformation for a name of :data:`ppl_vae.train.OPTIMIZERS`.
+    """optax transformation for a name of :data:`ppl_vae.training.OPTIMIZERS`.
 
     ``clipped-adam`` clips each gradient element to ``[-clip_norm, clip_norm]`` before Adam,
     as Pyro's ``ClippedAdam`` does.

@@ -1,4 +1,4 @@
-"""The Pyro engine of :func:`ppl_vae.train.fit`.
+"""The Pyro engine of :func:`ppl_vae.training.fit`.
 
 One step is what ``pyro.infer.SVI.step`` does — ``elbo.loss_and_grads`` on the minibatch with
 the parameters it touches captured, the ``PyroOptim`` update of those with a gradient, zeroed
@@ -30,17 +30,15 @@ from pyro import poutine
 
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
+from ppl_vae.models.pyro_elbos import DECAYING_AVERAGE_PREFIX
 from ppl_vae.training.checkpoint import decode_tree, encode_tree
 from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
-
-BASELINE_PREFIX = "__baseline_avg_downstream_cost_"
-"""Pyro's decaying-average baselines live in the param store under this prefix."""
 
 EVAL_BATCH = 500
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.train.OPTIMIZERS`."""
+    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`."""
     if name == "adam":
         return pyro.optim.Adam({"lr": learning_rate})
     if name == "clipped-adam":
@@ -87,7 +85,7 @@ class PyroEngine:
         self._extra: set[str] = set()
         self._num_captured = 0
         self._pending: dict[str, torch.Tensor] = {}
-        for name in [n for n in store.keys() if n.startswith(BASELINE_PREFIX)]:
+        for name in [n for n in store.keys() if n.startswith(DECAYING_AVERAGE_PREFIX)]:
             del store[name]  # a fresh run starts its baselines at zero
 
     # -- data and steps
@@ -150,7 +148,8 @@ class PyroEngine:
         if "cuda" in self._rng:
             arrays["rng/cuda"] = self._rng["cuda"].numpy()
         store = pyro.get_param_store()
-        extras = sorted(self._extra | {n for n in store.keys() if n.startswith(BASELINE_PREFIX)})
+        extras = sorted(self._extra | {n for n in store.keys()
+                                       if n.startswith(DECAYING_AVERAGE_PREFIX)})
         for name in extras:
             arrays[f"extra/{name}"] = store[name].detach().cpu().numpy()
         return arrays, {"optim": skeleton, "optim_class": type(self.optim).__name__,
@@ -198,12 +197,12 @@ class PyroEngine:
         store = pyro.get_param_store()
         with torch.no_grad():
             for name, value in self._pending.items():
-                if name in store and not name.startswith(BASELINE_PREFIX):
+                if name in store and not name.startswith(DECAYING_AVERAGE_PREFIX):
                     store[name].copy_(value)
                 else:
                     store[name] = value
         self._extra |= set(self._pending) - {n for n in self._pending
-                                             if n.startswith(BASELINE_PREFIX)}
+                                             if n.startswith(DECAYING_AVERAGE_PREFIX)}
         self._pending = {}
 
     def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,

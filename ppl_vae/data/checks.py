@@ -1,0 +1,110 @@
+"""Data checks: is an array fit for a model? Every refusal is a :class:`DataError` that says
+what to change."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
+
+
+class DataError(ValueError):
+    """Data that cannot be used as given; the message says what to change."""
+
+
+def check_data(
+    x,
+    *,
+    data_shape: Sequence[int] | None = None,
+    likelihood: str | None = None,
+    name: str = "data",
+    max_value: float | None = None,
+) -> np.ndarray:
+    """Validate data for a model and return it as float32 ``(N, D)``.
+
+    Parameters
+    ----------
+    x : array_like
+        ``(N, D)`` or ``(N, *image_shape)`` numeric data.
+    data_shape : sequence of int, optional
+        Shape of one datapoint the model expects; only the number of values
+        per datapoint must match, trailing image dimensions are flattened.
+    likelihood : {"bernoulli", "gaussian"}, optional
+        ``"bernoulli"`` requires values in ``{0, 1}``.
+    name : str
+        Name used in error messages.
+    max_value : float, optional
+        If given, values must lie in ``[0, max_value]``.
+
+    Raises
+    ------
+    DataError
+        With a message naming the problem and how to fix it.
+    """
+    if likelihood is not None and likelihood not in LIKELIHOOD_NAMES:
+        raise ValueError(f"likelihood must be one of {LIKELIHOOD_NAMES} or None, "
+                         f"got {likelihood!r}")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(
+            f"{name} must be a numeric array, got dtype {arr.dtype}; convert it with "
+            "np.asarray(x, dtype=np.float32) (strings and objects cannot be modelled)"
+        )
+    if arr.ndim < 2:
+        raise DataError(
+            f"{name} must have shape (N, D) or (N, *image_shape), got shape {arr.shape}; "
+            "for a single datapoint use x[None]"
+        )
+    if arr.size == 0:
+        raise DataError(
+            f"{name} is empty (shape {arr.shape}); pass at least one datapoint with at "
+            "least one value"
+        )
+    num = arr.shape[0]
+    dim = math.prod(arr.shape[1:])
+    if data_shape is not None:
+        expected = math.prod(data_shape)
+        if dim != expected:
+            raise DataError(
+                f"{name} has {dim} values per datapoint but the spec expects {expected} "
+                f"(data_shape={list(data_shape)}); pass images of shape (N, {expected}) "
+                "or change data_shape in the spec"
+            )
+    flat = np.ascontiguousarray(arr.reshape(num, dim), dtype=np.float32)
+
+    finite = np.isfinite(flat)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(
+            f"{name} contains {int(flat.size - finite.sum())} NaN or inf values in "
+            f"{bad_rows.size} rows (first in row {int(bad_rows[0])}); drop those rows, "
+            "e.g. x = x[np.isfinite(x).all(axis=1)], or impute them"
+        )
+    lo, hi = float(flat.min()), float(flat.max())
+    if max_value is not None and (lo < 0 or hi > max_value):
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}], outside [0, {max_value:g}]; rescale "
+            "it to [0, 1] first, e.g. (x - x.min()) / (x.max() - x.min()), or pass "
+            "RawData(values, max_value=...) with the true intensity maximum"
+        )
+    if likelihood == "bernoulli":
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
+                "values in {0, 1}; scale intensities into [0, 1] (divide 8-bit images by "
+                "255) and binarize them, or use a Gaussian likelihood"
+            )
+        if not np.isin(flat, (0.0, 1.0)).all():
+            raise DataError(
+                f"{name} has non-binary values but the Bernoulli likelihood needs values in "
+                "{0, 1}; binarize with binarization='static'|'threshold'|'dynamic', "
+                "or use a Gaussian likelihood"
+            )
+    return flat
+
+
+def is_integer_valued(values: np.ndarray) -> bool:
+    return values.dtype.kind in "biu" or bool(np.all(values == np.round(values)))

@@ -1,0 +1,366 @@
+"""Every figure of the package: image grids, training curves, the diagnostics' plots and the
+gradient-variance study's plots.
+
+Figures render stored tables (a training history, a diagnosis, a study's tidy tables);
+nothing is recomputed here. Image grids are plain NumPy arrays written as PNG with Pillow
+(exact pixels); plots are matplotlib figures (Agg); trace, rank and pair plots are ArviZ's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ppl_vae.diagnostics import inference_data
+from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK, khat_threshold
+from ppl_vae.io import atomic_write_bytes
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@contextlib.contextmanager
+def _arviz_plotting() -> Iterator[Any]:
+    """ArviZ 0.23's matplotlib backend with matplotlib >= 3.11: yields ``arviz``.
+
+    ArviZ 0.23 passes a dict as ``alias_mapping`` to ``normalize_kwargs``, which matplotlib
+    3.11 deprecates; the warning concerns ArviZ's code, not ours, so it is silenced here
+    (and only here).
+    """
+    _pyplot()
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Passing a dict or None as alias_mapping")
+        yield az
+
+
+# --------------------------------------------------------------------------- models and runs
+
+
+def infer_image_shape(data_dim: int, image_shape: tuple[int, ...] | None = None) -> tuple[int, int]:
+    """``(height, width)`` to draw a datapoint of ``data_dim`` values.
+
+    The given ``image_shape`` (its last two dimensions) if any, else a square when ``data_dim``
+    is a perfect square, else one row.
+    """
+    if image_shape is not None and len(image_shape) >= 2:
+        return int(image_shape[-2]), int(image_shape[-1])
+    side = math.isqrt(data_dim)
+    return (side, side) if side * side == data_dim else (1, data_dim)
+
+
+def image_grid(images: Any, image_shape: tuple[int, ...] | None = None, *,
+               num_columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile ``(N, D)`` images (values in [0, 1]) into one ``(H, W)`` float array.
+
+    Images fill rows of ``num_columns`` (default: a near-square grid) framed by ``padding``
+    pixels of value 1 (ink, so :func:`grid_png` draws the frames dark); unused cells are
+    filled with 1 too.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(f"images must have shape (N, D) with N >= 1, got {images.shape}")
+    num = images.shape[0]
+    flat = images.reshape(num, -1)
+    height, width = infer_image_shape(flat.shape[1], image_shape)
+    if height * width != flat.shape[1]:
+        raise ValueError(f"image_shape {image_shape} does not hold {flat.shape[1]} values")
+    cols = num_columns or math.ceil(math.sqrt(num))
+    rows = math.ceil(num / cols)
+    grid = np.ones((rows * (height + padding) + padding, cols * (width + padding) + padding))
+    for k, image in enumerate(np.clip(flat, 0.0, 1.0)):
+        r, c = divmod(k, cols)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        grid[top:top + height, left:left + width] = image.reshape(height, width)
+    return grid
+
+
+def grid_png(grid: np.ndarray, scale: int = 2) -> bytes:
+    """PNG bytes of a grid (values in [0, 1], drawn dark on light), upscaled by ``scale``."""
+    from PIL import Image
+
+    pixels = np.round((1.0 - np.clip(grid, 0.0, 1.0)) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels)  # 2-D uint8: greyscale
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_image_grid(path: str | Path, images: Any, image_shape: tuple[int, ...] | None = None,
+                    *, num_columns: int | None = None, scale: int = 2) -> Path:
+    """Write ``images`` as one PNG grid (atomically); returns the path."""
+    path = Path(path)
+    atomic_write_bytes(path, grid_png(image_grid(images, image_shape, num_columns=num_columns),
+                                      scale=scale))
+    return path
+
+
+def save_figure(path: str | Path, fig: Any, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and close it; returns the path."""
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    path = Path(path)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def interleave_rows(originals: Any, reconstructions: Any, num_columns: int) -> np.ndarray:
+    """Order images so that a grid of ``num_columns`` shows a row of originals above the row
+    of their reconstructions, pair after pair (``N`` must be a multiple of ``num_columns``)."""
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    if originals.shape != reconstructions.shape:
+        raise ValueError(f"originals {originals.shape} and reconstructions "
+                         f"{reconstructions.shape} must have the same shape")
+    if len(originals) % num_columns:
+        raise ValueError(f"{len(originals)} images do not fill rows of {num_columns}")
+    rows = len(originals) // num_columns
+    pairs = np.stack([originals.reshape(rows, num_columns, -1),
+                      reconstructions.reshape(rows, num_columns, -1)], axis=1)
+    return pairs.reshape(2 * len(originals), -1)
+
+
+def training_curves(history: pd.DataFrame, title: str = "") -> Any:
+    """The loss (−objective per datapoint, nats) against the step: the training loss averaged
+    per epoch and the validation loss at each evaluation (the tidy history of
+    :func:`ppl_vae.training.fit`; a history without ``epoch`` is drawn per step)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    split = history["split"] if "split" in history else pd.Series("train", history.index)
+    train = history[split == "train"]
+    if len(train):
+        per_epoch = (train.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
+                     if "epoch" in train else train)
+        ax.plot(per_epoch["step"], per_epoch["loss"],
+                label="train (epoch mean)" if "epoch" in train else "train")
+    valid = history[split == "valid"]
+    if len(valid):
+        ax.plot(valid["step"], valid["loss"], marker="o", markersize=3, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (−ELBO, nats per datapoint)")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+MAX_PAIR_DIMS = 4
+"""Pair plots show at most this many latent dimensions (the largest guide-vs-MCMC shifts)."""
+
+
+def khat_histogram(khat: Any, num_samples: int) -> Any:
+    """Histogram of k̂ with the 0.5 / 0.7 thresholds and the S-dependent one."""
+    plt = _pyplot()
+    khat = np.asarray(khat, dtype=np.float64)
+    finite = khat[np.isfinite(khat)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(finite, bins=30, color="0.5")
+    threshold = khat_threshold(num_samples)
+    for value, style, label in ((KHAT_GOOD, ":", "0.5 good"), (KHAT_OK, "--", "0.7 unreliable"),
+                                (threshold, "-", f"min(1-1/log10 S, 0.7) = {threshold:.2f}")):
+        ax.axvline(value, color="C3", linestyle=style, label=label)
+    constant = int((khat == -np.inf).sum())
+    ax.set_xlabel("Pareto k̂ of log p(x,z) − log q(z|x)")
+    ax.set_ylabel("datapoints")
+    ax.set_title(f"PSIS k̂, S = {num_samples} draws per datapoint"
+                 + (f" ({constant} with constant weights, k̂ = −inf)" if constant else ""))
+    ax.legend(fontsize="small")
+    return fig
+
+
+def trace_plot(reference_idata: Any, datapoint: Any, dims: Any) -> Any:
+    """ArviZ trace plot of the MCMC reference of z for one datapoint and some dimensions."""
+    with _arviz_plotting() as az:
+        axes = az.plot_trace(reference_idata, var_names=["z"], compact=False,
+                             figsize=(10, 2.2 * len(dims)),
+                             coords={inference_data.DATAPOINT: [datapoint],
+                                     inference_data.LATENT: list(dims)})
+    return np.asarray(axes).ravel()[0].figure
+
+
+def rank_plot(reference_idata: Any, datapoint: Any) -> Any:
+    """ArviZ rank plot (per-chain rank histograms) of z for one datapoint."""
+    with _arviz_plotting() as az:
+        axes = az.plot_rank(reference_idata, var_names=["z"],
+                            coords={inference_data.DATAPOINT: [datapoint]})
+    return np.asarray(axes).ravel()[0].figure
+
+
+def shown_dims(latent_dim: int, datapoint: Any, comparison: pd.DataFrame | None) -> np.ndarray:
+    """At most :data:`MAX_PAIR_DIMS` dimensions: those with the largest ``|mean_shift_sd|``."""
+    dims = np.arange(latent_dim)
+    if dims.size <= MAX_PAIR_DIMS:
+        return dims
+    if comparison is None:
+        return dims[:MAX_PAIR_DIMS]
+    rows = comparison[comparison[inference_data.DATAPOINT] == datapoint]
+    return np.sort(rows.assign(s=rows["mean_shift_sd"].abs())
+                   .nlargest(MAX_PAIR_DIMS, "s")[inference_data.LATENT].to_numpy())
+
+
+def pair_plot(guide_draws: Any, reference: Any, datapoint: Any,
+              comparison: pd.DataFrame | None = None, max_draws: int = 1000) -> Any:
+    """Guide draws over MCMC draws of z for one datapoint (ArviZ pair plot).
+
+    With more than :data:`MAX_PAIR_DIMS` dimensions, those with the largest
+    ``|mean_shift_sd|`` in ``comparison`` are shown.
+    """
+    plt = _pyplot()
+    post = reference.inference_data.posterior
+    dims = shown_dims(post.sizes[inference_data.LATENT], datapoint, comparison)
+    position = int(np.flatnonzero(reference.datapoints == datapoint)[0])
+    guide = np.asarray(guide_draws)[:max_draws, position]
+    guide_idata = inference_data.mcmc_inference_data({"z": guide[None, :, None, :]},
+                                                    datapoints=[datapoint])
+    coords = {inference_data.DATAPOINT: [datapoint], inference_data.LATENT: list(dims)}
+    ref_chains = post["z"].sel({inference_data.DATAPOINT: [datapoint]})
+    thin = max(1, ref_chains.sizes["chain"] * ref_chains.sizes["draw"] // max_draws)
+    with _arviz_plotting() as az:
+        ref_idata = az.InferenceData(posterior=post.isel(draw=slice(None, None, thin)))
+        style = {"alpha": 0.5, "s": 20, "edgecolors": "none"}
+        ax = az.plot_pair(ref_idata, var_names=["z"], coords=coords, kind="scatter",
+                          scatter_kwargs={"color": "C0", **style})
+        ax = az.plot_pair(guide_idata, var_names=["z"], coords=coords, kind="scatter", ax=ax,
+                          scatter_kwargs={"color": "C1", **style})
+    fig = np.asarray(ax).ravel()[0].figure
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=label)
+               for c, label in (("C0", "MCMC p(z|x)"), ("C1", "guide q(z|x)"))]
+    fig.legend(handles=handles, loc="upper right")
+    fig.suptitle(f"datapoint {datapoint}: guide vs MCMC")
+    return fig
+
+
+def gap_bars(gaps: pd.DataFrame) -> Any:
+    """Stacked bars per datapoint: approximation gap + amortization gap = log p(x) − ELBO."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(gaps) + 2), 3.5))
+    pos = np.arange(len(gaps))
+    approx, amort = gaps["gap_approximation"].to_numpy(), gaps["gap_amortization"].to_numpy()
+    ax.bar(pos, approx, color="C0", label="approximation gap",
+           yerr=2 * gaps["gap_approximation_se"], capsize=3)
+    ax.bar(pos, amort, bottom=approx, color="C1", label="amortization gap",
+           yerr=2 * gaps["gap_amortization_se"], capsize=3)
+    ax.set_xticks(pos, [str(d) for d in gaps["datapoint"]])
+    ax.set_xlabel("datapoint")
+    ax.set_ylabel("nats")
+    ax.set_title("log p(x) − ELBO = approximation + amortization gap (±2 se)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def collapse_bars(collapse: pd.DataFrame) -> Any:
+    """KL per latent dimension (bars) coloured by active / inactive unit."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 0.3 * len(collapse) + 2), 3.5))
+    colors = np.where(collapse["active"], "C0", "0.7")
+    values = collapse["kl"] if collapse["kl"].notna().any() else collapse["activity"]
+    ax.bar(collapse["latent_dim"], values, color=colors)
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL(q ‖ p) per dim, nats" if collapse["kl"].notna().any()
+                  else "Var_x E_q[z]")
+    ax.set_title(f"{int(collapse['active'].sum())} active units (blue), "
+                 f"{int(collapse['collapsed'].sum())} collapsed")
+    return fig
+
+
+# --------------------------------------------------------------------------- gradient variance
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
+    from matplotlib.ticker import NullFormatter
+
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.2)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        sub = df[df["group"] == group]
+        for name, line in sub.groupby("estimator", sort=False):
+            line = line.sort_values("particles")
+            ax.plot(line["particles"], line[column], marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ks = sorted(sub["particles"].unique())
+        ax.set_xticks(ks, labels=[str(k) for k in ks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(group)
+        ax.set_xlabel("particles K")
+    axes[0].set_ylabel(title)
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
+def snr_boxplots(df: pd.DataFrame) -> Any:
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.4)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        sub = df[df["group"] == group]
+        stats = [{"label": row.estimator, "med": row.snr, "q1": row.snr_q25, "q3": row.snr_q75,
+                  "whislo": row.snr_q05, "whishi": row.snr_q95, "fliers": []}
+                 for row in sub.itertuples()
+                 if np.all(np.isfinite([row.snr_q05, row.snr_q95]))]  # exact gradients: inf
+        if stats:
+            ax.bxp(stats, showfliers=False)
+        ax.set_yscale("log")
+        ax.set_title(group)
+        ax.tick_params(axis="x", labelrotation=60)
+    axes[0].set_ylabel("coordinate SNR (5/25/50/75/95%)")
+    return fig
+
+
+def estimator_training_curves(df: pd.DataFrame) -> Any:
+    fig = _figure(9, 3.4)
+    axes = fig.subplots(1, 2)
+    split = "valid" if (df["split"] == "valid").any() else "train"
+    for name, curve in df[df["split"] == split].groupby("estimator", sort=False):
+        axes[0].plot(curve["step"], curve["loss"], label=name)
+        axes[1].plot(curve["wall_time"], curve["loss"], label=name)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("wall time (s)")
+    axes[0].set_ylabel(f"{split} loss (−ELBO, nats per datapoint)")
+    axes[1].legend(fontsize="small")
+    return fig
+
+
+def variance_over_training(df: pd.DataFrame) -> Any:
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), 3.2)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups, strict=True):
+        for name, line in df[df["group"] == group].groupby("estimator", sort=False):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["variance"], marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_title(group)
+        ax.set_xlabel("training step")
+    axes[0].set_ylabel("total gradient variance")
+    axes[-1].legend(fontsize="small")
+    return fig

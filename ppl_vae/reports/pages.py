@@ -1,0 +1,210 @@
+"""Report pages: a run, a diagnosis, a gradient-variance study.
+
+Pages render what the jobs stored (tables, figures from :mod:`ppl_vae.reports.figures`);
+nothing is recomputed. ``runs/NAME/report.md`` and ``report.html`` show the spec and training
+settings, the training curves (``history.csv``), the metrics (``metrics.csv`` from
+``ppl-vae evaluate``), the sample and reconstruction grids (``ppl-vae sample``), and the
+headline tables of the diagnostics (``diagnostics.csv``) and the gradient-variance study
+(``variance/ratios.csv``) when those jobs ran.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ppl_vae import runs
+from ppl_vae import spec as spec_module
+from ppl_vae.io import read_json
+from ppl_vae.reports import figures
+from ppl_vae.reports.writer import Report, machine_description
+
+_IMAGES = ((runs.SAMPLES_FILE, "Samples: decoder means E[x | z] for z ~ p(z)"),
+           (runs.RECONSTRUCTIONS_FILE, "Images (rows) above their reconstructions"))
+
+
+def run_report(run_dir: str | Path) -> Report:
+    """Collect a run directory's tables and figures into a :class:`Report`."""
+    run_dir = Path(run_dir)
+    spec = spec_module.load(run_dir / runs.SPEC_FILE)
+    config = read_json(run_dir / runs.CONFIG_FILE)
+    report = Report(f"ppl_vae run: {run_dir.name}")
+    report.heading("Model").text(spec.description or spec.name)
+    report.table(pd.DataFrame({
+        "field": ["posterior", "prior", "likelihood", "latent_dim", "KL", "backend", "dataset"],
+        "value": [spec.posterior.name, spec.prior.name, spec.likelihood.name,
+                  str(spec.latent_dim), spec.kl, config.get("backend", "?"),
+                  str(config.get("data", {}).get("source", "?"))]}))
+    training = {k: v for k, v in config.items() if k not in ("data", "backend")}
+    if training:
+        report.heading("Training settings").table(pd.DataFrame(
+            {"setting": list(training), "value": [str(v) for v in training.values()]}))
+    history_path = run_dir / runs.HISTORY_FILE
+    if history_path.exists():
+        history = pd.read_csv(history_path)
+        last = history.sort_values("step").groupby("split").tail(1)
+        report.heading("Training").table(last[["split", "step", "epoch", "loss", "wall_time"]],
+                                         caption="last recorded loss (−ELBO, nats per datapoint)")
+        report.figure(figures.training_curves(history), "training_curves", "loss against steps")
+    metrics_path = run_dir / runs.METRICS_FILE
+    if metrics_path.exists():
+        report.heading("Evaluation").table(pd.read_csv(metrics_path),
+                                           caption="ppl-vae evaluate (value ± stderr)")
+    images = [(run_dir / name, caption) for name, caption in _IMAGES
+              if (run_dir / name).exists()]
+    if images:
+        report.heading("Samples")
+        for path, caption in images:
+            report.image(path.read_bytes(), path.stem, caption)
+    diagnostics = run_dir / runs.DIAGNOSTICS_TABLE
+    if diagnostics.exists():
+        table = pd.read_csv(diagnostics)
+        overall = table[table["datapoint"].isna()] if "datapoint" in table else table
+        report.heading("Diagnostics").text(f"Full report: {runs.DIAGNOSTICS_STEM}.html")
+        report.table(overall.head(40), caption="ppl-vae diagnose: summary rows")
+    ratios = run_dir / runs.VARIANCE_DIR / "ratios.csv"
+    if ratios.exists():
+        report.heading("Gradient variance").text("Full report: variance/report.html")
+        report.table(pd.read_csv(ratios), caption="ppl-vae variance: headline ratios")
+    return report
+
+
+def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into the run directory."""
+    return run_report(run_dir).write(run_dir, runs.REPORT_STEM)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def diagnostics_page(diagnosis: Any, title: str) -> Report:
+    """The tables and figures of a :class:`ppl_vae.diagnostics.Diagnosis`."""
+    d = diagnosis
+    report = Report(title)
+    report.heading("PSIS k̂ of the importance weights")
+    report.text("Per datapoint, S draws z ~ q(z|x) weighted by log p(x,z) − log q(z|x); "
+                "Pareto k̂ < 0.5 good, 0.5–0.7 ok, > 0.7 unreliable (Yao et al. 2018); with "
+                "S draws the reliable range ends at min(1 − 1/log10 S, 0.7) (Vehtari et al. "
+                "2024).")
+    report.table(d.khat_summary, caption="datapoints per k̂ band")
+    report.figure(figures.khat_histogram(d.psis.khat, d.psis.num_samples), "khat")
+    if d.reference is not None:
+        ref = d.reference
+        report.heading("MCMC reference posteriors")
+        report.text(f"NUTS on p(z|x) with decoder and prior fixed: "
+                    f"{ref.samples['z'].shape[0]} chains × {ref.samples['z'].shape[1]} draws; "
+                    f"max R-hat {ref.max_rhat:.4f}, min bulk ESS {ref.min_ess_bulk:.0f}, "
+                    f"{ref.num_divergent} divergent transitions.")
+        report.table(ref.summary, caption="ArviZ convergence summary")
+        report.table(d.comparison, caption="guide vs MCMC per dimension of z")
+        report.table(d.distances, caption="energy distance guide vs MCMC (null: MCMC half "
+                                          "vs half)")
+        first = ref.datapoints[0]
+        dims = figures.shown_dims(ref.samples["z"].shape[-1], first, d.comparison)
+        report.figure(figures.trace_plot(ref.inference_data, first, dims), "trace",
+                      caption=f"datapoint {first}")
+        report.figure(figures.rank_plot(ref.inference_data, first), "rank",
+                      caption=f"datapoint {first}")
+        guide = d.guide_code["z"][:, d.reference_rows]
+        for label in ref.datapoints:
+            report.figure(figures.pair_plot(guide, ref, label, d.comparison), f"pair-{label}")
+    if d.gaps is not None:
+        report.heading("Inference gaps")
+        report.table(d.gaps.table, caption="per datapoint, nats")
+        report.figure(figures.gap_bars(d.gaps.table), "gaps")
+    if d.collapse is not None:
+        report.heading("Posterior collapse")
+        report.table(d.collapse, caption="KL per dimension and active units")
+        report.figure(figures.collapse_bars(d.collapse), "collapse")
+    if d.history is not None and {"step", "loss"} <= set(d.history.columns):
+        report.heading("Training history")
+        report.figure(figures.training_curves(d.history), "history")
+    if d.notes:
+        report.heading("Notes")
+        for note in d.notes:
+            report.text(note)
+    return report
+
+
+# --------------------------------------------------------------------------- gradient variance
+
+
+def _headline(ratios: pd.DataFrame) -> pd.DataFrame:
+    """One row per ratio and target: K = 1 (for dreg / iwae the largest K), last stage."""
+    if ratios.empty:
+        return ratios
+    rows = []
+    for (target, ratio), sub in ratios.groupby(["target", "ratio"], sort=False):
+        sub = sub[sub["step"] == sub["step"].max()]
+        k = sub["particles"].max() if ratio.startswith("dreg") else sub["particles"].min()
+        sub = sub[sub["particles"] == k]
+        row = {"target": target, "ratio": ratio, "K": int(k), "stage": sub["stage"].iloc[0]}
+        for group in ("encoder", "decoder", "codes"):
+            hit = sub[sub["group"] == group]
+            if not hit.empty:
+                row[f"{group} variance ratio"] = hit["variance_ratio"].iloc[0]
+                row[f"{group} cost ratio"] = hit["cost_ratio"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def variance_page(result: Any) -> Report:
+    """The report of a gradient-variance study (:class:`ppl_vae.variance.StudyResult`):
+    settings, headline ratios, figures, families, skipped configurations."""
+    s = result.settings
+    report = Report("Gradient variance of ELBO estimators")
+    report.text(
+        f"Each configuration takes N = {s['num_draws']} independent gradient draws at fixed "
+        f"parameters on one minibatch of {s['batch_size']} points, seed {s['seed']}, backend "
+        f"{s['backend']}; machine: {machine_description()}. Variance is the trace of the "
+        "gradient covariance over a parameter group; SNR = |mean| / std per coordinate "
+        "(Rainforth et al. 2018), summarized by its median; cost-adjusted variance is "
+        "variance × seconds per draw. score-baseline draws use a baseline warmed up at the "
+        "fixed parameters on the same minibatch, then frozen: its per-datapoint average is "
+        "then tuned to these datapoints, an optimistic case next to training, where the "
+        "minibatch changes every step (compare the training curves).")
+    for note in result.notes:
+        report.text(note)
+    ratios = result.ratios
+    if not ratios.empty:
+        report.heading("Headline ratios")
+        report.table(_headline(ratios), caption="variance (and cost-adjusted variance) of one "
+                     "estimator over another, last stage; > 1 means the first is noisier")
+    last = result.groups
+    if not last.empty:
+        last = last[last["step"] == last.groupby("target")["step"].transform("max")]
+        for target, df in last.groupby("target", sort=False):
+            report.heading(f"{target}: variance and SNR against particles")
+            report.figure(figures.variance_vs_particles(df, "variance", "total variance"),
+                          f"{target}-variance", "total gradient variance per group (log-log)")
+            report.figure(figures.variance_vs_particles(df, "snr", "median SNR"), f"{target}-snr",
+                          "median coordinate SNR per group (log-log)")
+            k = df["particles"].min()
+            report.figure(figures.snr_boxplots(df[df["particles"] == k]), f"{target}-snr-box",
+                          f"SNR of the coordinates per estimator, K = {k}")
+        stages = result.groups.groupby("target")["stage"].nunique()
+        for target in stages[stages > 1].index:
+            df = result.groups[(result.groups["target"] == target)
+                               & (result.groups["particles"] == result.groups["particles"].min())]
+            report.heading(f"{target}: over training")
+            report.figure(figures.variance_over_training(df), f"{target}-stages",
+                          "total variance at the checkpoints (K = smallest)")
+        k1 = last[last["particles"] == last["particles"].min()]
+        families = k1.pivot_table(index=["target", "family", "group"], columns="estimator",
+                                  values="variance", sort=False).reset_index()
+        report.heading("Posterior families")
+        report.table(families, caption="total variance per group at the last stage, "
+                     "K = smallest; masked codes: Bernoulli gates need score-function terms, "
+                     "relaxed gates are reparameterized")
+    if not result.training.empty:
+        report.heading("Training with each estimator")
+        for target, df in result.training.groupby("target", sort=False):
+            report.figure(figures.estimator_training_curves(df), f"{target}-training",
+                          f"{target}: loss against steps and wall time (iwae and dreg: "
+                          "−IWAE bound with their K particles; the others: −ELBO)")
+    if not result.skipped.empty:
+        report.heading("Skipped configurations and diverged training")
+        report.table(result.skipped[["target", "stage", "estimator", "reason"]])
+    return report
