@@ -74,10 +74,10 @@ def main(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     from ppl_vae.data import prepare
-    from ppl_vae.evaluate import DEFAULT_BUDGET, importance_sample, plan_chunks
+    from ppl_vae.evaluation import DEFAULT_BUDGET, importance_sample, plan_chunks
     from ppl_vae.io import write_json
     from ppl_vae.models import build
-    from ppl_vae.report import machine_description
+    from ppl_vae.reports import machine_description
 
     if args.smoke:
         args.num_points, args.num_samples, args.blocks = 8, 100, 2

@@ -29,8 +29,8 @@ import pandas as pd  # noqa: E402
 
 import ppl_vae.models  # noqa: E402
 from ppl_vae.data import prepare  # noqa: E402
-from ppl_vae.report import machine_description  # noqa: E402
-from ppl_vae.train import fit  # noqa: E402
+from ppl_vae.reports import machine_description  # noqa: E402
+from ppl_vae.training import fit  # noqa: E402
 from ppl_vae.training.batches import epoch_order  # noqa: E402
 
 SEED = 0

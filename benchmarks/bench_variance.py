@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 import ppl_vae.models  # noqa: E402
 from ppl_vae.data import prepare  # noqa: E402
-from ppl_vae.report import machine_description  # noqa: E402
+from ppl_vae.reports import machine_description  # noqa: E402
 from ppl_vae.variance import measure_gradients  # noqa: E402
 
 ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "dreg")

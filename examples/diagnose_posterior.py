@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> Path:
     from ppl_vae.data import prepare
     from ppl_vae.models import build, load_spec
     from ppl_vae.spec import NetworkSpec
-    from ppl_vae.train import fit
+    from ppl_vae.training import fit
 
     if args.smoke:
         args.latent_dim, args.hidden, args.num_steps = 2, 8, 20

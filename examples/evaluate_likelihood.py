@@ -49,10 +49,10 @@ def main(args: argparse.Namespace) -> Path:
     import numpy as np
     import pandas as pd
 
-    from ppl_vae import linear_gaussian as lg
-    from ppl_vae.evaluate import ais_log_likelihood, importance_sample, likelihood_units
+    from ppl_vae.data import ppca as lg
+    from ppl_vae.evaluation import ais_log_likelihood, importance_sample, likelihood_units
     from ppl_vae.models import build
-    from ppl_vae.report import Report, machine_description
+    from ppl_vae.reports import Report, machine_description
 
     if args.smoke:
         args.data_dim, args.latent_dim, args.num_points = 6, 2, 10
@@ -135,7 +135,7 @@ def _spoil_guide(vae, lg, scale_factor: float, shift: float) -> None:
 
 
 def _evaluate_run(path: Path, seed: int):
-    from ppl_vae.evaluate import EvaluationConfig, evaluate_split, likelihood_units
+    from ppl_vae.evaluation import EvaluationConfig, evaluate_split, likelihood_units
     from ppl_vae.runs import load_run
 
     run = load_run(path)

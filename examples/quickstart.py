@@ -15,8 +15,8 @@ import numpy as np
 
 import ppl_vae.data
 import ppl_vae.models
-from ppl_vae.plots import interleave_rows, save_image_grid
-from ppl_vae.train import fit
+from ppl_vae.reports.figures import interleave_rows, save_image_grid
+from ppl_vae.training import fit
 
 
 def main(args):

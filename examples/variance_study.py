@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ppl_vae.models import load_spec
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.variance_study import DEFAULT_ESTIMATORS, load_target, run_study, write_study
+from ppl_vae.variance import DEFAULT_ESTIMATORS, load_target, run_study, write_study
 
 MODELS = ("masked_laplace", "masked_relaxed_laplace")
 

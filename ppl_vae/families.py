@@ -229,69 +229,67 @@ class NoEncoderPosterior(_SingleCode):
 # --------------------------------------------------------------------------- priors
 
 
+class _StandardLocScale:
+    """A fixed factorized prior with location 0 and scale 1 in every dimension."""
+
+    factorized: ClassVar[bool] = True
+    distribution_name: ClassVar[str]
+
+    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {}
+
+    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
+        cls = getattr(ops.dist, self.distribution_name)
+        return cls(ops.full(like, (latent_dim,), 0.0),
+                   ops.full(like, (latent_dim,), 1.0)).to_event(1)
+
+
 @dataclass(frozen=True)
-class StandardNormal:
+class StandardNormal(_StandardLocScale):
     """p(z) = N(0, I)."""
 
     name: ClassVar[str] = "standard-normal"
-    factorized: ClassVar[bool] = True
-
-    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {}
-
-    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
-        return ops.dist.Normal(ops.full(like, (latent_dim,), 0.0),
-                               ops.full(like, (latent_dim,), 1.0)).to_event(1)
+    distribution_name: ClassVar[str] = "Normal"
 
 
 @dataclass(frozen=True)
-class StandardLaplace:
+class StandardLaplace(_StandardLocScale):
     """p(z) = ∏ Laplace(z_i; 0, 1)."""
 
     name: ClassVar[str] = "standard-laplace"
+    distribution_name: ClassVar[str] = "Laplace"
+
+
+class _LearnedLocScale:
+    """A learned factorized prior: location μ and scale softplus(ρ) + floor per dimension,
+    starting at location 0 and scale 1."""
+
     factorized: ClassVar[bool] = True
+    distribution_name: ClassVar[str]
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {}
+        return {"prior.loc": np.zeros(latent_dim),
+                "prior.scale_raw": np.full(latent_dim, INV_SOFTPLUS_ONE)}
 
     def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
-        return ops.dist.Laplace(ops.full(like, (latent_dim,), 0.0),
-                                ops.full(like, (latent_dim,), 1.0)).to_event(1)
-
-
-def _learned_loc_scale(latent_dim: int) -> dict[str, np.ndarray]:
-    return {"prior.loc": np.zeros(latent_dim),
-            "prior.scale_raw": np.full(latent_dim, INV_SOFTPLUS_ONE)}
+        scale = positive(ops, params["prior.scale_raw"], floor)
+        return getattr(ops.dist, self.distribution_name)(params["prior.loc"], scale).to_event(1)
 
 
 @dataclass(frozen=True)
-class LearnedNormal:
+class LearnedNormal(_LearnedLocScale):
     """p(z) = N(μ, diag σ²) with learned μ and σ = softplus(ρ) + floor (starts at N(0, I))."""
 
     name: ClassVar[str] = "learned-normal"
-    factorized: ClassVar[bool] = True
-
-    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return _learned_loc_scale(latent_dim)
-
-    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
-        scale = positive(ops, params["prior.scale_raw"], floor)
-        return ops.dist.Normal(params["prior.loc"], scale).to_event(1)
+    distribution_name: ClassVar[str] = "Normal"
 
 
 @dataclass(frozen=True)
-class LearnedLaplace:
+class LearnedLaplace(_LearnedLocScale):
     """p(z) = ∏ Laplace(z_i; μ_i, b_i) with learned μ and b = softplus(ρ) + floor."""
 
     name: ClassVar[str] = "learned-laplace"
-    factorized: ClassVar[bool] = True
-
-    def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return _learned_loc_scale(latent_dim)
-
-    def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float):
-        scale = positive(ops, params["prior.scale_raw"], floor)
-        return ops.dist.Laplace(params["prior.loc"], scale).to_event(1)
+    distribution_name: ClassVar[str] = "Laplace"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Estimators by name and the ELBO classes written here: STL, DReG and score-function baselines.
 
-Toy (ppl_vae.variance_toys.QuadraticToy): q(z) = N(μ, σ²), model z ~ N(m, s²) plus a factor
+Toy (ppl_vae.variance.toys.QuadraticToy): q(z) = N(μ, σ²), model z ~ N(m, s²) plus a factor
 −(z − k)². Exact answers: the ELBO gradient ∂μ in closed form, the IWAE gradient by
 Gauss–Hermite quadrature, and the exact Gaussian posterior. Statistical checks allow Z = 5
 standard errors (a false alarm has probability < 6e-7 per comparison, normal approximation).
@@ -27,7 +27,7 @@ from ppl_vae.estimators import (
 from ppl_vae.models import numpyro_elbos, pyro_elbos
 from ppl_vae.spec import NetworkSpec
 from ppl_vae.variance import gradient_variance
-from ppl_vae.variance_toys import QuadraticToy
+from ppl_vae.variance.toys import QuadraticToy
 
 Z = 5.0
 TOY = QuadraticToy(mu=0.3, sigma=0.8, k=1.2)

@@ -8,6 +8,7 @@ import torch
 from scipy import integrate, special, stats
 
 from ppl_vae import families
+from ppl_vae.models import load_spec
 from ppl_vae.models.numpyro_backend import JaxOps
 from ppl_vae.models.pyro_backend import TorchOps
 
@@ -165,3 +166,40 @@ def test_closed_form_table_matches_what_the_backends_register():
     assert families.has_closed_form_kl(families.LaplacePosterior(), families.LearnedLaplace())
     assert not families.has_closed_form_kl(families.GaussianPosterior(), families.LearnedLaplace())
     assert not families.has_closed_form_kl(families.MaskedPosterior(), families.LearnedLaplace())
+
+
+@pytest.mark.parametrize(("model", "flags"), [
+    ("gaussian_gaussian", {"amortized": True, "has_density": True, "continuous": True,
+                           "gated": False, "factorized": True}),
+    ("masked_laplace", {"amortized": True, "has_density": True, "continuous": False,
+                        "gated": True, "factorized": True}),
+    ("masked_relaxed_laplace", {"continuous": True, "gated": True}),
+    ("latent_laplace", {"amortized": False, "has_density": True, "continuous": True}),
+    ("gaussian_mixture", {"factorized": False}),
+])
+def test_capability_flags_of_the_zoo(model, flags):
+    spec = load_spec(model)
+    found = {name: getattr(spec.prior if name == "factorized" else spec.posterior, name)
+             for name in flags}
+    assert found == flags
+
+
+def test_point_codes_have_no_density_and_gaussian_codes_do():
+    from ppl_vae.families import NoEncoderPosterior
+
+    assert not NoEncoderPosterior(codes="point").has_density
+    assert NoEncoderPosterior(codes="point").param_names == ("codes.loc",)
+    assert NoEncoderPosterior().param_names == ("codes.loc", "codes.scale_raw")
+
+
+def test_capability_flags_of_the_estimators():
+    from ppl_vae.estimators import ESTIMATORS, get_estimator
+
+    flags = ("reparameterized_only", "multi_particle", "score_function", "stateful",
+             "closed_form_kl")
+    table = {name: {f for f in flags if getattr(get_estimator(name), f)} for name in ESTIMATORS}
+    assert table == {"reparam": set(), "analytic-kl": {"closed_form_kl"},
+                     "score": {"score_function"},
+                     "score-baseline": {"score_function", "stateful"},
+                     "iwae": {"multi_particle"}, "stl": {"reparameterized_only"},
+                     "dreg": {"reparameterized_only", "multi_particle"}}

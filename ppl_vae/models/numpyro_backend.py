@@ -96,6 +96,24 @@ def has_non_reparameterized_sites(guide: Any, *args: Any, **kwargs: Any) -> bool
                and not site["fn"].has_rsample for site in tr.values())
 
 
+def resolve_device(device: str | None) -> jax.Device:
+    """JAX device for ``"auto"`` / None (JAX's default), ``"cpu"`` or ``"cuda"``/``"gpu"``."""
+    if device in (None, "auto"):
+        return jax.devices()[0]
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    if device in ("cuda", "gpu"):
+        try:
+            return jax.devices("gpu")[0]
+        except RuntimeError:
+            raise RuntimeError(
+                f"device={device!r} was requested but JAX sees no GPU (platforms: "
+                f"{sorted({d.platform for d in jax.devices()})}); use device='cpu' or 'auto', "
+                "or install a CUDA build of jax (pip install 'jax[cuda12]') and unset "
+                "JAX_PLATFORMS") from None
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+
+
 class NumPyroVAE(VAECore):
     """A VAE whose ``model`` and ``guide`` are NumPyro programs.
 

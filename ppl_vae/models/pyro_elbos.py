@@ -193,13 +193,15 @@ class NeuralBaselineGuide:
 
     The network input is the guide's first positional argument (the minibatch, one row per
     datapoint, flattened); its output is one baseline per datapoint. The network is
-    :func:`ppl_vae.networks.init_baseline`'s, registered as ``baseline.<site>.*`` parameters
-    (the NumPyro backend's names), which ``TraceGraph_ELBO``'s baseline loss Σ (f − b)²
-    trains through its ``baseline_value`` option.
+    :func:`ppl_vae.networks.init_baseline`'s, created on first sight of a site; this guide owns
+    its tensors (``params``) and registers them as ``baseline.<site>.*`` parameters (the
+    NumPyro backend's names), which ``TraceGraph_ELBO``'s baseline loss Σ (f − b)² trains
+    through its ``baseline_value`` option.
     """
 
     def __init__(self, guide: Any, beta: float, hidden: int) -> None:
         self.guide, self.beta, self.hidden = guide, beta, hidden
+        self.params: dict[str, torch.Tensor] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not args or not torch.is_tensor(args[0]):
@@ -221,16 +223,16 @@ class NeuralBaselineGuide:
         return poutine.infer_config(self.guide, config)(*args, **kwargs)
 
     def _param(self, prefix: str, features: torch.Tensor) -> Any:
-        initial = networks.init_baseline(prefix, features.shape[-1], self.hidden)
+        if f"{prefix}.0.weight" not in self.params:
+            for name, value in networks.init_baseline(prefix, features.shape[-1],
+                                                      self.hidden).items():
+                self.params[name] = torch.nn.Parameter(torch.as_tensor(
+                    value, dtype=features.dtype, device=features.device))
 
         def param(name: str) -> torch.Tensor:
-            store = pyro.get_param_store()
-            if name not in store:
-                store[name] = torch.as_tensor(initial[name], dtype=features.dtype,
-                                              device=features.device)
-            value = pyro.param(name)
+            value = self.params[name]
             drop_stale(name, value)
-            return value
+            return pyro.param(name, value)
 
         return param
 

@@ -294,12 +294,18 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _group_axes(df: pd.DataFrame, height: float) -> tuple[list[str], Any, Any]:
+    """One panel per parameter group of a study table, side by side."""
+    groups = list(dict.fromkeys(df["group"]))
+    fig = _figure(3.6 * len(groups), height)
+    return groups, fig, fig.subplots(1, len(groups), squeeze=False)[0]
+
+
 def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
+    """``column`` (total variance, median SNR) against K per group, a line per estimator."""
     from matplotlib.ticker import NullFormatter
 
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.2)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    groups, fig, axes = _group_axes(df, 3.2)
     for ax, group in zip(axes, groups, strict=True):
         sub = df[df["group"] == group]
         for name, line in sub.groupby("estimator", sort=False):
@@ -318,9 +324,8 @@ def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
 
 
 def snr_boxplots(df: pd.DataFrame) -> Any:
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.4)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    """Quantiles of the coordinates' SNR per estimator, a panel per group."""
+    groups, fig, axes = _group_axes(df, 3.4)
     for ax, group in zip(axes, groups, strict=True):
         sub = df[df["group"] == group]
         stats = [{"label": row.estimator, "med": row.snr, "q1": row.snr_q25, "q3": row.snr_q75,
@@ -337,6 +342,7 @@ def snr_boxplots(df: pd.DataFrame) -> Any:
 
 
 def estimator_training_curves(df: pd.DataFrame) -> Any:
+    """Loss against steps and wall time, a line per estimator (the study's training runs)."""
     fig = _figure(9, 3.4)
     axes = fig.subplots(1, 2)
     split = "valid" if (df["split"] == "valid").any() else "train"
@@ -351,9 +357,8 @@ def estimator_training_curves(df: pd.DataFrame) -> Any:
 
 
 def variance_over_training(df: pd.DataFrame) -> Any:
-    groups = list(dict.fromkeys(df["group"]))
-    fig = _figure(3.6 * len(groups), 3.2)
-    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    """Total variance at a run's checkpoints, a line per estimator, a panel per group."""
+    groups, fig, axes = _group_axes(df, 3.2)
     for ax, group in zip(axes, groups, strict=True):
         for name, line in df[df["group"] == group].groupby("estimator", sort=False):
             line = line.sort_values("step")

@@ -26,6 +26,7 @@ from numpyro import handlers
 
 from ppl_vae.io import CheckpointError
 from ppl_vae.models import make_elbo
+from ppl_vae.models.numpyro_backend import resolve_device
 from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
 
 EVAL_BATCH = 500
@@ -42,24 +43,6 @@ def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
     if name == "clipped-adam":
         return optax.chain(optax.clip(clip_norm), optax.adam(learning_rate))
     raise ValueError(f"unknown optimizer {name!r}")
-
-
-def resolve_device(device: str | None) -> jax.Device:
-    """JAX device for ``"auto"`` / None (JAX's default), ``"cpu"`` or ``"cuda"``/``"gpu"``."""
-    if device in (None, "auto"):
-        return jax.devices()[0]
-    if device == "cpu":
-        return jax.devices("cpu")[0]
-    if device in ("cuda", "gpu"):
-        try:
-            return jax.devices("gpu")[0]
-        except RuntimeError:
-            raise RuntimeError(
-                f"device={device!r} was requested but JAX sees no GPU (platforms: "
-                f"{sorted({d.platform for d in jax.devices()})}); use device='cpu' or 'auto', "
-                "or install a CUDA build of jax (pip install 'jax[cuda12]') and unset "
-                "JAX_PLATFORMS") from None
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
 class NumPyroEngine:

@@ -1,4 +1,5 @@
-"""Tests for :mod:`ppl_vae.data`: built-in datasets, file loaders, splits, preprocessing."""
+"""Tests for :mod:`ppl_vae.data`: built-in datasets, file loaders, splits, preprocessing
+(``sources``, ``transforms``, ``checks`` and ``prepare``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import struct
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.stats import multivariate_normal
 
 from ppl_vae import data
-from ppl_vae.data import DataError, RawData
+from ppl_vae.data import DataError, RawData, ppca
 
 
 @pytest.fixture(scope="module")
@@ -359,33 +359,6 @@ def test_image_folder_errors(tmp_path):
         data.load_image_folder(tmp_path)
 
 
-# --- PPCA ---------------------------------------------------------------------------------
-
-
-def test_ppca_log_likelihood_matches_scipy():
-    rng = np.random.default_rng(5)
-    W = rng.normal(size=(6, 3))
-    b = rng.normal(size=6)
-    sigma = 0.7
-    x = rng.normal(size=(40, 6)) * 2
-    expected = multivariate_normal(mean=b, cov=W @ W.T + sigma**2 * np.eye(6)).logpdf(x)
-    got = data.ppca_log_likelihood(x, W, b, sigma)
-    assert got.shape == (40,) and got.dtype == np.float64
-    np.testing.assert_allclose(got, expected, rtol=1e-10)
-    np.testing.assert_allclose(data.ppca_log_likelihood(x[0], W, b, sigma), expected[0])
-
-
-def test_ppca_synthetic_samples_the_model():
-    raw, params = data.ppca_synthetic(num_data=20000, data_dim=5, latent_dim=2, seed=1)
-    assert raw.values.shape == (20000, 5) and raw.values.dtype == np.float32
-    assert raw.max_value is None  # continuous: never rescaled to [0, 1]
-    assert params.W.shape == (5, 2) and params.b.shape == (5,) and params.sigma == 0.1
-    cov = params.W @ params.W.T + params.sigma**2 * np.eye(5)
-    np.testing.assert_allclose(np.cov(raw.values.T), cov, atol=0.1 * np.abs(cov).max())
-    again, _ = data.ppca_synthetic(num_data=20000, data_dim=5, latent_dim=2, seed=1)
-    np.testing.assert_array_equal(raw.values, again.values)
-
-
 # --- check_data -----------------------------------------------------------------------------
 
 _GOOD = np.zeros((3, 4))
@@ -485,7 +458,7 @@ def test_prepare_accepts_raw_arrays():
 
 
 def test_prepare_keeps_continuous_data_and_rejects_it_for_bernoulli():
-    raw, _ = data.ppca_synthetic(num_data=100, data_dim=4, seed=0)
+    raw, _ = ppca.ppca_synthetic(num_data=100, data_dim=4, seed=0)
     splits = data.prepare(raw, likelihood="gaussian")
     np.testing.assert_array_equal(splits.train, raw.values[splits.indices["train"]])
     assert splits.max_value is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ppl_vae.models
-from ppl_vae.linear_gaussian import (
+from ppl_vae.data.ppca import (
     exact_log_likelihood,
     linear_gaussian_spec,
     orthogonal_ppca,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ppl_vae import linear_gaussian as lg
-from ppl_vae.evaluate import ais_log_likelihood, importance_sample, sigmoid_schedule
-from ppl_vae.evaluation.ais import _as_numpyro
-from ppl_vae.models import build, load_spec
+from ppl_vae.data import ppca as lg
+from ppl_vae.evaluation import ais_log_likelihood, importance_sample, sigmoid_schedule
+from ppl_vae.models import as_numpyro, build, load_spec
 from ppl_vae.spec import NetworkSpec
 
 PPCA = lg.orthogonal_ppca(10, 3, noise_scale=0.3, seed=1)
@@ -70,11 +69,11 @@ def test_ais_from_the_prior_matches_the_closed_form_on_a_pyro_vae():
 
 def test_a_pyro_vae_is_copied_into_numpyro_with_its_weights():
     pyro_vae = _wrong_guide_vae("pyro")
-    copy = _as_numpyro(pyro_vae)
+    copy = as_numpyro(pyro_vae)
     assert copy.backend == "numpyro" and copy.spec == pyro_vae.spec
     for name, value in pyro_vae.get_params().items():
         np.testing.assert_array_equal(copy.get_params()[name], value)
-    assert _as_numpyro(pyro_vae) is copy  # reused, so the compiled AIS is reused too
+    assert as_numpyro(pyro_vae) is copy  # reused, so the compiled AIS is reused too
 
 
 def test_sigmoid_schedule_runs_from_zero_to_one_monotonically():
@@ -101,7 +100,7 @@ def test_ais_refuses_models_and_settings_it_cannot_handle():
 
 @pytest.mark.slow
 def test_held_out_data_of_an_encoder_free_model_get_an_ais_estimate():
-    from ppl_vae.evaluate import EvaluationConfig, evaluate_split
+    from ppl_vae.evaluation import EvaluationConfig, evaluate_split
 
     spec = load_spec("latent_laplace").replace(data_shape=(10,), latent_dim=2,
                                                decoder=NetworkSpec(hidden=(8,)))

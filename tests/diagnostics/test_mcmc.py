@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ppl_vae import arviz_convert
-from ppl_vae.linear_gaussian import exact_posterior, linear_gaussian_spec, set_ppca_params
-from ppl_vae.mcmc_reference import (
+from ppl_vae.data.ppca import exact_posterior, linear_gaussian_spec, set_ppca_params
+from ppl_vae.diagnostics import inference_data
+from ppl_vae.diagnostics.mcmc import (
     check_continuous_latents,
     compare_with_reference,
     energy_distance,
@@ -123,4 +123,4 @@ def test_mcmc_samples_a_relaxed_masked_model_and_records_the_code():
     assert set(ref.samples) == {"gate", "slab", "z"}
     np.testing.assert_allclose(ref.samples["z"], ref.samples["gate"] * ref.samples["slab"],
                                rtol=1e-5, atol=1e-7)
-    assert arviz_convert.DATAPOINT in ref.inference_data.posterior["gate"].dims
+    assert inference_data.DATAPOINT in ref.inference_data.posterior["gate"].dims

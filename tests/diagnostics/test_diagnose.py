@@ -5,7 +5,7 @@ import pytest
 import scipy.stats as st
 
 from ppl_vae import diagnostics
-from ppl_vae.linear_gaussian import (
+from ppl_vae.data.ppca import (
     exact_log_likelihood,
     inverse_softplus,
     linear_gaussian_spec,
@@ -123,7 +123,7 @@ def test_chunked_weights_keep_draws_and_terms_aligned(backend):
     # for the right rows of x (float32 recomputation, jitted vs eager: a few ulps of terms
     # of size ~10, hence atol 1e-5).
     vae, x, _ = ppca_vae(backend, scale_factor=0.7)
-    weights = diagnostics.importance_weights(vae, x, 50, seed=3, max_elements=50 * DATA_DIM)
+    weights = diagnostics.importance_weights(vae, x, 50, seed=3, budget=50)
     assert weights.log_q.shape == (50, B)
     terms = vae.log_prob_terms(vae.as_tensor(x), {"z": vae.as_tensor(weights.draws["z"])})
     for name, value in weights.terms().items():
@@ -131,11 +131,27 @@ def test_chunked_weights_keep_draws_and_terms_aligned(backend):
         np.testing.assert_allclose(value, np.asarray(computed), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_khat_sees_the_draws_behind_the_log_likelihood_estimate(backend):
+    # One importance sampler: for the same seed, K and budget, diagnose's weights are those
+    # behind evaluate's log p(x). The two sum the same float32 terms (~10 in size) on the
+    # device and in float64 on the host: a few ulps, hence atol 1e-4; another seed moves
+    # the weights by O(1), far outside it.
+    from ppl_vae.evaluation import importance_sample
+
+    vae, x, _ = ppca_vae(backend, scale_factor=0.7)
+    weights = diagnostics.importance_weights(vae, x, 64, seed=5)
+    estimate = importance_sample(vae, x, 64, seed=5, return_log_weights=True)
+    np.testing.assert_allclose(weights.log_weight, estimate.log_weights, rtol=0, atol=1e-4)
+    other = importance_sample(vae, x, 64, seed=6, return_log_weights=True)
+    assert np.abs(other.log_weights - estimate.log_weights).max() > 0.1
+
+
 def test_collapse_flags_the_dimension_the_decoder_ignores():
     # PPCA with a zero column in W: that latent has posterior = prior N(0, 1) for every x
     # (KL 0, mean 0: inactive, collapsed). The others have closed-form KLs
     # ½(s² + m² − 1 − log s²) averaged over x, and activity Var_x(m) (float32: rtol 1e-5).
-    from ppl_vae.linear_gaussian import exact_posterior
+    from ppl_vae.data.ppca import exact_posterior
 
     ppca = orthogonal_ppca(DATA_DIM, 3, noise_scale=0.5, seed=0)
     W = ppca.W.copy()

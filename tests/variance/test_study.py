@@ -11,9 +11,9 @@ import ppl_vae.cli
 import ppl_vae.models
 from ppl_vae.data import prepare
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.variance_study import load_target, run_study, variance_ratios, write_study
+from ppl_vae.variance.study import load_target, run_study, variance_ratios, write_study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY_TOML = """
 name = "tiny_gaussian"
@@ -78,7 +78,7 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 
 
 def test_study_of_a_run_uses_its_checkpoints(tmp_path):
-    from ppl_vae.train import fit
+    from ppl_vae.training import fit
 
     spec = ppl_vae.models.load_spec("gaussian_gaussian").replace(
         latent_dim=2, data_shape=(64,), encoder=NetworkSpec(hidden=(8,)),

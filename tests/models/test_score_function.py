@@ -194,6 +194,45 @@ def test_second_pyro_model_in_a_process_trains_its_own_baseline_network():
         svi = pyro.infer.SVI(vae.model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
         for _ in range(3):
             svi.step(vae.as_tensor(x))
-        assert guide.nets
-        for net in guide.nets.values():  # zero-initialised output layer, then trained
-            assert float(net[2].weight.detach().abs().sum()) > 0
+        outputs = [v for name, v in guide.params.items() if name.endswith(".1.weight")]
+        assert outputs
+        for weight in outputs:  # zero-initialised output layer, then trained
+            assert float(weight.detach().abs().sum()) > 0
+
+
+def test_neural_baseline_is_one_network_with_one_init_on_both_backends():
+    """Same parameter names and initial values on Pyro and NumPyro (the NumPyro guide declares
+    them, the Pyro guide owns them), and the same b(x) for the same weights (float32
+    matmuls of size 784 x 64: rtol 1e-5)."""
+    import ppl_vae.models
+    from ppl_vae import networks
+    from ppl_vae.estimators import VARIANTS
+    from ppl_vae.models.numpyro_backend import JaxOps
+    from ppl_vae.models.pyro_backend import TorchOps
+
+    x = (np.random.default_rng(0).random((16, 784)) < 0.4).astype(np.float32)
+    estimator = VARIANTS["score-nn-baseline"]
+    pvae = ppl_vae.models.build("masked_laplace", "pyro")
+    _, pguide = ppl_vae.models.make_elbo(pvae, estimator)
+    pguide(pvae.as_tensor(x))
+    nvae = ppl_vae.models.build("masked_laplace", "numpyro")
+    _, nguide = ppl_vae.models.make_elbo(nvae, estimator, example_batch=x)
+    with numpyro.handlers.seed(rng_seed=0):
+        tr = numpyro.handlers.trace(nguide).get_trace(jnp.asarray(x))
+    nparams = {n: np.asarray(s["value"]) for n, s in tr.items()
+               if s["type"] == "param" and n.startswith("baseline.")}
+    pparams = {n: v.detach().numpy() for n, v in pguide.params.items()}
+    # score-nn-baseline puts every latent site (gate and slab) on the score function
+    assert sorted(pparams) == sorted(nparams) == [
+        f"baseline.{site}.{layer}.{kind}" for site in ("gate", "slab") for layer in (0, 1)
+        for kind in ("bias", "weight")]
+    for name, value in pparams.items():
+        np.testing.assert_array_equal(nparams[name], value, err_msg=name)
+    trained = {n: v + 0.01 * np.random.default_rng(1).normal(size=v.shape).astype(np.float32)
+               for n, v in pparams.items()}  # an output layer away from zero
+    b_torch = networks.apply_baseline(TorchOps, lambda n: torch.as_tensor(trained[n]),
+                                      "baseline.gate", estimator.hidden, torch.as_tensor(x))
+    b_jax = networks.apply_baseline(JaxOps, lambda n: jnp.asarray(trained[n]),
+                                    "baseline.gate", estimator.hidden, jnp.asarray(x))
+    assert b_torch.shape == (16,) and float(b_torch.abs().max()) > 1e-3
+    np.testing.assert_allclose(np.asarray(jax.device_get(b_jax)), b_torch.numpy(), rtol=1e-5)

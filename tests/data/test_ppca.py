@@ -1,12 +1,13 @@
-"""Tests for :mod:`ppl_vae.linear_gaussian`: PPCA weights, exact posterior, exact guide."""
+"""Tests for :mod:`ppl_vae.data.ppca`: PPCA weights, exact posterior, exact guide."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 import pytest
+from scipy.stats import multivariate_normal
 
-from ppl_vae import linear_gaussian as lg
+from ppl_vae.data import ppca as lg
 from ppl_vae.models import build, load_spec
 
 
@@ -76,3 +77,27 @@ def test_set_ppca_params_refuses_what_it_cannot_represent():
         lg.set_ppca_params(deep, W, np.zeros(5), 0.5)
     with pytest.raises(ValueError, match="positive"):
         lg.inverse_softplus(0.0)
+
+
+def test_ppca_log_likelihood_matches_scipy():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(6, 3))
+    b = rng.normal(size=6)
+    sigma = 0.7
+    x = rng.normal(size=(40, 6)) * 2
+    expected = multivariate_normal(mean=b, cov=W @ W.T + sigma**2 * np.eye(6)).logpdf(x)
+    got = lg.exact_log_likelihood(W, b, sigma, x)
+    assert got.shape == (40,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    np.testing.assert_allclose(lg.exact_log_likelihood(W, b, sigma, x[0]), expected[0])
+
+
+def test_ppca_synthetic_samples_the_model():
+    raw, params = lg.ppca_synthetic(num_data=20000, data_dim=5, latent_dim=2, seed=1)
+    assert raw.values.shape == (20000, 5) and raw.values.dtype == np.float32
+    assert raw.max_value is None  # continuous: never rescaled to [0, 1]
+    assert params.W.shape == (5, 2) and params.b.shape == (5,) and params.sigma == 0.1
+    cov = params.W @ params.W.T + params.sigma**2 * np.eye(5)
+    np.testing.assert_allclose(np.cov(raw.values.T), cov, atol=0.1 * np.abs(cov).max())
+    again, _ = lg.ppca_synthetic(num_data=20000, data_dim=5, latent_dim=2, seed=1)
+    np.testing.assert_array_equal(raw.values, again.values)

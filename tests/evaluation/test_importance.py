@@ -1,5 +1,5 @@
-"""Tests for :mod:`ppl_vae.evaluate`: importance-sampled log p(x), the ELBO, units, chunking,
-backend parity and the ``ppl-vae evaluate`` command."""
+"""Tests for :mod:`ppl_vae.evaluation.importance`: importance-sampled log p(x), the ELBO, units,
+chunking, backend parity and the ``ppl-vae evaluate`` command."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppl_vae import linear_gaussian as lg
 from ppl_vae.cli import main
-from ppl_vae.data import PPCAParams, dequantization_offset_nats
-from ppl_vae.evaluate import (
+from ppl_vae.data import dequantization_offset_nats
+from ppl_vae.data import ppca as lg
+from ppl_vae.data.ppca import PPCAParams
+from ppl_vae.evaluation import (
     bits_per_dim,
     elbo,
     importance_sample,
@@ -312,7 +313,7 @@ def test_cli_refuses_held_out_data_of_an_encoder_free_run(tmp_path):
                        "fractions": [0.8, 0.1, 0.1], "seed": 0}}
     run = create_run(tmp_path / "glo", build(spec, "pyro", num_data=1437), config)
     with pytest.raises(SystemExit, match="--ais-start prior"):
-        main(["evaluate", str(run), "--num-samples", "8"])
+        main(["evaluate", str(run), "--split", "test", "--num-samples", "8"])
 
 
 # --------------------------------------------------------------------------- example
@@ -322,7 +323,7 @@ def _example():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "evaluate_likelihood.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "evaluate_likelihood.py"
     spec = importlib.util.spec_from_file_location("evaluate_likelihood_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

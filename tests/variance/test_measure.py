@@ -1,6 +1,6 @@
 """The gradient-variance measurement (ppl_vae.variance) against closed forms and across backends.
 
-Toy (ppl_vae.variance_toys.QuadraticToy): q(z) = N(μ, σ²), model z ~ N(m, s²) plus a factor
+Toy (ppl_vae.variance.toys.QuadraticToy): q(z) = N(μ, σ²), model z ~ N(m, s²) plus a factor
 −(z − k)²; with m = μ and s = σ the score-function learning signal is exactly (z − k)², so
 Var_score[∂μ] = d⁴/σ² + 14d² + 15σ² (d = μ − k), and the pathwise variance of ∂μ E[(z − k)²]
 is 4σ² (the analytic-KL and sticking-the-landing estimators).
@@ -19,7 +19,7 @@ import pytest
 import ppl_vae.models
 from ppl_vae.spec import NetworkSpec
 from ppl_vae.variance import gradient_variance, measure_gradients, param_group, summarize
-from ppl_vae.variance_toys import QuadraticToy
+from ppl_vae.variance.toys import QuadraticToy
 
 Z = 5.0
 TOY = QuadraticToy(mu=0.3, sigma=0.8, k=1.2)

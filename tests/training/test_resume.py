@@ -19,8 +19,7 @@ import pytest
 import ppl_vae.models
 from ppl_vae import data as data_module
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.train import fit
-from ppl_vae.training import checkpoint, loop
+from ppl_vae.training import checkpoint, fit, loop
 
 TESTS = Path(__file__).parent
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import ppl_vae.cli
-from ppl_vae import arviz_convert
+from ppl_vae.diagnostics import inference_data
 from ppl_vae.models import build, load_spec
 from ppl_vae.runs import create_run
 from ppl_vae.spec import NetworkSpec
@@ -36,13 +36,13 @@ def test_diagnose_writes_netcdf_table_and_report(tmp_path, capsys):
     assert ppl_vae.cli.main(["diagnose", str(path), "--datapoints", "2", "5", *TINY]) == 0
     assert "MCMC: max R-hat" in capsys.readouterr().out
 
-    idata = arviz_convert.read_netcdf(path / "diagnostics.nc")
+    idata = inference_data.read_netcdf(path / "diagnostics.nc")
     assert {"posterior", "sample_stats", "log_likelihood", "observed_data",
             "reference_posterior", "reference_sample_stats", "elbo_history"} <= set(
         idata.groups())
     assert idata.posterior["z"].dims == ("chain", "draw", "datapoint", "latent_dim")
     assert idata.posterior["z"].shape == (1, 100, 12, 2)
-    assert list(arviz_convert.reference_part(idata).posterior["datapoint"].values) == [2, 5]
+    assert list(inference_data.reference_part(idata).posterior["datapoint"].values) == [2, 5]
     np.testing.assert_allclose(idata.elbo_history["loss_valid"].values, [50.0, 48.5])
     assert np.isnan(idata.elbo_history["loss_train"].values[0])
     # log_weight is exactly the sum of the stored terms.

@@ -1,4 +1,4 @@
-"""ppl_vae.train.fit on both backends: units of the history, estimators, data checks at fit
+"""ppl_vae.training.fit on both backends: units of the history, estimators, data checks at fit
 time, devices, optimizers, run directories, the NaN guard, and learning on MNIST-5k."""
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from ppl_vae.families import Gaussian
 from ppl_vae.io import CheckpointError
 from ppl_vae.runs import RunExistsError, load_run
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.train import FitResult, NonFiniteLossError, fit
-from ppl_vae.training import batches, checkpoint
+from ppl_vae.training import FitResult, NonFiniteLossError, batches, checkpoint, fit
 
 BACKENDS = ("pyro", "numpyro")
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from ppl_vae.gaps import inference_gaps
-from ppl_vae.linear_gaussian import (
+from ppl_vae.data.ppca import (
     exact_log_likelihood,
     linear_gaussian_spec,
     orthogonal_ppca,
     set_ppca_params,
 )
+from ppl_vae.diagnostics.gaps import inference_gaps
 from ppl_vae.models import build, load_spec
 
 DATA_DIM, LATENT_DIM, B = 6, 2, 4

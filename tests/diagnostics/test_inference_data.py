@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ppl_vae import arviz_convert
+from ppl_vae.diagnostics import inference_data
 
 S, B, D, LATENT = 30, 3, 5, 2
 
 
 def guide(rng):
     terms = {k: rng.normal(size=(S, B)) for k in ("log_likelihood", "log_prior", "log_q")}
-    return arviz_convert.guide_inference_data({"z": rng.normal(size=(S, B, LATENT))},
+    return inference_data.guide_inference_data({"z": rng.normal(size=(S, B, LATENT))},
                                               datapoints=[7, 8, 9], log_terms=terms,
                                               observed=rng.normal(size=(B, D))), terms
 
@@ -29,18 +29,18 @@ def test_guide_groups_dims_and_log_weight():
 def test_combined_object_round_trips_through_netcdf(tmp_path):
     rng = np.random.default_rng(1)
     idata, _ = guide(rng)
-    reference = arviz_convert.mcmc_inference_data(
+    reference = inference_data.mcmc_inference_data(
         {"z": rng.normal(size=(4, 20, 2, LATENT))}, datapoints=[7, 9],
         sample_stats={"diverging": np.zeros((4, 20), bool)})
     history = pd.DataFrame({"step": [0, 10, 10, 20], "epoch": 0,
                             "split": ["valid", "train", "valid", "train"],
                             "loss": [9.0, 8.0, 7.5, 7.0]})
-    combined = arviz_convert.combine(idata, reference=reference, history=history)
-    path = arviz_convert.write_netcdf(combined, tmp_path / "d.nc")
-    back = arviz_convert.read_netcdf(path)
+    combined = inference_data.combine(idata, reference=reference, history=history)
+    path = inference_data.write_netcdf(combined, tmp_path / "d.nc")
+    back = inference_data.read_netcdf(path)
     assert set(back.groups()) == set(combined.groups())
     np.testing.assert_array_equal(back.posterior["z"], combined.posterior["z"])
-    ref = arviz_convert.reference_part(back)
+    ref = inference_data.reference_part(back)
     np.testing.assert_array_equal(ref.posterior["z"], reference.posterior["z"])
     assert list(ref.posterior["datapoint"].values) == [7, 9]
     hist = back.elbo_history
@@ -48,22 +48,22 @@ def test_combined_object_round_trips_through_netcdf(tmp_path):
     np.testing.assert_array_equal(hist["loss_train"].values, [np.nan, 8.0, 7.0])
     np.testing.assert_array_equal(hist["loss_valid"].values, [9.0, 7.5, np.nan])
     # Writing again replaces the file (loaded eagerly, so no handle keeps it open).
-    arviz_convert.write_netcdf(back, path)
+    inference_data.write_netcdf(back, path)
 
 
 def test_bad_shapes_and_missing_reference_are_reported():
     with pytest.raises(ValueError, match=r"\(K, B, latent_dim\)"):
-        arviz_convert.guide_inference_data({"z": np.zeros((4, 3))})
+        inference_data.guide_inference_data({"z": np.zeros((4, 3))})
     with pytest.raises(ValueError, match="one label per datapoint"):
-        arviz_convert.guide_inference_data({"z": np.zeros((4, 3, 2))}, datapoints=[1, 2])
+        inference_data.guide_inference_data({"z": np.zeros((4, 3, 2))}, datapoints=[1, 2])
     with pytest.raises(ValueError, match=r"\(chains, draws, B, latent_dim\)"):
-        arviz_convert.mcmc_inference_data({"z": np.zeros((4, 3, 2))})
+        inference_data.mcmc_inference_data({"z": np.zeros((4, 3, 2))})
     idata, _ = guide(np.random.default_rng(2))
     with pytest.raises(ValueError, match="no MCMC reference"):
-        arviz_convert.reference_part(idata)
+        inference_data.reference_part(idata)
 
 
 def test_history_without_split_or_step_uses_rows():
-    ds = arviz_convert.history_dataset(pd.DataFrame({"elbo": [-3.0, -2.0], "name": ["a", "b"]}))
+    ds = inference_data.history_dataset(pd.DataFrame({"elbo": [-3.0, -2.0], "name": ["a", "b"]}))
     assert list(ds["step"].values) == [0, 1]
     assert list(ds.data_vars) == ["elbo"]

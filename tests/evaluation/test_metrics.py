@@ -11,9 +11,9 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from ppl_vae import linear_gaussian as lg
-from ppl_vae.data import PPCAParams
-from ppl_vae.evaluate import (
+from ppl_vae.data import ppca as lg
+from ppl_vae.data.ppca import PPCAParams
+from ppl_vae.evaluation import (
     active_units,
     code_sparsity,
     evaluate_split,
