@@ -14,7 +14,8 @@ This module is the one place that names the files of a run directory ``runs/NAME
     samples.png            SAMPLES_FILE, RECONSTRUCTIONS_FILE (``ppl-vae sample``)
     reconstructions.png
     diagnostics.*          DIAGNOSTICS_STEM + .nc, .csv, .md, .html (``ppl-vae diagnose``)
-    variance/              VARIANCE_DIR (``ppl-vae variance``)
+    variance/              VARIANCE_DIR (``ppl-vae variance``): VARIANCE_TABLES as CSV, e.g.
+                           VARIANCE_RATIOS, and its own report
     report.md, .html       REPORT_STEM (``ppl-vae report``)
     figures/               the reports' PNGs
 
@@ -47,6 +48,9 @@ DIAGNOSTICS_STEM = "diagnostics"
 DIAGNOSTICS_NETCDF = f"{DIAGNOSTICS_STEM}.nc"
 DIAGNOSTICS_TABLE = f"{DIAGNOSTICS_STEM}.csv"
 VARIANCE_DIR = "variance"
+VARIANCE_TABLES = ("groups", "params", "ratios", "training", "skipped")
+"""The tidy tables of a gradient-variance study, each written as NAME.csv."""
+VARIANCE_RATIOS = "ratios.csv"
 REPORT_STEM = "report"
 SPLITS = ("train", "valid", "test")
 

@@ -64,9 +64,10 @@ def run_report(run_dir: str | Path) -> Report:
         overall = table[table["datapoint"].isna()] if "datapoint" in table else table
         report.heading("Diagnostics").text(f"Full report: {runs.DIAGNOSTICS_STEM}.html")
         report.table(overall.head(40), caption="ppl-vae diagnose: summary rows")
-    ratios = run_dir / runs.VARIANCE_DIR / "ratios.csv"
+    ratios = run_dir / runs.VARIANCE_DIR / runs.VARIANCE_RATIOS
     if ratios.exists():
-        report.heading("Gradient variance").text("Full report: variance/report.html")
+        report.heading("Gradient variance").text(
+            f"Full report: {runs.VARIANCE_DIR}/{runs.REPORT_STEM}.html")
         report.table(pd.read_csv(ratios), caption="ppl-vae variance: headline ratios")
     return report
 

@@ -40,14 +40,12 @@ from ppl_vae.io import (
     save_arrays,
     write_json,
 )
-from ppl_vae.runs import CHECKPOINT_DIR
+from ppl_vae.runs import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 
 LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"
-PARAMS_FILE = "params.safetensors"
 STATE_ARRAYS_FILE = "state.safetensors"
 STATE_FILE = "state.json"
-HISTORY_FILE = "history.csv"
 FORMAT_VERSION = 1
 KEEP = 2
 """Complete checkpoints kept; the older one is a fallback if the newest is damaged later."""

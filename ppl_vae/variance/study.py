@@ -260,16 +260,15 @@ def variance_ratios(groups: pd.DataFrame) -> pd.DataFrame:
 
 def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
     """Write the tidy tables as CSV and the report (``report.md``, ``report.html``)."""
+    from ppl_vae.reports.pages import variance_page
+    from ppl_vae.runs import REPORT_STEM, VARIANCE_TABLES
+
     out_dir = Path(out_dir)
     paths = []
-    for name, df in (("groups", result.groups), ("params", result.params),
-                     ("ratios", result.ratios), ("training", result.training),
-                     ("skipped", result.skipped)):
+    for name in VARIANCE_TABLES:
         path = out_dir / f"{name}.csv"
-        atomic_write_text(path, df.to_csv(index=False))
+        atomic_write_text(path, getattr(result, name).to_csv(index=False))
         paths.append(path)
-    from ppl_vae.reports.pages import variance_page
-    from ppl_vae.runs import REPORT_STEM
 
     paths += list(variance_page(result).write(out_dir, REPORT_STEM))
     return paths
