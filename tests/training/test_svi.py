@@ -1,5 +1,6 @@
-"""ppl_vae.training.fit (training/svi.py) on both backends: units of the history, estimators, data checks at fit
-time, devices, optimizers, run directories, the NaN guard, and learning on MNIST-5k."""
+"""ppl_vae.training.fit (training/svi.py) on both backends: units of the history, estimators,
+data checks at fit time, devices, optimizers, run directories, the NaN guard, and learning on
+MNIST-5k."""
 
 from __future__ import annotations
 
