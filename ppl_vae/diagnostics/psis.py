@@ -81,16 +81,13 @@ def importance_weights(vae: Any, x: Any, num_samples: int = 1000, *, idx: Any = 
     Parameters
     ----------
     vae : a VAE of either backend.
-    x : ``(B, D)`` data.
+    x : ``(B, D)`` data (checked by the sampler).
     idx : datapoint indices (required by encoder-free models).
     seed : seeds the draws.
     budget : (particle × datapoint) pairs decoded at once; bounds memory.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for importance weights, got {num_samples}")
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != vae.spec.data_dim:
-        raise ValueError(f"x must have shape (B, {vae.spec.data_dim}), got {x.shape}")
     est = importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget,
                             keep_draws=True)
     terms = est.terms

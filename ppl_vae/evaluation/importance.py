@@ -188,19 +188,26 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
                               if num_samples > 1 else np.nan)
         if kept is not None:
             kept[:, sl] = log_w
-        for name, value in values.items():
-            if name in LOG_TERMS or name.startswith("draw:"):
-                key = name.removeprefix("draw:")
-                table = terms if name in LOG_TERMS else draws
-                if key not in table:
-                    table[key] = np.empty((num_samples, n, *value.shape[2:]))
-                table[key][:, sl] = value
+        if keep_draws:
+            _store(terms, draws, values, sl, num_samples, n)
     return ImportanceEstimate(
         log_likelihood=out["lme"], stderr=out["se"], ess=out["ess"], elbo=out["elbo"],
         elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"],
         num_samples=num_samples, kl="analytic" if analytic else "monte-carlo",
         log_weights=kept, terms=terms if keep_draws else None,
         draws=draws if keep_draws else None)
+
+
+def _store(terms: dict, draws: dict, values: dict[str, np.ndarray], sl: slice,
+           num_samples: int, n: int) -> None:
+    """Copy a batch's log-density terms and draws (``draw:<site>``) into the (K, N) tables."""
+    for name, value in values.items():
+        if name in LOG_TERMS or name.startswith("draw:"):
+            table = terms if name in LOG_TERMS else draws
+            key = name.removeprefix("draw:")
+            if key not in table:
+                table[key] = np.empty((num_samples, n, *value.shape[2:]))
+            table[key][:, sl] = value
 
 
 def log_likelihood(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
