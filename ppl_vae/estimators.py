@@ -16,7 +16,8 @@ References
 Williams (1992), Simple statistical gradient-following algorithms for connectionist
 reinforcement learning. Kingma & Welling (2014), Auto-encoding variational Bayes.
 Mnih & Gregor (2014), Neural variational inference and learning in belief networks.
-Burda, Grosse & Salakhutdinov (2016), Importance weighted autoencoders.
+Burda, Grosse & Salakhutdinov (2016), Importance weighted autoencoders. Mnih & Rezende
+(2016), Variational inference for Monte Carlo objectives.
 Roeder, Wu & Duvenaud (2017), Sticking the landing: simple, lower-variance gradient
 estimators for variational inference. Tucker, Lawson, Gu & Maddison (2018), Doubly
 reparameterized gradient estimators for Monte Carlo objectives.
@@ -76,8 +77,9 @@ class ScoreBaseline(_Estimator):
     r"""Score-function gradient with a baseline b subtracted from the learning signal f:
     E_q[(f − b) ∇ log q] (Mnih & Gregor 2014), unbiased because E_q[∇ log q] = 0.
 
-    ``b`` is a decaying average b ← β b + (1 − β) f per datapoint (Pyro's
-    ``TraceGraph_ELBO`` option); with ``neural=True`` a one-hidden-layer network of the
+    ``b`` is a decaying average b_n ← β b_n + (1 − β) f_n per datapoint n, keyed by the
+    index of the data plate's subsample (so each datapoint keeps its own average however the
+    minibatches are shuffled); with ``neural=True`` a one-hidden-layer network of the
     data, fitted to the residual f − b by least squares, is added to it (NVIL's
     input-dependent baseline; ``hidden`` units).
     """
@@ -103,9 +105,22 @@ class ScoreBaseline(_Estimator):
 @dataclass(frozen=True)
 class IWAE(_Estimator):
     r"""Importance-weighted bound log (1/K) Σ_k p(x, z_k) / q(z_k | x), K = num_particles
-    (Burda et al. 2016); ``RenyiELBO(alpha=0)``."""
+    (Burda et al. 2016), with its pathwise gradient; the minibatch scale N/B multiplies the
+    log-mean-exp. Refused for guides with discrete or score-function sites (use
+    :class:`VIMCO`)."""
 
     name: ClassVar[str] = "iwae"
+    reparameterized_only: ClassVar[bool] = True
+    multi_particle: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class VIMCO(_Estimator):
+    r"""The importance-weighted bound with VIMCO's gradient (Mnih & Rezende 2016): pathwise
+    through reparameterized sites, and for discrete ones (Bernoulli gates) the score term
+    Σ_k L̂(k | −k) ∇ log q(z_k) with a leave-one-out baseline per particle. Needs K ≥ 2."""
+
+    name: ClassVar[str] = "vimco"
     multi_particle: ClassVar[bool] = True
 
 
@@ -138,8 +153,18 @@ BASELINE_PREFIX = "baseline."
 """Names of baseline state and parameters (``baseline.<site>...``) added by ``score-baseline``
 guides; they belong to the estimator, not to the model."""
 
+
+def baseline_average_name(site: str) -> str:
+    """Where ``score-baseline`` keeps a site's decaying averages, one per datapoint."""
+    return f"{BASELINE_PREFIX}{site}.average"
+
+
+def is_baseline_average(name: str) -> bool:
+    """Whether a parameter name is a baseline's running averages (state, not optimized)."""
+    return name.startswith(BASELINE_PREFIX) and name.endswith(".average")
+
 ESTIMATORS: dict[str, type] = {c.name: c for c in (Reparam, AnalyticKL, Score, ScoreBaseline,
-                                                    IWAE, STL, DReG)}
+                                                    IWAE, VIMCO, STL, DReG)}
 VARIANTS: dict[str, Any] = {"score-nn-baseline": ScoreBaseline(neural=True)}
 """Named presets of an estimator type's options."""
 

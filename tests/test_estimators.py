@@ -44,7 +44,7 @@ def toy_rows(toy, backend, estimators, particles=(1,), num_draws=None):
 
 
 def test_estimator_names_and_labels():
-    assert set(ESTIMATORS) == {"reparam", "analytic-kl", "score", "score-baseline", "iwae",
+    assert set(ESTIMATORS) == {"reparam", "analytic-kl", "score", "score-baseline", "iwae", "vimco",
                                "stl", "dreg"}
     assert "score-nn-baseline" in estimator_names()
     assert get_estimator("score-nn-baseline") == ScoreBaseline(neural=True)

@@ -53,6 +53,14 @@ class JaxOps:
         return jnp.split(h, n, axis=-1)
 
     @staticmethod
+    def eye(like: jax.Array, n: int) -> jax.Array:
+        return jnp.eye(n, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def asarray(like: jax.Array, values: np.ndarray) -> jax.Array:
+        return jnp.asarray(values, dtype=jnp.result_type(like))
+
+    @staticmethod
     def full(like: jax.Array, shape: tuple[int, ...], value: float) -> jax.Array:
         return jnp.full(shape, value, dtype=jnp.result_type(like))
 
@@ -80,11 +88,17 @@ def mark_score_function(d: Any) -> Any:
     ELBOs that honour ``has_rsample`` (``TraceGraph_ELBO``) then stop the sample path's
     gradient and add the score term. ``Trace_ELBO`` does not: see
     :mod:`ppl_vae.models.numpyro_elbos`.
+
+    Every wrapper the families use (``Independent``, ``ExpandedDistribution``,
+    ``MaskedDistribution``, ``TransformedDistribution`` such as ``RelaxedBernoulliLogits``)
+    takes ``has_rsample`` from its ``base_dist``, so the innermost base is marked.
     """
     base = d
-    while isinstance(base, ndist.Independent | ndist.ExpandedDistribution):
+    while hasattr(base, "base_dist"):
         base = base.base_dist
     base.reparametrized_params = []
+    if d.has_rsample:
+        raise TypeError(f"cannot mark {type(d).__name__} for score-function gradients")
     return d
 
 

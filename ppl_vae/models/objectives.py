@@ -32,7 +32,8 @@ def require_reparameterized(latents: Iterable[tuple[str, Any]], estimator: str) 
     if bad:
         raise ValueError(f"the {estimator} estimator differentiates through the samples, but "
                          f"the guide's sites {bad} are not reparameterized (discrete or "
-                         "score-function); use 'reparam', 'score' or 'score-baseline'")
+                         "score-function); use 'vimco' for a multi-sample bound (or relaxed "
+                         "gates), or 'reparam', 'score' or 'score-baseline'")
 
 
 def check_closed_form_kl(pairs: Iterable[tuple[str, Any, Any]], kl_divergence: Any) -> None:
@@ -83,3 +84,29 @@ def normalized_weights(ops: Any, log_w: Any, num_particles: int) -> tuple[Any, A
     gradient of each z_k scaled by w̃_k."""
     top = ops.logsumexp(log_w, 0)
     return top - math.log(num_particles), ops.stop_gradient(ops.exp(log_w - top))
+
+
+def leave_one_out_signals(ops: Any, log_w: Any, num_particles: int) -> Any:
+    r"""VIMCO's per-particle learning signals (Mnih & Rezende 2016, eqs. 8–10), no gradient.
+
+    With L = log (1/K) Σ_j w_j and w_k replaced by the geometric mean of the others,
+    f̂_{−k} = exp((1/(K−1)) Σ_{j≠k} log w_j),
+
+    .. math:: \hat L(k \mid -k) = L - \log \frac1K \Big(\sum_{j \ne k} w_j + \hat f_{-k}\Big),
+
+    the score term Σ_k L̂(k | −k) ∇ log q(z_k) is unbiased (the subtracted part does not
+    depend on z_k) and has a baseline that tracks each particle's share of the bound.
+    Computed as a (K, K, ...) log-sum-exp, stable when one weight dominates.
+    """
+    if num_particles < 2:
+        raise ValueError("the vimco estimator needs num_particles >= 2 (its baseline for each "
+                         "particle is built from the other particles)")
+    log_w = ops.stop_gradient(log_w)
+    total = ops.sum(log_w, (0,), keepdims=True)
+    geometric = (total - log_w) / (num_particles - 1)  # log f̂_{−k}, shape (K, ...)
+    eye = ops.eye(log_w, num_particles).reshape((num_particles, num_particles)
+                                                 + (1,) * (len(log_w.shape) - 1))
+    # row k: log w_j for j ≠ k and log f̂_{−k} on the diagonal
+    swapped = log_w[None] + eye * (geometric[:, None] - log_w[None])
+    bound = ops.logsumexp(log_w, 0)
+    return bound - ops.logsumexp(swapped, 1)

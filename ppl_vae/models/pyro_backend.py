@@ -50,6 +50,14 @@ class TorchOps:
         return x.detach()
 
     @staticmethod
+    def eye(like: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def asarray(like: torch.Tensor, values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+
+    @staticmethod
     def sum(x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False) -> torch.Tensor:
         return x.sum(dim=axes, keepdim=keepdims)
 
@@ -250,10 +258,16 @@ class _ScoreIndependent(pdist.Independent):
 
 
 def mark_score_function(d: Any) -> Any:
-    """Mark a Pyro distribution non-reparameterized, ``Independent`` (``.to_event``) included."""
+    """Mark a Pyro distribution non-reparameterized: ``Independent`` (``.to_event``) and
+    masked ones (whose flag is a read-only property) are rebuilt around a marked base."""
+    if isinstance(d, pdist.MaskedDistribution):
+        return pdist.MaskedDistribution(mark_score_function(d.base_dist), d._mask)
     if isinstance(d, torch.distributions.Independent):
         d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
-    return d.has_rsample_(False)
+    d = d.has_rsample_(False)
+    if d.has_rsample:
+        raise TypeError(f"cannot mark {type(d).__name__} for score-function gradients")
+    return d
 
 
 class _ScoreFunction(Messenger):

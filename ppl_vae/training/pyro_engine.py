@@ -5,7 +5,7 @@ the parameters it touches captured, the ``PyroOptim`` update of those with a gra
 gradients — with one difference: the loss and the gradients are checked for non-finite values
 *before* the update, so a bad step never touches the parameters.
 
-Parameters an estimator adds outside the VAE (Pyro's decaying-average baselines, a neural
+Parameters an estimator adds outside the VAE (a baseline's per-datapoint averages, a neural
 baseline's network) are saved in checkpoints by their param-store names and put back on resume.
 
 Randomness comes from a private copy of torch's generator state, swapped in around each chunk of
@@ -28,9 +28,9 @@ import pyro.infer.util
 import torch
 from pyro import poutine
 
+from ppl_vae.estimators import is_baseline_average
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
-from ppl_vae.models.pyro_elbos import DECAYING_AVERAGE_PREFIX
 from ppl_vae.training.checkpoint import decode_tree, encode_tree
 from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
 
@@ -85,7 +85,7 @@ class PyroEngine:
         self._extra: set[str] = set()
         self._num_captured = 0
         self._pending: dict[str, torch.Tensor] = {}
-        for name in [n for n in store.keys() if n.startswith(DECAYING_AVERAGE_PREFIX)]:
+        for name in [n for n in store.keys() if is_baseline_average(n)]:
             del store[name]  # a fresh run starts its baselines at zero
 
     # -- data and steps
@@ -104,7 +104,7 @@ class PyroEngine:
             warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?Inf)",
                                     category=UserWarning)
             if self._pending:
-                self._restore_extras(x[idx_t[0]], idx_t[0])
+                self._restore_extras()
             for i in range(idx_t.shape[0]):
                 ib = idx_t[i]
                 with poutine.trace(param_only=True) as capture:
@@ -148,8 +148,7 @@ class PyroEngine:
         if "cuda" in self._rng:
             arrays["rng/cuda"] = self._rng["cuda"].numpy()
         store = pyro.get_param_store()
-        extras = sorted(self._extra | {n for n in store.keys()
-                                       if n.startswith(DECAYING_AVERAGE_PREFIX)})
+        extras = sorted(self._extra | {n for n in store.keys() if is_baseline_average(n)})
         for name in extras:
             arrays[f"extra/{name}"] = store[name].detach().cpu().numpy()
         return arrays, {"optim": skeleton, "optim_class": type(self.optim).__name__,
@@ -188,21 +187,19 @@ class PyroEngine:
         self._extra |= {store.param_name(p) for p in params} - self._own - {None}
         self._num_captured = len(params)
 
-    def _restore_extras(self, xb: torch.Tensor, ib: torch.Tensor) -> None:
-        """Put back an estimator's own parameters saved in the checkpoint. Modules the guide
-        creates on first use (neural baselines) are created by one guide run on a forked RNG,
-        then their registered tensors are overwritten in place."""
-        with torch.random.fork_rng(devices=self._devices), torch.no_grad(), poutine.block():
-            self.guide(xb, ib, self.num_data)
+    def _restore_extras(self) -> None:
+        """Put back an estimator's own state saved in the checkpoint: a baseline's averages
+        into the param store, a neural baseline's network into the ELBO that owns it."""
         store = pyro.get_param_store()
-        with torch.no_grad():
-            for name, value in self._pending.items():
-                if name in store and not name.startswith(DECAYING_AVERAGE_PREFIX):
-                    store[name].copy_(value)
-                else:
-                    store[name] = value
-        self._extra |= set(self._pending) - {n for n in self._pending
-                                             if n.startswith(DECAYING_AVERAGE_PREFIX)}
+        nets = {}
+        for name, value in self._pending.items():
+            if is_baseline_average(name):
+                store[name] = value
+            else:
+                nets[name] = value
+        if nets:
+            self.elbo.load_networks(nets)
+        self._extra |= set(nets)
         self._pending = {}
 
     def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,

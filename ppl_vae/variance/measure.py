@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.estimators import BASELINE_PREFIX, get_estimator
+from ppl_vae.estimators import BASELINE_PREFIX, get_estimator, is_baseline_average
 
 LEVELS = ("coordinate", "param", "group")
 _CHUNK_BUDGET = 2**22
@@ -171,13 +171,10 @@ class _PyroGradients:
         from pyro import poutine
 
         from ppl_vae.models import make_elbo, pyro_elbos
-        from ppl_vae.models.pyro_elbos import DECAYING_AVERAGE_PREFIX
 
         self.pyro = pyro
-        self.average_prefix = DECAYING_AVERAGE_PREFIX
         store = pyro.get_param_store()
-        for name in [k for k in store.keys()
-                     if k.startswith((DECAYING_AVERAGE_PREFIX, BASELINE_PREFIX))]:
+        for name in [k for k in store.keys() if k.startswith(BASELINE_PREFIX)]:
             del store[name]  # state of an earlier configuration
         pyro.set_rng_seed(seed)
         vae = _vae_of(model, guide)
@@ -202,7 +199,7 @@ class _PyroGradients:
     def _baseline_params(self) -> list[Any]:
         store = self.pyro.get_param_store()
         return [store.get_param(k).unconstrained() for k in store.keys()
-                if k.startswith(BASELINE_PREFIX)]
+                if k.startswith(BASELINE_PREFIX) and not is_baseline_average(k)]
 
     def _step(self) -> None:
         for p in self.params + self._baseline_params():
@@ -225,7 +222,7 @@ class _PyroGradients:
                 optimizer.step()
         store = self.pyro.get_param_store()
         self.frozen = {k: store[k].detach().clone() for k in store.keys()
-                       if k.startswith(self.average_prefix)}
+                       if is_baseline_average(k)}
 
     def values(self) -> list[Any]:
         return [p.detach() for p in self.params]
