@@ -272,6 +272,7 @@ class VIMCO_ELBO(IWAE_ELBO):
     """
 
     estimator = "vimco"
+    can_infer_discrete = True
 
     def _check_sites(self, guide_trace: dict) -> None:
         """Every site is welcome: the non-reparameterized ones get the score term."""
