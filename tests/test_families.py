@@ -201,5 +201,37 @@ def test_capability_flags_of_the_estimators():
     assert table == {"reparam": set(), "analytic-kl": {"closed_form_kl"},
                      "score": {"score_function"},
                      "score-baseline": {"score_function", "stateful"},
-                     "iwae": {"multi_particle"}, "stl": {"reparameterized_only"},
+                     "iwae": {"reparameterized_only", "multi_particle"},
+                     "vimco": {"multi_particle"}, "stl": {"reparameterized_only"},
                      "dreg": {"reparameterized_only", "multi_particle"}}
+
+
+def test_relaxed_gate_mean_is_the_expectation_not_the_median(backend):
+    """E[σ((l + ε)/τ)], ε ~ Logistic: closed form at τ = 1 (a(a − 1 − l)/(a − 1)², a = eˡ),
+    adaptive quadrature elsewhere; σ(l) is P(gate > ½) and differs (0.047 vs 0.065 at l = −3,
+    τ = 0.5). The trapezoid rule is exact to float64 rounding: rtol 1e-12."""
+    ops, as_array, as_numpy = backend
+    logits = np.array([-8.0, -3.0, -0.7, 0.4, 2.5, 9.0])
+    got = as_numpy(families.relaxed_bernoulli_mean(ops, as_array(logits), 1.0))
+    a = np.exp(logits)
+    np.testing.assert_allclose(got, a * (a - 1 - logits) / (a - 1) ** 2, rtol=1e-12)
+    for tau in (0.5, 2.0):
+        got = as_numpy(families.relaxed_bernoulli_mean(ops, as_array(logits), tau))
+        expected = [integrate.quad(
+            lambda e, lo=lo, t=tau: special.expit((lo + e) / t) * stats.logistic.pdf(e),
+            -np.inf, np.inf, epsabs=1e-15, epsrel=1e-13)[0] for lo in logits]
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
+    at_minus_3 = as_numpy(families.relaxed_bernoulli_mean(ops, as_array(np.array([-3.0])), 0.5))
+    assert abs(at_minus_3[0] - 0.0653) < 1e-4 and abs(special.expit(-3.0) - 0.0474) < 1e-4
+
+
+@pytest.mark.parametrize("gate", ["relaxed", "bernoulli"])
+def test_masked_code_mean_uses_the_gate_mean(backend, gate):
+    ops, as_array, as_numpy = backend
+    posterior = families.MaskedPosterior(gate=gate, temperature=0.5)
+    q = posterior.distributions(ops, as_array(H), 1e-3)
+    gate_logits = H[:, 4:]
+    gate_mean = (as_numpy(families.relaxed_bernoulli_mean(ops, as_array(gate_logits), 0.5))
+                 if gate == "relaxed" else special.expit(gate_logits))
+    np.testing.assert_allclose(as_numpy(posterior.code_mean(ops, q)),
+                               gate_mean * H[:, :2], rtol=1e-12)

@@ -95,8 +95,26 @@ def test_exact_posterior_guide_has_constant_weights_equal_to_log_px(backend):
     np.testing.assert_allclose(weights.log_weight, np.broadcast_to(exact, (500, B)), atol=1e-4)
     assert np.all(np.ptp(weights.log_weight, axis=0) <= weights.resolution)
     assert weights.draws["z"].shape == (500, B, LATENT_DIM)
-    result = diagnostics.psis(weights.log_weight, resolution=weights.resolution)
-    assert np.all(result.khat < diagnostics.KHAT_GOOD)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_khat_near_the_exact_posterior_is_the_known_tail_index(backend):
+    # Guides slightly off the posterior, so the log weights are not constant (their range is
+    # ~1000× the resolution rule's threshold) and k̂ is a real fit. Per latent dimension the
+    # guide is N(μ, (sσ)²): the weights' tail index is k = 1 − s². s = 0.8: k = 0.36; the
+    # mean k̂ over 20 datapoints (S = 4000) must lie within 4 of its standard errors
+    # (≈ 0.016, so 0 and 2k = 0.72 are both excluded). s = 1.1: k < 0, every k̂ good.
+    vae, x, _ = ppca_vae(backend, scale_factor=0.8, num_points=20)
+    narrow = diagnostics.importance_weights(vae, x, 4000, seed=1)
+    assert np.all(np.ptp(narrow.log_weight, axis=0) > 100 * narrow.resolution)
+    khat = diagnostics.psis(narrow.log_weight, resolution=narrow.resolution).khat
+    se = khat.std(ddof=1) / np.sqrt(khat.size)
+    assert abs(khat.mean() - 0.36) < 4 * se and 4 * se < 0.18, (khat.mean(), se)
+    vae, x, _ = ppca_vae(backend, scale_factor=1.1, num_points=20)
+    wide = diagnostics.importance_weights(vae, x, 4000, seed=1)
+    assert np.all(np.ptp(wide.log_weight, axis=0) > 100 * wide.resolution)
+    assert np.all(diagnostics.psis(wide.log_weight, resolution=wide.resolution).khat
+                  < diagnostics.KHAT_GOOD)
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])

@@ -236,3 +236,31 @@ def test_neural_baseline_is_one_network_with_one_init_on_both_backends():
                                     "baseline.gate", estimator.hidden, jnp.asarray(x))
     assert b_torch.shape == (16,) and float(b_torch.abs().max()) > 1e-3
     np.testing.assert_allclose(np.asarray(jax.device_get(b_jax)), b_torch.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_score_function_marking_reaches_through_every_wrapper(backend):
+    """Independent, Expanded, Masked and Transformed (RelaxedBernoulli) distributions all end
+    up non-reparameterized, and the relaxed-gate VAE's guide has no pathwise site left."""
+    import ppl_vae.models
+
+    lib, mark, array = ((pd, pyro_backend.mark_score_function, torch.zeros) if backend == "pyro"
+                        else (nd, numpyro_backend.mark_score_function, jnp.zeros))
+    def relaxed():
+        return lib.RelaxedBernoulli(0.5 + array(()), logits=array(3))
+
+    for make in (lambda: lib.Normal(array(3), 1.0).to_event(1),
+                 lambda: lib.Normal(0.0, 1.0).expand([3]),
+                 lambda: lib.Normal(array(3), 1.0).mask(False), relaxed,
+                 lambda: relaxed().to_event(1),
+                 lambda: lib.Normal(array(3), 1.0).to_event(1).mask(False)):
+        d = make()
+        assert d.has_rsample and not mark(d).has_rsample, type(d).__name__
+    vae = ppl_vae.models.build("masked_relaxed_laplace", backend,
+                               score_function_sites=("gate", "slab"))
+    x = vae.as_tensor((np.random.default_rng(0).random((4, 784)) < 0.4).astype(np.float32))
+    if backend == "pyro":
+        sites = pyro.poutine.trace(vae.guide).get_trace(x).nodes
+    else:
+        sites = numpyro.handlers.trace(numpyro.handlers.seed(vae.guide, 0)).get_trace(x)
+    assert [n for n in ("gate", "slab") if sites[n]["fn"].has_rsample] == []
