@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import math
 import os
 import struct
@@ -242,14 +243,13 @@ def load_npz(path, key: str | None = None, labels_key: str | None = None) -> Raw
     taken as 8-bit (0-255), other real-valued data as continuous.
     """
     path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if head[:2] != b"PK" and head != b"\x93NUMPY":
+    blob = path.read_bytes()  # np.load(path) leaks its file handle on a torn archive
+    if blob[:2] != b"PK" and blob[:6] != b"\x93NUMPY":
         raise DataError(f"{path} is not a .npz archive (those are zip files, starting with "
-                        f"'PK'; this one starts with {head!r}); save the data with "
+                        f"'PK'; this one starts with {blob[:6]!r}); save the data with "
                         "np.savez(path, x=array)")
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = np.load(io.BytesIO(blob), allow_pickle=False)
     except _CORRUPT as err:
         raise _corrupt_npz(path, err) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
