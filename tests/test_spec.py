@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+import ppl_vae.data
 import ppl_vae.models
 from ppl_vae import spec as spec_module
 from ppl_vae.families import GaussianPosterior, LearnedLaplace
@@ -162,3 +163,7 @@ def test_zoo_usable_from_an_installed_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                          capture_output=True, text=True, env={"PYTHONPATH": str(target)})
     assert out.stdout.split() == ["laplace_laplace", str(len(ppl_vae.models.zoo_names()))]
+
+
+def test_the_spec_knows_the_binarizations_of_the_data_package():
+    assert spec_module.BINARIZATIONS == ppl_vae.data.BINARIZATIONS

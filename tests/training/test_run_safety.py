@@ -93,6 +93,9 @@ def test_an_overwrite_that_fails_leaves_the_old_run_byte_for_byte(backend, digit
         train(backend, digits, out, seed=1, learning_rate=1e4, num_steps=20,
               checkpoint_every=10, overwrite=True)
     assert folder_bytes(out) == before
+    assert_no_writer_leftovers(out)
+    if backend == "numpyro":  # the NaN's way out of the loop is the same on both backends
+        return
     # a NaN (an overflowing value in every row), from another spec on other data
     x = np.random.default_rng(1).random((40, 8)).astype(np.float32)
     x[:, 3] = 3e38
