@@ -122,18 +122,20 @@ class RunWriter:
         finally:
             self._lock.release()
 
-    def create(self, vae: Any, config: dict[str, Any], *, overwrite: bool) -> Path:
-        """Write a new run (spec, run.json, initial parameters) into the staging folder.
-
-        ``self.path`` is checked first (:func:`check_replaceable`) and not touched.
-        """
+    def stage(self, *, overwrite: bool) -> Path:
+        """An empty staging folder for a new run; ``self.path`` is checked first
+        (:func:`check_replaceable`) and not touched."""
         check_replaceable(self.path, overwrite=overwrite)
         self._overwrite = overwrite
         if self.staging.exists():
             shutil.rmtree(self.staging)
+        self.staging.mkdir()
         self._staged = True
-        runs.create_run(self.staging, vae, config)
         return self.staging
+
+    def create(self, vae: Any, config: dict[str, Any], *, overwrite: bool) -> Path:
+        """Write a new run (spec, run.json, initial parameters) into the staging folder."""
+        return runs.create_run(self.stage(overwrite=overwrite), vae, config)
 
     def commit(self) -> Path:
         """Swap the staged run in for ``self.path`` (deleting the old run); returns the path."""

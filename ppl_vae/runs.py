@@ -138,9 +138,9 @@ class Run:
         if progress is None or progress[0] >= progress[1]:
             return None
         step, planned = progress
-        return (f"{self.path} stopped at step {step} of {planned}: its parameters are those "
-                f"of step {step}; continue it with ppl-vae train ... --out {self.path} "
-                "--resume")
+        return (f"{self.path} has trained {step} of its {planned} steps (interrupted, or "
+                f"still training): its parameters are those of step {step}; an interrupted "
+                f"run continues with ppl-vae train ... --out {self.path} --resume")
 
     @property
     def has_data(self) -> bool:

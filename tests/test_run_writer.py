@@ -30,7 +30,7 @@ with RunWriter(sys.argv[1]):
 
 def fake_run(path, marker="old"):
     """A folder that counts as a run (run.json) with one result file."""
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
     (path / runs.CONFIG_FILE).write_text('{"backend": "pyro"}\n')
     (path / runs.METRICS_FILE).write_text(marker)
     return path
@@ -68,11 +68,11 @@ def test_the_lock_of_a_process_killed_with_sigkill_is_taken_over(tmp_path):
 
 
 def test_commit_swaps_the_new_run_in_and_deletes_the_old_one(tmp_path):
+    """Until the commit, the old run is untouched; after it, only the new run is there."""
     out = fake_run(tmp_path / "run")
     with RunWriter(out) as writer:
-        fake_run(writer.staging, marker="new")
-        writer._staged, writer._overwrite = True, True  # as create() leaves them
-        assert (out / runs.METRICS_FILE).read_text() == "old"  # untouched before the commit
+        fake_run(writer.stage(overwrite=True), marker="new")
+        assert (out / runs.METRICS_FILE).read_text() == "old"
         assert writer.commit() == out
     assert (out / runs.METRICS_FILE).read_text() == "new"
     assert sorted(p.name for p in writer_home(out).iterdir()) == ["lock"]

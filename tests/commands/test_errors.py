@@ -312,7 +312,7 @@ def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys
                  ["sample", out, "--num-samples", "4"]):
         code, err = run_cli(argv, capsys)
         assert code == 0, err
-        assert f"warning: {out} stopped at step 8 of 12" in err and "--resume" in err
+        assert f"warning: {out} has trained 8 of its 12 steps" in err and "--resume" in err
     code, err = run_cli(["evaluate", root / "run", "--num-samples", "2", "--model-samples",
                          "0", "--max-points", "4"], capsys)
     assert code == 0 and "warning" not in err  # a finished run says nothing
