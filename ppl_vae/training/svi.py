@@ -25,6 +25,7 @@ Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. ICL
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from pathlib import Path
@@ -36,7 +37,7 @@ from ppl_vae import runs
 from ppl_vae import spec as spec_module
 from ppl_vae.estimators import Reparam, get_estimator
 from ppl_vae.io import CheckpointError, read_json
-from ppl_vae.run_writer import RunWriter
+from ppl_vae.run_writer import RunWriter, check_replaceable
 from ppl_vae.training import batches, checkpoint
 from ppl_vae.training.loop import (
     DIVERGENCE_FACTOR,
@@ -186,36 +187,37 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                 max_chunk=min(MAX_CHUNK, steps_per_epoch), learning_rate=learning_rate,
                 divergence_factor=divergence_factor)
 
-    engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
-                          eval_estimator=_value_estimator(estimator),
-                          num_particles=num_particles, seed=seed, num_data=num_data,
-                          example_batch=training_data.train[:batch_size], device=device,
-                          max_chunk=plan.max_chunk)
-    training = {"estimator": getattr(estimator, "label", estimator.name),
-                "num_particles": num_particles,
-                "optimizer": type(optimizer).__name__ if custom_optimizer else optimizer,
-                "learning_rate": learning_rate, "batch_size": batch_size,
-                "num_steps": total_steps, "eval_every": eval_every,
-                "checkpoint_every": checkpoint_every,
-                "dtype": vae.dtype_name, "device": engine.device_name}
-    config: dict[str, Any] = {"seed": seed, "training": training,
-                              "data_fingerprint": training_data.fingerprint()}
-    if data_config is not None:
-        config["data"] = dict(data_config)
-    if encoder_free:
-        config["num_data"] = num_data
+    with contextlib.ExitStack() as stack:  # the run folder's lock, before anything is built
+        writer = None if out_dir is None else stack.enter_context(RunWriter(out_dir))
+        if writer is not None:
+            _refuse_early(writer, resume=resume, overwrite=overwrite)
+        engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
+                              eval_estimator=_value_estimator(estimator),
+                              num_particles=num_particles, seed=seed, num_data=num_data,
+                              example_batch=training_data.train[:batch_size], device=device,
+                              max_chunk=plan.max_chunk)
+        training = {"estimator": getattr(estimator, "label", estimator.name),
+                    "num_particles": num_particles,
+                    "optimizer": type(optimizer).__name__ if custom_optimizer else optimizer,
+                    "learning_rate": learning_rate, "batch_size": batch_size,
+                    "num_steps": total_steps, "eval_every": eval_every,
+                    "checkpoint_every": checkpoint_every,
+                    "dtype": vae.dtype_name, "device": engine.device_name}
+        config: dict[str, Any] = {"seed": seed, "training": training,
+                                  "data_fingerprint": training_data.fingerprint()}
+        if data_config is not None:
+            config["data"] = dict(data_config)
+        if encoder_free:
+            config["num_data"] = num_data
 
-    train = functools.partial(
-        run_training, engine, training_data, plan, progress=progress,
-        description=f"{vae.backend} {spec.name}",
-        state_extra={"data_fingerprint": config["data_fingerprint"]})
-    if out_dir is None:
-        history, seconds = train()
-        return FitResult(vae=vae, history=history, run_dir=None, num_steps=total_steps,
-                         seconds=seconds)
-    with RunWriter(out_dir) as writer:
-        if resume:
-            start = _resume_from(writer.path, vae, config, overwrite=overwrite)
+        train = functools.partial(
+            run_training, engine, training_data, plan, progress=progress,
+            description=f"{vae.backend} {spec.name}",
+            state_extra={"data_fingerprint": config["data_fingerprint"]})
+        if writer is None:
+            history, seconds = train()
+        elif resume:
+            start = _resume_from(writer.path, vae, config)
             try:
                 engine.load_state(start.params, start.arrays, start.state["engine"])
             except (KeyError, ValueError) as err:
@@ -226,8 +228,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         else:
             staging = writer.create(vae, config, overwrite=overwrite)
             history, seconds = train(run_dir=staging, commit=writer.commit)
-    return FitResult(vae=vae, history=history, run_dir=writer.path, num_steps=total_steps,
-                     seconds=seconds)
+    return FitResult(vae=vae, history=history, run_dir=None if writer is None else writer.path,
+                     num_steps=total_steps, seconds=seconds)
 
 
 def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
@@ -254,14 +256,20 @@ def _value_estimator(estimator: Any) -> Any:
     return Reparam() if estimator.score_function else estimator
 
 
-def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any], *,
-                 overwrite: bool) -> checkpoint.Checkpoint:
-    """The checkpoint to continue ``run_dir`` from; refuses (changing nothing) without one."""
-    if overwrite:
+def _refuse_early(writer: RunWriter, *, resume: bool, overwrite: bool) -> None:
+    """The refusals that need no model: contradicting flags, nothing to resume, a folder that
+    must not be replaced."""
+    if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other; choose one")
-    if not runs.is_run(run_dir):
-        raise CheckpointError(f"nothing to resume: {run_dir} holds no run (no "
+    if resume and not runs.is_run(writer.path):
+        raise CheckpointError(f"nothing to resume: {writer.path} holds no run (no "
                               f"{runs.CONFIG_FILE}); start it without resume")
+    if not resume:
+        check_replaceable(writer.path, overwrite=overwrite)
+
+
+def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoint.Checkpoint:
+    """The checkpoint to continue ``run_dir`` from; refuses (changing nothing) without one."""
     _check_same_run(run_dir, vae, config)
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
