@@ -31,6 +31,7 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from ppl_vae import runs
@@ -55,6 +56,8 @@ OPTIMIZERS = ("adam", "clipped-adam")
 (``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``)."""
 
 CLIP_NORM = 10.0
+ADAM_BETA1 = 0.9
+"""Adam's first-moment decay, the default of both backends' Adam (torch and optax)."""
 DEFAULT_CHECKPOINT_EVERY = 500
 MAX_CHUNK = 100
 """Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
@@ -160,6 +163,11 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         learning_rate if learning_rate is not None else defaults.learning_rate)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
+    largest = float(np.finfo(vae.dtype_name).max) * (1 - ADAM_BETA1)
+    if learning_rate is not None and learning_rate > largest:
+        raise ValueError(f"learning_rate {learning_rate:g} overflows {vae.dtype_name} in Adam's "
+                         f"first step, lr / (1 - beta1) with beta1 = {ADAM_BETA1}; it must be "
+                         f"at most {largest:.3g} (and is then still far too large to train)")
     if divergence_factor is not None and not (math.isfinite(divergence_factor)
                                               and divergence_factor > 0):
         raise ValueError(f"divergence_factor must be a finite number > 0 (or None: off), got "

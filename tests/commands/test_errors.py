@@ -138,6 +138,8 @@ CASES = [
     ("--lr 0", ["train", "{spec}", "--lr", "0"], "must be a finite number > 0", None),
     ("--lr -1", ["train", "{spec}", "--lr=-1"], "must be a finite number > 0", None),
     ("--lr abc", ["train", "{spec}", "--lr", "abc"], "must be a number", None),
+    ("--lr 1e38", ["train", "{spec}", "--out", "{tmp}/o", "--lr", "1e38"],
+     "overflows float32 in Adam's first step", None),
     ("--steps 0", ["train", "{spec}", "--steps", "0"], "must be a positive integer", None),
     ("--steps abc", ["train", "{spec}", "--steps", "abc"], "invalid positive_int value", None),
     ("--batch-size 0", ["train", "{spec}", "--batch-size", "0"], "positive integer", None),

@@ -410,6 +410,13 @@ def test_non_finite_or_non_positive_learning_rates_are_refused(digits, lr):
                   learning_rate=lr)
 
 
+def test_a_learning_rate_that_overflows_adams_first_step_is_refused(digits):
+    """torch's Adam raised a RuntimeError for lr / (1 - 0.9) past float32's 3.4e38."""
+    with pytest.raises(ValueError, match="overflows float32 in Adam's first step.*3.4e"):
+        quiet_fit(ppl_vae.models.build(tiny_spec(), "pyro"), digits, num_steps=1,
+                  learning_rate=1e38)
+
+
 # --------------------------------------------------------------------------- learning
 
 
