@@ -21,6 +21,10 @@ This module is the one place that names the files of a run directory ``runs/NAME
 
 ``params.safetensors`` and ``history.csv`` are rewritten at every checkpoint, so a run that
 is still training (or was interrupted) loads at its last checkpoint.
+
+Beside each run folder ``NAME`` lies its writer's folder ``.NAME.ppl-vae/``
+(:mod:`ppl_vae.run_writer`): the lock that one training process holds while it writes the
+run, and the new run it builds before swapping it in.
 """
 
 from __future__ import annotations
@@ -55,9 +59,34 @@ REPORT_STEM = "report"
 SPLITS = ("train", "valid", "test")
 
 
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked; the message says why and what to do."""
+
+
+class RunExistsError(RunError, FileExistsError):
+    """Refusal to overwrite a run a user already has."""
+
+
+class NotARunError(RunError):
+    """A folder that is not a ppl_vae run (missing, a file, or someone else's files)."""
+
+
 def is_run(path: str | Path) -> bool:
     """Whether ``path`` is a run directory (it holds ``run.json``)."""
     return (Path(path) / CONFIG_FILE).is_file()
+
+
+def require_run(path: str | Path) -> Path:
+    """``path`` as a Path if it is a run directory, else :class:`NotARunError`."""
+    path = Path(path)
+    if not path.exists():
+        raise NotARunError(f"{path}: no such run directory; train one with "
+                           f"ppl-vae train SPEC --out {path}")
+    if not is_run(path):
+        kind = "a file" if path.is_file() else f"a folder without {CONFIG_FILE}"
+        raise NotARunError(f"{path} is {kind}, not a ppl_vae run directory; pass a folder "
+                           "written by ppl-vae train")
+    return path
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +116,31 @@ class Run:
     spec: ModelSpec
     config: dict[str, Any]
     vae: Any
+
+    def progress(self) -> tuple[int, int] | None:
+        """(step of the parameters, steps the run was asked for), or None where unknown.
+
+        The parameters are those of the newest checkpoint (``params.safetensors`` is
+        rewritten with each one).
+        """
+        from ppl_vae.training import checkpoint
+
+        planned = self.config.get("training", {}).get("num_steps")
+        latest = checkpoint.latest_checkpoint(self.path)
+        if planned is None or latest is None:
+            return None
+        state = read_json(latest / checkpoint.STATE_FILE)
+        return int(state.get("step", 0)), int(planned)
+
+    def unfinished_warning(self) -> str | None:
+        """A warning when the run stopped before the steps it was asked for, else None."""
+        progress = self.progress()
+        if progress is None or progress[0] >= progress[1]:
+            return None
+        step, planned = progress
+        return (f"{self.path} has trained {step} of its {planned} steps (interrupted, or "
+                f"still training): its parameters are those of step {step}; an interrupted "
+                f"run continues with ppl-vae train ... --out {self.path} --resume")
 
     @property
     def has_data(self) -> bool:
@@ -151,13 +205,15 @@ class Run:
 def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",
              device: str = "cpu") -> Run:
     """Load a run directory into a VAE of ``backend`` (default: the one it was trained with)."""
-    from ppl_vae.models import build
+    from ppl_vae.models import BACKENDS, build
 
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such run directory")
+    path = require_run(path)
     spec = spec_module.load(path / SPEC_FILE)
     config = read_json(path / CONFIG_FILE)
+    if not isinstance(config, dict) or config.get("backend") not in BACKENDS:
+        raise CheckpointError(f"{path / CONFIG_FILE} is not a run record of ppl_vae (it needs "
+                              f"a JSON object with \"backend\": one of {', '.join(BACKENDS)}); "
+                              "it was damaged or written by something else")
     backend = backend or config["backend"]
     vae = build(spec, backend, seed=config.get("seed", 0), num_data=config.get("num_data"),
                 dtype=dtype, device=device)
@@ -168,10 +224,6 @@ def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "floa
         raise CheckpointError(f"{path / PARAMS_FILE} does not fit {path / SPEC_FILE}: {err}") \
             from None
     return Run(path=path, spec=spec, config=config, vae=vae)
-
-
-class RunExistsError(FileExistsError):
-    """Refusal to overwrite a run a user already has."""
 
 
 def write_config(path: str | Path, vae: Any, config: dict[str, Any]) -> None:

@@ -37,10 +37,22 @@ from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
 
 ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
 KL_CHOICES = ("analytic", "monte-carlo")
+BINARIZATIONS = ("static", "threshold", "dynamic", "none")  # ppl_vae.data.BINARIZATIONS
 
 
 class SpecError(ValueError):
     """An invalid model spec; the message names the source, the field and the fix."""
+
+
+def _is_count(value: Any) -> bool:
+    """An integer >= 1 (TOML's ``true`` is a bool, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_positive_number(value: Any) -> bool:
+    """A finite real number > 0."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class NetworkSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        if not all(isinstance(h, int) and h >= 1 for h in self.hidden):
+        if not all(_is_count(h) for h in self.hidden):
             raise ValueError(f"hidden must be a list of positive integers, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; "
@@ -74,10 +86,14 @@ class TrainingDefaults:
     def __post_init__(self) -> None:
         for name in ("num_particles", "num_steps", "batch_size"):
             value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
+            if not _is_count(value):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not _is_positive_number(self.learning_rate):
+            raise ValueError(f"learning_rate must be a finite number > 0, got "
+                             f"{self.learning_rate!r}")
+        if self.binarization not in BINARIZATIONS:
+            raise ValueError(f"binarization must be one of {', '.join(BINARIZATIONS)}; got "
+                             f"{self.binarization!r}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +125,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(self.data_shape))
-        if not (isinstance(self.latent_dim, int) and self.latent_dim >= 1):
+        if not _is_count(self.latent_dim):
             raise SpecError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
-        if not self.data_shape or not all(isinstance(d, int) and d >= 1 for d in self.data_shape):
+        if not self.data_shape or not all(_is_count(d) for d in self.data_shape):
             raise SpecError(f"data_shape must be a list of positive integers, "
                             f"got {list(self.data_shape)}")
         for role, table in (("posterior", POSTERIORS), ("prior", PRIORS),
@@ -130,8 +146,8 @@ class ModelSpec:
             raise SpecError(
                 f"kl = 'analytic' but KL({self.posterior.name} ‖ {self.prior.name}) has no "
                 f"closed form; set kl = 'monte-carlo' (pairs with a closed form: {pairs})")
-        if not self.scale_floor > 0:
-            raise SpecError(f"scale_floor must be > 0, got {self.scale_floor}")
+        if not _is_positive_number(self.scale_floor):
+            raise SpecError(f"scale_floor must be a finite number > 0, got {self.scale_floor!r}")
 
     @property
     def data_dim(self) -> int:
@@ -175,6 +191,9 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise fail(f"missing required field(s) {', '.join(missing)}")
+    for where, value in _leaves(raw):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise fail(f"{where} = {value}: every number in a spec must be finite")
     try:
         kwargs: dict[str, Any] = {k: raw[k] for k in
                                   ("name", "description", "latent_dim", "data_shape", "kl",
@@ -207,10 +226,26 @@ def load(path: str | Path) -> ModelSpec:
     """Read a spec from a TOML file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path} is a folder; pass a spec file (models/NAME.toml) or a zoo "
+                        "model name") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); a "
+                        "spec is TOML text, save it as UTF-8") from None
     return loads(text, source=str(path))
+
+
+def _leaves(raw: Any, where: str = "") -> list[tuple[str, Any]]:
+    """(dotted field name, value) of every scalar in a TOML-shaped dict."""
+    if isinstance(raw, dict):
+        return [leaf for k, v in raw.items()
+                for leaf in _leaves(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(raw, list):
+        return [leaf for i, v in enumerate(raw) for leaf in _leaves(v, f"{where}[{i}]")]
+    return [(where, raw)]
 
 
 def _family(raw: Any, role: str, table: dict[str, type], fail) -> Any:
@@ -227,6 +262,11 @@ def _family(raw: Any, role: str, table: dict[str, type], fail) -> Any:
     if extra:
         hint = f"allowed: {', '.join(allowed)}" if allowed else "it takes no options"
         raise fail(f"[{role}] {', '.join(extra)} does not apply to family {name!r}; {hint}")
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key, value in options.items():
+        if isinstance(value, bool) and not isinstance(defaults[key], bool):
+            raise fail(f"[{role}] {key} = {str(value).lower()}: family {name!r} takes a "
+                       f"number or a name here (default {defaults[key]!r}), not true/false")
     try:
         return cls(**options)
     except (TypeError, ValueError) as err:

@@ -28,3 +28,13 @@ def _clean_pyro_state():
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
     yield
+
+
+def folder_bytes(path):
+    """Every file under ``path`` (hidden ones too) as {relative path: bytes}: equal before and
+    after means nothing in the folder changed, byte for byte."""
+    from pathlib import Path
+
+    root = Path(path)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}

@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+import ppl_vae.data
 import ppl_vae.models
 from ppl_vae import spec as spec_module
 from ppl_vae.families import GaussianPosterior, LearnedLaplace
@@ -91,6 +92,41 @@ def test_amortized_posterior_needs_encoder(tmp_path):
         spec_module.load(write(tmp_path, text))
 
 
+@pytest.mark.parametrize("change, words", [
+    (("latent_dim = 4", "latent_dim = true"), "latent_dim must be an integer >= 1, got True"),
+    (("hidden = [8]", "hidden = [true]"), "[encoder] hidden must be a list of positive"),
+    (("data_shape = [16]", "data_shape = [true]"), "data_shape must be a list of positive"),
+    (("kl = \"monte-carlo\"", "kl = \"monte-carlo\"\nscale_floor = inf"),
+     "scale_floor = inf: every number in a spec must be finite"),
+    (("kl = \"monte-carlo\"", "kl = \"monte-carlo\"\nscale_floor = -1e-5"),
+     "scale_floor must be a finite number > 0"),
+    (("family = \"bernoulli\"", "family = \"gaussian\"\nmin_scale = nan"),
+     "likelihood.min_scale = nan"),
+    (("family = \"learned-laplace\"", "family = \"mixture\"\ncomponents = true"),
+     "[prior] components = true"),
+    (("hidden = []", "hidden = []\n[training]\nlearning_rate = inf"),
+     "training.learning_rate = inf"),
+    (("hidden = []", "hidden = []\n[training]\nnum_steps = true"),
+     "num_steps must be an integer >= 1, got True"),
+    (("hidden = []", "hidden = []\n[training]\nbinarization = \"half\""),
+     "binarization must be one of static, threshold, dynamic, none"),
+])
+def test_booleans_for_numbers_and_non_finite_numbers_are_refused(tmp_path, change, words):
+    """TOML's true is a Python bool, an int subclass: it used to pass as 1 and crash later."""
+    with pytest.raises(SpecError) as err:
+        spec_module.load(write(tmp_path, GOOD.replace(*change)))
+    assert words in str(err.value)
+
+
+def test_a_folder_or_non_utf8_file_as_spec_names_the_path(tmp_path):
+    with pytest.raises(SpecError, match=f"{tmp_path} is a folder; pass a spec file"):
+        ppl_vae.models.load_spec(tmp_path)
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "café"\n'.encode("latin-1"))
+    with pytest.raises(SpecError, match=f"{path}: not a UTF-8 text file"):
+        spec_module.load(path)
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     with pytest.raises(SpecError, match="not valid TOML"):
         spec_module.load(write(tmp_path, "name = "))
@@ -127,3 +163,7 @@ def test_zoo_usable_from_an_installed_package(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
                          capture_output=True, text=True, env={"PYTHONPATH": str(target)})
     assert out.stdout.split() == ["laplace_laplace", str(len(ppl_vae.models.zoo_names()))]
+
+
+def test_the_spec_knows_the_binarizations_of_the_data_package():
+    assert spec_module.BINARIZATIONS == ppl_vae.data.BINARIZATIONS

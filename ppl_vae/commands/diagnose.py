@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae.commands._args import positive_int
+from ppl_vae.commands._args import (
+    UsageError,
+    non_negative_int,
+    positive_int,
+    warn_if_unfinished,
+)
 
 DESCRIPTION = """Diagnose a trained run's guide q(z|x) (Yao et al. 2018): PSIS k-hat of the
 importance weights log p(x,z) - log q(z|x) per datapoint; NUTS reference posteriors p(z|x)
@@ -47,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="draws per ELBO and log p(x) estimate of the gaps (default: 2000)")
     parser.add_argument("--backend", choices=("pyro", "numpyro"), default=None,
                         help="backend to load the run with (default: the run's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of all draws (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of all draws (default: 0)")
     parser.set_defaults(func=run)
 
 
@@ -56,38 +62,30 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ppl_vae import runs
-    from ppl_vae.data import DataError
     from ppl_vae.diagnostics import diagnose, inference_data
-    from ppl_vae.io import CheckpointError, atomic_write_text
+    from ppl_vae.io import atomic_write_text
     from ppl_vae.reports.pages import diagnostics_page
 
     run_dir = Path(args.run_dir)
-    try:
-        loaded = runs.load_run(run_dir, backend=args.backend)
-        data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
-    except CheckpointError as err:
-        raise SystemExit(f"ppl-vae diagnose: {err}") from None
-    except DataError as err:
-        raise SystemExit(f"ppl-vae diagnose: the run's data cannot be rebuilt: {err}") from None
+    loaded = runs.load_run(run_dir, backend=args.backend)
+    warn_if_unfinished(loaded, args.prog)
+    data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     if not loaded.spec.posterior.amortized and data.idx is None:
-        raise SystemExit("ppl-vae diagnose: this model has no encoder; its guide exists only "
-                         "for training datapoints: pass --split train")
+        raise UsageError("this model has no encoder; its guide exists only for training "
+                         "datapoints: pass --split train")
     x = data.x
     num_points = x.shape[0]
     rows = np.asarray(args.datapoints)
     if rows.min() < 0 or rows.max() >= num_points:
-        raise SystemExit(f"ppl-vae diagnose: --datapoints must be rows in 0..{num_points - 1} "
-                         f"(within --num-points {num_points}); got {rows.tolist()}")
+        raise UsageError(f"--datapoints must be rows in 0..{num_points - 1} (within "
+                         f"--num-points {num_points}); got {rows.tolist()}")
     history_path = run_dir / runs.HISTORY_FILE
     history = pd.read_csv(history_path) if history_path.exists() else None
-    try:
-        result = diagnose(
-            loaded.vae, x, datapoints=np.arange(num_points), idx=data.idx, reference_rows=rows,
-            num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
-            num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
-            likelihood_samples=args.gap_samples, history=history, seed=args.seed)
-    except ValueError as err:
-        raise SystemExit(f"ppl-vae diagnose: {err}") from None
+    result = diagnose(
+        loaded.vae, x, datapoints=np.arange(num_points), idx=data.idx, reference_rows=rows,
+        num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
+        num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
+        likelihood_samples=args.gap_samples, history=history, seed=args.seed)
     result.notes[:0] = data.notes
 
     inference_data.write_netcdf(result.inference_data(), run_dir / runs.DIAGNOSTICS_NETCDF)

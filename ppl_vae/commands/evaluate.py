@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae.commands._args import positive_int
+from ppl_vae.commands._args import (
+    UsageError,
+    non_negative_int,
+    positive_int,
+    warn_if_unfinished,
+)
 
 DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampled log p(x)
 (K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), KL per
@@ -30,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="importance samples per datapoint (default: 5000)")
     parser.add_argument("--max-points", type=positive_int, default=None,
                         help="evaluate only the first N datapoints of the split")
-    parser.add_argument("--ais", type=int, default=0, metavar="N",
+    parser.add_argument("--ais", type=non_negative_int, default=0, metavar="N",
                         help="also run AIS on the first N datapoints (default: 0, off)")
     parser.add_argument("--ais-steps", type=positive_int, default=500,
                         help="AIS temperatures (default: 500)")
@@ -40,13 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="AIS start distribution (default: q)")
     parser.add_argument("--budget", type=positive_int, default=None,
                         help="particle x datapoint pairs decoded at once (bounds memory)")
-    parser.add_argument("--model-samples", type=int, default=100,
+    parser.add_argument("--model-samples", type=non_negative_int, default=100,
                         help="model samples for the nearest-neighbour metric (0: off)")
     parser.add_argument("--parzen", action="store_true",
                         help="add a Parzen-window estimate (unreliable in high dimension)")
     parser.add_argument("--backend", choices=("pyro", "numpyro"), default=None,
                         help="backend to evaluate with (default: the run's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of all draws (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of all draws (default: 0)")
     parser.set_defaults(func=run)
 
 
@@ -63,9 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.io import atomic_write_text
     from ppl_vae.runs import METRICS_FILE, load_run
 
-    if args.ais < 0:
-        raise SystemExit("ppl-vae evaluate: --ais must be >= 0")
     loaded = load_run(args.run_dir, backend=args.backend)
+    warn_if_unfinished(loaded, args.prog)
     data = loaded.evaluation_data(args.split, max_points=args.max_points, seed=args.seed)
     notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
@@ -76,21 +81,18 @@ def run(args: argparse.Namespace) -> int:
         ais_points=args.ais, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
         ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen)
     name = Path(args.run_dir).resolve().name
-    try:
-        table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split,
-                                     idx=data.idx, units=units,
-                                     train=data.train if args.model_samples > 0 else None,
-                                     valid=data.valid, config=config)
-    except ValueError as err:
-        raise SystemExit(f"ppl-vae evaluate: {err}") from None
+    table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split, idx=data.idx,
+                                 units=units,
+                                 train=data.train if args.model_samples > 0 else None,
+                                 valid=data.valid, config=config)
     notes += more
 
     path = Path(args.run_dir) / METRICS_FILE
     if path.exists():
         old = pd.read_csv(path)
         if list(old.columns) != COLUMNS:
-            raise SystemExit(f"ppl-vae evaluate: {path} has columns {list(old.columns)}, not "
-                             f"{COLUMNS}; move it away and run again")
+            raise UsageError(f"{path} has columns {list(old.columns)}, not {COLUMNS}; move it "
+                             "away and run again")
         keep = ~((old["run"] == name) & (old["split"] == data.split))
         table = pd.DataFrame(old[keep].to_dict("records") + table.to_dict("records"),
                              columns=COLUMNS)

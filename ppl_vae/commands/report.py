@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ppl_vae.reports.pages import write_run_report
+    from ppl_vae.runs import require_run
 
-    md, html = write_run_report(args.run_dir)
+    md, html = write_run_report(require_run(args.run_dir))
     print(f"wrote {md} and {html}")
     return 0

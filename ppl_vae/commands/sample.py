@@ -6,6 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from ppl_vae.commands._args import (
+    UsageError,
+    non_negative_int,
+    positive_int,
+    warn_if_unfinished,
+)
+
 RECONSTRUCTION_COLUMNS = 8
 
 
@@ -16,13 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "reconstructions.png (images of a split, each row of originals above its "
                     "reconstructions E[x | E_q[z | x]]) into the run directory.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
-    parser.add_argument("--num-samples", type=int, default=64)
-    parser.add_argument("--num-reconstructions", type=int, default=32,
-                        help=f"a multiple of {RECONSTRUCTION_COLUMNS}")
+    parser.add_argument("--num-samples", type=positive_int, default=64)
+    parser.add_argument("--num-reconstructions", type=non_negative_int, default=32,
+                        help=f"a multiple of {RECONSTRUCTION_COLUMNS} (0: none)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="images to reconstruct (default: test; encoder-free models: "
                              "train, the points with stored codes)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
     parser.set_defaults(func=run)
 
@@ -30,47 +37,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ppl_vae.data import DataError
-    from ppl_vae.io import CheckpointError
     from ppl_vae.reports.figures import interleave_rows, save_image_grid
     from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
     out = args.out or args.run_dir
-    try:
-        if args.num_samples < 1 or args.num_reconstructions % RECONSTRUCTION_COLUMNS:
-            raise ValueError(f"--num-samples must be >= 1 and --num-reconstructions a multiple "
-                             f"of {RECONSTRUCTION_COLUMNS}")
-        run_ = load_run(args.run_dir)
-        vae = run_.vae
-        data = (run_.evaluation_data(args.split, max_points=args.num_reconstructions,
-                                     seed=args.seed) if run_.has_data else None)
-        image_shape = data.splits.image_shape if data is not None else None
-        if image_shape is None and len(vae.spec.data_shape) >= 2:
-            image_shape = vae.spec.data_shape
-        written = [save_image_grid(out / SAMPLES_FILE,
-                                   np.asarray(vae.sample(args.num_samples, seed=args.seed)),
-                                   image_shape)]
-        if data is None:
-            print("ppl-vae sample: run.json records no dataset, so no reconstructions",
-                  file=sys.stderr)
-        elif args.num_reconstructions:
-            if not (vae.spec.posterior.amortized or data.idx is not None):
-                raise ValueError(f"this model has no encoder: the {data.split} split has no "
-                                 "stored codes to reconstruct from; use --split train")
-            count = len(data.x) - len(data.x) % RECONSTRUCTION_COLUMNS
-            if count == 0:
-                raise ValueError(f"the {data.split} split has fewer than "
-                                 f"{RECONSTRUCTION_COLUMNS} images")
-            x = data.x[:count]
-            idx = None if data.idx is None else data.idx[:count]
-            recon = np.asarray(vae.reconstruct(x, idx))
-            written.append(save_image_grid(
-                out / RECONSTRUCTIONS_FILE,
-                interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
-                num_columns=RECONSTRUCTION_COLUMNS))
-    except (CheckpointError, DataError, ValueError) as err:
-        print(f"ppl-vae sample: error: {err}", file=sys.stderr)
-        return 2
+    if args.num_reconstructions % RECONSTRUCTION_COLUMNS:
+        raise UsageError(f"--num-reconstructions must be a multiple of "
+                         f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
+    run_ = load_run(args.run_dir)
+    warn_if_unfinished(run_, args.prog)
+    vae = run_.vae
+    data = (run_.evaluation_data(args.split, max_points=args.num_reconstructions,
+                                 seed=args.seed) if run_.has_data else None)
+    image_shape = data.splits.image_shape if data is not None else None
+    if image_shape is None and len(vae.spec.data_shape) >= 2:
+        image_shape = vae.spec.data_shape
+    written = [save_image_grid(out / SAMPLES_FILE,
+                               np.asarray(vae.sample(args.num_samples, seed=args.seed)),
+                               image_shape)]
+    if data is None:
+        print(f"{args.prog}: run.json records no dataset, so no reconstructions",
+              file=sys.stderr)
+    elif args.num_reconstructions:
+        if not (vae.spec.posterior.amortized or data.idx is not None):
+            raise UsageError(f"this model has no encoder: the {data.split} split has no "
+                             "stored codes to reconstruct from; use --split train")
+        count = len(data.x) - len(data.x) % RECONSTRUCTION_COLUMNS
+        if count == 0:
+            raise UsageError(f"the {data.split} split has fewer than "
+                             f"{RECONSTRUCTION_COLUMNS} images")
+        x = data.x[:count]
+        idx = None if data.idx is None else data.idx[:count]
+        recon = np.asarray(vae.reconstruct(x, idx))
+        written.append(save_image_grid(
+            out / RECONSTRUCTIONS_FILE,
+            interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
+            num_columns=RECONSTRUCTION_COLUMNS))
     for path in written:
         print(path)
     return 0

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ppl_vae.commands._args import non_negative_int, positive_float, positive_int
 from ppl_vae.estimators import ESTIMATORS
 from ppl_vae.models import BACKENDS
 
 OPTIMIZERS = ("adam", "clipped-adam")  # ppl_vae.training.OPTIMIZERS, without importing it
 DEVICES = ("auto", "cpu", "cuda")
+DIVERGENCE_FACTOR = 100.0  # ppl_vae.training.loop.DIVERGENCE_FACTOR, without importing it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,63 +23,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("spec", help="spec file (models/NAME.toml) or zoo model name")
     parser.add_argument("--backend", choices=BACKENDS, default="pyro")
     parser.add_argument("--dataset", help="mnist5k, digits, or a path (.npz, IDX, image folder)")
-    parser.add_argument("--binarization", choices=("static", "threshold", "dynamic"),
-                        help="for Bernoulli likelihoods")
+    parser.add_argument("--binarization", choices=("static", "threshold", "dynamic", "none"),
+                        help="for Bernoulli likelihoods ('none': the data are binary already)")
     parser.add_argument("--dequantize", action="store_true",
                         help="uniform dequantization (Gaussian likelihoods)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="number of SVI steps")
-    length.add_argument("--epochs", type=int, help="number of epochs (N // batch-size steps each)")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="learning rate")
+    length.add_argument("--steps", type=positive_int, help="number of SVI steps")
+    length.add_argument("--epochs", type=positive_int,
+                        help="number of epochs (N // batch-size steps each)")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--lr", type=positive_float, help="learning rate (finite, > 0)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     parser.add_argument("--estimator", help=f"gradient estimator: {', '.join(ESTIMATORS)}")
-    parser.add_argument("--particles", type=int, help="Monte Carlo particles (K for iwae)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (weights, order, draws)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the split")
+    parser.add_argument("--particles", type=positive_int,
+                        help="Monte Carlo particles (K for iwae)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="training seed (weights, order, draws)")
+    parser.add_argument("--data-seed", type=non_negative_int, default=0,
+                        help="seed of the split")
     parser.add_argument("--device", choices=DEVICES, default="cpu")
     parser.add_argument("--out", type=Path, help="run directory (default runs/SPEC-BACKEND)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    parser.add_argument("--eval-every", type=int, help="steps between validation losses")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out; the old run stays untouched until the "
+                             "new one has written its first checkpoint")
+    parser.add_argument("--checkpoint-every", type=positive_int,
+                        help="steps between checkpoints")
+    parser.add_argument("--eval-every", type=positive_int, help="steps between validation losses")
+    parser.add_argument("--divergence-factor", type=positive_float, default=DIVERGENCE_FACTOR,
+                        help="stop when a step's loss exceeds m + F * max(|m|, 1) nats, m the "
+                             f"lowest loss so far (default F = {DIVERGENCE_FACTOR:g})")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (for scripts and CI); the summary still prints")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.data import DataError, prepare
-    from ppl_vae.io import CheckpointError
+    from ppl_vae.data import prepare
     from ppl_vae.models import build, load_spec
-    from ppl_vae.runs import RunExistsError
-    from ppl_vae.spec import SpecError
-    from ppl_vae.training import NonFiniteLossError, fit
+    from ppl_vae.training import fit
 
-    try:
-        spec = load_spec(args.spec)
-        data_config = {"source": args.dataset or spec.training.dataset,
-                       "binarization": args.binarization or spec.training.binarization,
-                       "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
-                       "seed": args.data_seed}
-        splits = prepare(data_config["source"], likelihood=spec.likelihood.name,
-                         data_shape=spec.data_shape, binarization=data_config["binarization"],
-                         dequantize=args.dequantize, fractions=tuple(data_config["fractions"]),
-                         seed=args.data_seed)
-        num_data = None if spec.posterior.amortized else len(splits.train)
-        vae = build(spec, args.backend, seed=args.seed, num_data=num_data)
-        out = args.out or Path("runs") / f"{spec.name}-{args.backend}"
-        result = fit(vae, splits, num_steps=args.steps, num_epochs=args.epochs,
-                     batch_size=args.batch_size, optimizer=args.optimizer,
-                     learning_rate=args.lr, estimator=args.estimator,
-                     num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
-                     out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                     overwrite=args.overwrite, progress=not args.quiet, device=args.device,
-                     data_config=data_config)
-    except (DataError, SpecError, CheckpointError, RunExistsError, NonFiniteLossError,
-            RuntimeError, ValueError) as err:
-        print(f"ppl-vae train: error: {err}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.spec)
+    data_config = {"source": args.dataset or spec.training.dataset,
+                   "binarization": args.binarization or spec.training.binarization,
+                   "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
+                   "seed": args.data_seed}
+    splits = prepare(data_config["source"], likelihood=spec.likelihood.name,
+                     data_shape=spec.data_shape, binarization=data_config["binarization"],
+                     dequantize=args.dequantize, fractions=tuple(data_config["fractions"]),
+                     seed=args.data_seed)
+    num_data = None if spec.posterior.amortized else len(splits.train)
+    vae = build(spec, args.backend, seed=args.seed, num_data=num_data)
+    out = args.out or Path("runs") / f"{spec.name}-{args.backend}"
+    result = fit(vae, splits, num_steps=args.steps, num_epochs=args.epochs,
+                 batch_size=args.batch_size, optimizer=args.optimizer,
+                 learning_rate=args.lr, estimator=args.estimator,
+                 num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
+                 out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                 overwrite=args.overwrite, progress=not args.quiet, device=args.device,
+                 data_config=data_config, divergence_factor=args.divergence_factor)
     _write_curves(result, spec.name)
     print(_summary(result))
     return 0

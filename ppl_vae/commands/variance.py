@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from ppl_vae.commands._args import UsageError, non_negative_int, positive_int
 from ppl_vae.models import BACKENDS
 
 DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,dreg"
@@ -48,13 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated (default {DEFAULT_ESTIMATORS})")
     parser.add_argument("--particles", type=_ints, default=[1, 5, 50],
                         help="comma-separated numbers of particles K (default 1,5,50)")
-    parser.add_argument("--draws", type=int, default=1000, help="gradient draws N (default 1000)")
+    parser.add_argument("--draws", type=positive_int, default=1000,
+                        help="gradient draws N >= 2 (default 1000)")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="default: a run's own backend; numpyro for specs")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--dataset", help="data for spec targets (default: the spec's dataset)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the batch and the draws")
-    parser.add_argument("--train-steps", type=int, default=0,
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seeds the batch and the draws")
+    parser.add_argument("--train-steps", type=non_negative_int, default=0,
                         help="also train with each estimator for this many steps (default 0)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default RUN_DIR/variance, or variance-NAME)")
@@ -63,33 +65,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.data import DataError, prepare
-    from ppl_vae.io import CheckpointError
+    from ppl_vae.data import prepare
     from ppl_vae.models import load_spec
     from ppl_vae.runs import VARIANCE_DIR, is_run
-    from ppl_vae.spec import SpecError
     from ppl_vae.variance import load_target, run_study, write_study
 
     if args.draws < 2:
-        print("ppl-vae variance: error: --draws must be >= 2", file=sys.stderr)
-        return 2
+        raise UsageError(f"--draws must be >= 2 (a variance needs two draws), got {args.draws}")
     progress = None if args.quiet else print
-    try:
-        targets = []
-        for source in args.targets:
-            data = None
-            if args.dataset is not None and not is_run(source):
-                spec = load_spec(source)
-                data = prepare(args.dataset, likelihood=spec.likelihood.name,
-                               data_shape=spec.data_shape, seed=args.seed)
-            targets.append(load_target(source, args.backend, batch_size=args.batch_size,
-                                       data=data, seed=args.seed))
-        result = run_study(targets, estimators=args.estimators, particles=args.particles,
-                           num_draws=args.draws, seed=args.seed, train_steps=args.train_steps,
-                           progress=progress)
-    except (DataError, SpecError, CheckpointError, ValueError) as err:
-        print(f"ppl-vae variance: error: {err}", file=sys.stderr)
-        return 2
+    targets = []
+    for source in args.targets:
+        data = None
+        if args.dataset is not None and not is_run(source):
+            spec = load_spec(source)
+            data = prepare(args.dataset, likelihood=spec.likelihood.name,
+                           data_shape=spec.data_shape, seed=args.seed)
+        targets.append(load_target(source, args.backend, batch_size=args.batch_size,
+                                   data=data, seed=args.seed))
+    result = run_study(targets, estimators=args.estimators, particles=args.particles,
+                       num_draws=args.draws, seed=args.seed, train_steps=args.train_steps,
+                       progress=progress)
     first = Path(args.targets[0])
     out = args.out or (first / VARIANCE_DIR if is_run(first)
                        else Path(f"variance-{'-'.join(t.name for t in targets)}"))

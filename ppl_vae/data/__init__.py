@@ -58,7 +58,7 @@ __all__ = [
     "load_image_folder", "load_mnist5k", "load_npz", "prepare", "split",
 ]
 
-BINARIZATIONS = ("static", "threshold", "dynamic")
+BINARIZATIONS = ("static", "threshold", "dynamic", "none")
 
 
 def _as_raw(source, labels) -> RawData:
@@ -109,10 +109,11 @@ def prepare(
         ``(N,)`` labels for a raw array ``source``.
     data_shape : sequence of int, optional
         Shape of one datapoint the model expects; checked against the data.
-    binarization : {"static", "threshold", "dynamic"}
+    binarization : {"static", "threshold", "dynamic", "none"}
         For ``"bernoulli"``: one fixed stochastic draw, a 0.5 threshold, or
         grey levels kept in the splits with ``dynamic_binarization=True`` for
-        the training loop to resample every epoch.
+        the training loop to resample every epoch; ``"none"`` keeps the values
+        (already binary data; the setting of non-Bernoulli likelihoods).
     dequantize : bool
         For ``"gaussian"``: uniform dequantization of the integer intensities
         (one draw, fixed by ``seed``; see :func:`dequantize`).

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import math
 import os
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +179,9 @@ def _read_idx(path: Path) -> np.ndarray:
             f"{len(data)} bytes; the file is truncated or corrupt, download it again"
         )
     dims = struct.unpack(f">{ndim}I", data[4:header])
+    if dims[0] == 0:
+        raise DataError(f"{path}: the IDX header declares 0 items (shape {dims}); the file "
+                        "holds no data, pass a file with at least one image")
     expected = math.prod(dims) * dtype.itemsize
     if len(data) - header != expected:
         raise DataError(
@@ -220,6 +226,15 @@ def load_idx(images_path, labels_path=None) -> RawData:
     )
 
 
+_CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+"""What NumPy and zipfile raise for a torn or damaged .npz archive."""
+
+
+def _corrupt_npz(path: Path, err: BaseException) -> DataError:
+    return DataError(f"{path} is a corrupt or truncated .npz archive ({err}); write it again "
+                     "(np.savez) or copy it again")
+
+
 def load_npz(path, key: str | None = None, labels_key: str | None = None) -> RawData:
     """Load data (and optionally labels) from a ``.npz`` file, never unpickling.
 
@@ -228,10 +243,15 @@ def load_npz(path, key: str | None = None, labels_key: str | None = None) -> Raw
     taken as 8-bit (0-255), other real-valued data as continuous.
     """
     path = Path(path)
+    blob = path.read_bytes()  # np.load(path) leaks its file handle on a torn archive
+    if blob[:2] != b"PK" and blob[:6] != b"\x93NUMPY":
+        raise DataError(f"{path} is not a .npz archive (those are zip files, starting with "
+                        f"'PK'; this one starts with {blob[:6]!r}); save the data with "
+                        "np.savez(path, x=array)")
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {path} as a .npz file: {err}") from err
+        archive = np.load(io.BytesIO(blob), allow_pickle=False)
+    except _CORRUPT as err:
+        raise _corrupt_npz(path, err) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             f"{path} is a single .npy array, not a .npz archive; save it with "
@@ -255,11 +275,15 @@ def load_npz(path, key: str | None = None, labels_key: str | None = None) -> Raw
             try:
                 arrays[wanted] = archive[wanted]
             except ValueError as err:
+                if "pickle" not in str(err):
+                    raise _corrupt_npz(path, err) from None
                 raise DataError(
                     f"array {wanted!r} in {path} is an object array that needs pickle, "
                     "which is refused because unpickling can run arbitrary code; save it "
                     "as a numeric array instead, e.g. np.savez(path, x=x.astype(np.float32))"
                 ) from err
+            except _CORRUPT as err:
+                raise _corrupt_npz(path, err) from None
     labels = arrays[labels_key] if labels_key is not None else None
     return raw_from_array(arrays[key], labels, name=path.stem)
 

@@ -18,6 +18,11 @@ import numpy as np
 from ppl_vae.networks import apply_mlp, init_mlp
 from ppl_vae.spec import ModelSpec
 
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine (or this build of torch / JAX) lacks."""
+
+
 LOG_TERMS = ("log_likelihood", "log_prior", "log_q")
 """The three per-draw log-densities of :meth:`VAECore.log_prob_terms`."""
 

@@ -26,7 +26,7 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.primitives import Messenger
 
 from ppl_vae.families import laplace_kl
-from ppl_vae.models._core import VAECore, check_param_names
+from ppl_vae.models._core import DeviceError, VAECore, check_param_names
 from ppl_vae.spec import ModelSpec
 
 
@@ -120,7 +120,7 @@ def resolve_device(device: str | None) -> jax.Device:
         try:
             return jax.devices("gpu")[0]
         except RuntimeError:
-            raise RuntimeError(
+            raise DeviceError(
                 f"device={device!r} was requested but JAX sees no GPU (platforms: "
                 f"{sorted({d.platform for d in jax.devices()})}); use device='cpu' or 'auto', "
                 "or install a CUDA build of jax (pip install 'jax[cuda12]') and unset "

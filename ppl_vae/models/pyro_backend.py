@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from ppl_vae.models._core import VAECore, check_param_names
+from ppl_vae.models._core import DeviceError, VAECore, check_param_names
 from ppl_vae.spec import ModelSpec
 
 
@@ -72,7 +72,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was requested but torch sees no CUDA device "
+        raise DeviceError("device='cuda' was requested but torch sees no CUDA device "
                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
                            "use device='cpu' or 'auto', or install a CUDA build of torch")
     return device

@@ -8,7 +8,8 @@
 ``numpyro_engine``   the NumPyro engine: ``SVI.update`` under ``jax.lax.scan``, jitted per chunk
 """
 
-from ppl_vae.training.loop import NonFiniteLossError
+from ppl_vae.training.loop import DivergenceError, NonFiniteLossError, TrainingStoppedError
 from ppl_vae.training.svi import CLIP_NORM, OPTIMIZERS, FitResult, fit
 
-__all__ = ["CLIP_NORM", "OPTIMIZERS", "FitResult", "NonFiniteLossError", "fit"]
+__all__ = ["CLIP_NORM", "OPTIMIZERS", "DivergenceError", "FitResult", "NonFiniteLossError",
+           "TrainingStoppedError", "fit"]

@@ -13,8 +13,9 @@ Layout under a run directory::
 
 A checkpoint is written into a hidden temporary folder and renamed into place only when every
 file is on disk; then ``latest`` is replaced, and only then are checkpoints older than the
-newest :data:`KEEP` removed. A process killed at any moment therefore leaves the previous
-checkpoint intact, and a torn or altered file is caught by its checksum on load.
+newest :data:`KEEP` removed, with whatever an interrupted write left. A process killed at any
+moment therefore leaves the previous checkpoint intact, and a torn or altered file is caught
+by its checksum on load.
 
 Optimizer state (nested dicts, lists and tuples of tensors and Python scalars) is stored with
 :func:`encode_tree`: arrays go to safetensors, the structure and scalars to JSON.
@@ -35,6 +36,7 @@ import numpy as np
 from ppl_vae.io import (
     CheckpointError,
     atomic_write_text,
+    fsync_dir,
     load_arrays,
     read_json,
     save_arrays,
@@ -87,11 +89,11 @@ def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.
     atomic_write_text(tmp / HISTORY_FILE, history_csv)
     files = (PARAMS_FILE, STATE_ARRAYS_FILE, STATE_FILE, HISTORY_FILE)
     write_json(tmp / MANIFEST_FILE, {name: _sha256(tmp / name) for name in files})
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():  # the same step written by an earlier, interrupted attempt
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST_FILE, final.name + "\n")
     _remove_old(root)
     return final
@@ -103,7 +105,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = root / LATEST_FILE
     if pointer.exists():
         named = root / pointer.read_text().strip()
-        if named.is_dir() and named.name.startswith(_PREFIX):
+        if named.name.startswith(_PREFIX) and (named / MANIFEST_FILE).is_file():
             return named
     done = _complete(root)
     return done[-1] if done else None
@@ -130,13 +132,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(path=path, step=int(state["step"]), params=load_arrays(path / PARAMS_FILE),
                       arrays=load_arrays(path / STATE_ARRAYS_FILE), state=state,
                       history_csv=(path / HISTORY_FILE).read_text())
-
-
-def remove_checkpoints(run_dir: str | Path) -> None:
-    """Delete every checkpoint of a run (used when a run is overwritten)."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    if root.exists():
-        shutil.rmtree(root)
 
 
 # --------------------------------------------------------------------------- nested state
@@ -200,8 +195,11 @@ def _complete(root: Path) -> list[Path]:
 
 
 def _remove_old(root: Path) -> None:
+    """Delete the torn writes (``.tmp-*``; step folders without a manifest, e.g. one emptied
+    by an interrupted rewrite) and all but the newest :data:`KEEP` checkpoints."""
     for stale in root.iterdir():
-        if stale.name.startswith(_TMP_PREFIX):
+        torn = stale.name.startswith(_PREFIX) and not (stale / MANIFEST_FILE).exists()
+        if stale.is_dir() and (stale.name.startswith(_TMP_PREFIX) or torn):
             shutil.rmtree(stale, ignore_errors=True)
     for old in _complete(root)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
@@ -209,12 +207,4 @@ def _remove_old(root: Path) -> None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ppl_vae.io import atomic_write_text, save_arrays
-from ppl_vae.runs import HISTORY_FILE, PARAMS_FILE
+from ppl_vae.runs import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
 from ppl_vae.training.checkpoint import Checkpoint, write_checkpoint
 
@@ -52,22 +53,39 @@ class ChunkResult:
     failure: StepFailure | None
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training met a non-finite loss or gradient; the message says where and what to try.
+DIVERGENCE_FACTOR = 100.0
+"""Default of the divergence guard: training stops at the first step whose training loss
+exceeds ``m + DIVERGENCE_FACTOR * max(|m|, 1)`` nats, ``m`` the lowest training loss so far
+(a NaN is caught separately, before the step)."""
 
-    Attributes: ``step`` (1-based), ``sites``, ``parameters``, ``checkpoint`` (the last good
-    checkpoint kept on disk, or None) and ``history`` (up to the last good step).
+
+class TrainingStoppedError(FloatingPointError):
+    """Training stopped on a bad step; the message says where and what to try.
+
+    Attributes: ``step`` (1-based, the bad step), ``checkpoint`` (the last good checkpoint
+    kept on disk, or None) and ``history`` (up to the step before the bad one).
     """
 
-    def __init__(self, message: str, *, step: int, sites: tuple[str, ...],
-                 parameters: tuple[str, ...], checkpoint: Path | None,
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None,
                  history: pd.DataFrame) -> None:
         super().__init__(message)
         self.step = step
-        self.sites = sites
-        self.parameters = parameters
         self.checkpoint = checkpoint
         self.history = history
+
+
+class NonFiniteLossError(TrainingStoppedError):
+    """A non-finite loss or gradient; ``sites`` and ``parameters`` name where it appeared."""
+
+    def __init__(self, message: str, *, sites: tuple[str, ...], parameters: tuple[str, ...],
+                 **common: Any) -> None:
+        super().__init__(message, **common)
+        self.sites = sites
+        self.parameters = parameters
+
+
+class DivergenceError(TrainingStoppedError):
+    """A finite loss past the divergence guard's bound (:data:`DIVERGENCE_FACTOR`)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class Plan:
     checkpoint_every: int | None
     max_chunk: int
     learning_rate: float | None = None
+    divergence_factor: float | None = DIVERGENCE_FACTOR
 
     def chunk_end(self, step: int) -> int:
         """The step after which the chunk starting at ``step`` stops."""
@@ -137,14 +156,20 @@ class History:
 def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
                  run_dir: Path | None = None, start: Checkpoint | None = None,
                  progress: bool = True, description: str = "",
-                 state_extra: dict[str, Any] | None = None) -> tuple[pd.DataFrame, float]:
+                 state_extra: dict[str, Any] | None = None,
+                 commit: Callable[[], Path] | None = None) -> tuple[pd.DataFrame, float]:
     """Run ``plan`` from step 0 or from ``start``; returns the history and total seconds.
 
-    Raises :class:`NonFiniteLossError` on a bad step, after putting the last good parameters
-    into the model; the last checkpoint on disk is left as it was.
+    ``commit``, when given, is called once the first checkpoint is on disk and returns the
+    run directory to write to from then on (a new run built aside moves into place).
+
+    Raises :class:`NonFiniteLossError` on a non-finite step, after putting the last good
+    parameters into the model, and :class:`DivergenceError` on a loss past the divergence
+    bound; either way the last checkpoint on disk is left as it was.
     """
     step = start.step if start else 0
     history = History.from_csv(start.history_csv) if start else History()
+    lowest = _lowest_train_loss(history)
     elapsed = float(start.state["elapsed"]) if start else 0.0
     last_checkpoint = start.path if start else None
     t0 = time.perf_counter() - elapsed
@@ -171,16 +196,22 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
                 epoch_loaded = epoch
             end = plan.chunk_end(step)
             result = engine.run(order[pos:pos + end - step])
-            done = len(result.losses)
+            diverged = _first_divergent(result.losses, lowest, plan.divergence_factor)
+            done = len(result.losses) if diverged is None else diverged
             steps = np.arange(step + 1, step + done + 1)
-            history.add(steps, (steps - 1) // plan.steps_per_epoch, "train", result.losses,
-                        result.times - t0)
+            history.add(steps, (steps - 1) // plan.steps_per_epoch, "train",
+                        result.losses[:done], result.times[:done] - t0)
             step += done
             bar.update(done)
-            if result.failure is not None:
+            if result.failure is not None or diverged is not None:
                 engine.finalize()
-                raise _non_finite(result.failure, step + 1, epoch, plan, last_checkpoint,
-                                  history.frame())
+                stop = (_non_finite(result.failure, step + 1, epoch, plan, last_checkpoint,
+                                    history.frame(), run_dir) if diverged is None else
+                        _divergent(result.losses, diverged, lowest, step + 1,
+                                   step + len(result.losses) - done, plan, last_checkpoint,
+                                   history.frame(), run_dir))
+                raise stop
+            lowest = min(lowest, float(np.min(result.losses, initial=np.inf)))
             postfix["loss"] = f"{float(np.mean(result.losses)):.2f}"
             if data.valid is not None and plan.is_due(step, plan.eval_every):
                 record_valid(step)
@@ -188,6 +219,9 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
             if run_dir is not None and plan.is_due(step, plan.checkpoint_every):
                 last_checkpoint = save(engine, run_dir, step, history,
                                        time.perf_counter() - t0, state_extra or {})
+                if commit is not None:
+                    run_dir, commit = commit(), None
+                    last_checkpoint = run_dir / CHECKPOINT_DIR / last_checkpoint.name
     finally:
         bar.close()
     engine.finalize()
@@ -208,8 +242,61 @@ def save(engine: Any, run_dir: Path, step: int, history: History, elapsed: float
     return path
 
 
+def _lowest_train_loss(history: History) -> float:
+    frame = history.frame()
+    train = frame.loc[frame["split"] == "train", "loss"].to_numpy()
+    return float(np.min(train, initial=np.inf))
+
+
+def _first_divergent(losses: np.ndarray, lowest: float, factor: float | None) -> int | None:
+    """Index of the first loss above ``m + factor * max(|m|, 1)``, ``m`` the running minimum
+    before it (starting at ``lowest``), or None."""
+    if factor is None or not len(losses):
+        return None
+    before = np.minimum.accumulate(np.concatenate([[lowest], losses]))[:-1]
+    with np.errstate(invalid="ignore"):  # inf - inf where nothing is known yet
+        over = np.nonzero(losses > before + factor * np.maximum(np.abs(before), 1.0))[0]
+    return int(over[0]) if len(over) else None
+
+
+def _kept(checkpoint: Path | None, run_dir: Path | None) -> str:
+    if checkpoint is not None:
+        return (f"The last good checkpoint, {checkpoint}, is kept; continue from it with "
+                f"resume=True (--resume) once the cause is fixed.")
+    if run_dir is None:
+        return "No checkpoint had been written yet."
+    return ("No checkpoint had been written yet, so the new run is discarded and the run "
+            "folder is as it was before.")
+
+
+_TRY = ("lower the learning rate{lr}; clip gradients (optimizer='clipped-adam', or "
+        "optax.clip_by_global_norm in an optax chain); check the data for extreme values; "
+        "raise the spec's scale_floor (or a Gaussian likelihood's min_scale) so no scale can "
+        "collapse")
+
+
+def _divergent(losses: np.ndarray, index: int, lowest: float, step: int, params_step: int,
+               plan: Plan, checkpoint: Path | None, history: pd.DataFrame,
+               run_dir: Path | None) -> DivergenceError:
+    """The error for ``losses[index]``, the loss of ``step``, past the divergence bound."""
+    loss = losses[index]
+    m = min(lowest, float(np.min(losses[:index], initial=np.inf)))
+    bound = m + plan.divergence_factor * max(abs(m), 1.0)
+    lr = f" (now {plan.learning_rate:g})" if plan.learning_rate else ""
+    message = (
+        f"the training loss diverged at step {step}: {loss:.6g} nats per datapoint, above the "
+        f"guard's bound {bound:.6g} = m + {plan.divergence_factor:g}·max(|m|, 1) with m = "
+        f"{m:.6g}, the lowest training loss so far. Training stopped; the model holds the "
+        f"parameters after step {params_step} (the end of that chunk), the history ends at "
+        f"step {step - 1}. {_kept(checkpoint, run_dir)} Things to try: "
+        + _TRY.format(lr=lr) + "; or raise divergence_factor (--divergence-factor) if such "
+        "a jump is expected.")
+    return DivergenceError(message, step=step, checkpoint=checkpoint, history=history)
+
+
 def _non_finite(failure: StepFailure, step: int, epoch: int, plan: Plan,
-                checkpoint: Path | None, history: pd.DataFrame) -> NonFiniteLossError:
+                checkpoint: Path | None, history: pd.DataFrame,
+                run_dir: Path | None) -> NonFiniteLossError:
     where = []
     if failure.sites:
         where.append(f"sample sites with a non-finite value or log-density on that minibatch: "
@@ -220,18 +307,13 @@ def _non_finite(failure: StepFailure, step: int, epoch: int, plan: Plan,
     if not where:
         where.append("no single site or parameter is non-finite on its own (an overflow in "
                      "the sum)")
-    kept = (f"The last good checkpoint, {checkpoint}, is kept; continue from it with "
-            f"resume=True (--resume) once the cause is fixed." if checkpoint is not None
-            else "No checkpoint had been written yet.")
     lr = f" (now {plan.learning_rate:g})" if plan.learning_rate else ""
     message = (
         f"non-finite loss or gradient at step {step} (epoch {epoch}, loss {failure.loss}); "
         + "; ".join(where) + f"; largest |value| in that minibatch: {failure.batch_max_abs:g}"
         f". Training stopped; the model holds the parameters from before "
-        f"step {step}. {kept} Things to try: lower the learning rate{lr}; clip gradients "
-        "(optimizer='clipped-adam', or optax.clip_by_global_norm in an optax chain); check the "
-        "data for extreme values; raise the spec's scale_floor (or a Gaussian likelihood's "
-        "min_scale) so no scale can collapse.")
+        f"step {step}. {_kept(checkpoint, run_dir)} Things to try: " + _TRY.format(lr=lr)
+        + ".")
     return NonFiniteLossError(message, step=step, sites=failure.sites,
                               parameters=failure.parameters, checkpoint=checkpoint,
                               history=history)

@@ -25,25 +25,39 @@ Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. ICL
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from ppl_vae import runs
 from ppl_vae import spec as spec_module
 from ppl_vae.estimators import Reparam, get_estimator
 from ppl_vae.io import CheckpointError, read_json
+from ppl_vae.run_writer import RunWriter, check_replaceable
 from ppl_vae.training import batches, checkpoint
-from ppl_vae.training.loop import NonFiniteLossError, Plan, run_training
+from ppl_vae.training.loop import (
+    DIVERGENCE_FACTOR,
+    DivergenceError,
+    NonFiniteLossError,
+    Plan,
+    run_training,
+)
 
-__all__ = ["CLIP_NORM", "OPTIMIZERS", "FitResult", "NonFiniteLossError", "fit"]
+__all__ = ["CLIP_NORM", "OPTIMIZERS", "DivergenceError", "FitResult", "NonFiniteLossError",
+           "fit"]
 
 OPTIMIZERS = ("adam", "clipped-adam")
 """Optimizers by name: Adam, and Adam on gradients clipped elementwise to ±:data:`CLIP_NORM`
 (``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``)."""
 
 CLIP_NORM = 10.0
+ADAM_BETA1 = 0.9
+"""Adam's first-moment decay, the default of both backends' Adam (torch and optax)."""
 DEFAULT_CHECKPOINT_EVERY = 500
 MAX_CHUNK = 100
 """Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
@@ -78,7 +92,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         eval_every: int | None = None, out_dir: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, device: str | None = None,
-        data_config: dict[str, Any] | None = None) -> FitResult:
+        data_config: dict[str, Any] | None = None,
+        divergence_factor: float | None = DIVERGENCE_FACTOR) -> FitResult:
     """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
 
     Parameters
@@ -99,10 +114,14 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     validation_data : held-out array (only with an array ``data``).
     eval_every : steps between validation losses; default: every epoch.
     out_dir : run directory (spec, run.json, params, history, checkpoints); None writes nothing.
+        While training, this process holds the folder's lock (:mod:`ppl_vae.run_writer`); a
+        new run is built beside it and moved into place with its first checkpoint.
     checkpoint_every : steps between checkpoints (default 500), plus one at the end.
     resume : continue the run in ``out_dir`` from its last checkpoint; with the same device and
-        seed the result equals the uninterrupted run's exactly.
-    overwrite : replace an existing run in ``out_dir`` (otherwise that is an error).
+        seed the result equals the uninterrupted run's exactly. Without a loadable checkpoint
+        this is an error and nothing in ``out_dir`` changes.
+    overwrite : replace an existing run in ``out_dir`` (otherwise that is an error); the old
+        run stays untouched until the new one has written its first checkpoint.
     progress : show a progress bar with the live loss; False for scripts and CI.
     device : Pyro: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``, moving the model's
         parameters there (default: where the model is); NumPyro: the JAX device to use
@@ -110,14 +129,21 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     data_config : how ``data`` was prepared (``{"source", "binarization", "dequantize",
         "fractions", "seed"}``), recorded in run.json so that ``load_run(...).splits()`` can
         rebuild it.
+    divergence_factor : the divergence guard: stop at the first step whose training loss
+        exceeds ``m + divergence_factor * max(|m|, 1)`` nats, ``m`` the lowest training loss
+        so far (default :data:`~ppl_vae.training.loop.DIVERGENCE_FACTOR`); None turns it off.
 
     Raises
     ------
     ppl_vae.data.DataError : data of the wrong shape, with NaN/inf, or non-binary under a
         Bernoulli likelihood.
     ppl_vae.runs.RunExistsError : ``out_dir`` holds a run and neither resume nor overwrite.
-    ppl_vae.io.CheckpointError : a corrupt checkpoint, or one from a different configuration.
+    ppl_vae.runs.NotARunError : ``out_dir`` is a file, or a non-empty folder that is no run.
+    ppl_vae.run_writer.RunLockedError : another process is writing ``out_dir``.
+    ppl_vae.io.CheckpointError : a corrupt checkpoint, one from a different configuration, or
+        ``resume`` without a checkpoint to resume from.
     NonFiniteLossError : a non-finite loss or gradient; names the step, sites and parameters.
+    DivergenceError : a finite loss past the divergence guard's bound.
     """
     spec = vae.spec
     defaults = spec.training
@@ -135,8 +161,17 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                          "inside the optimizer object you passed")
     learning_rate = None if custom_optimizer else float(
         learning_rate if learning_rate is not None else defaults.learning_rate)
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate}")
+    largest = float(np.finfo(vae.dtype_name).max) * (1 - ADAM_BETA1)
+    if learning_rate is not None and learning_rate > largest:
+        raise ValueError(f"learning_rate {learning_rate:g} overflows {vae.dtype_name} in Adam's "
+                         f"first step, lr / (1 - beta1) with beta1 = {ADAM_BETA1}; it must be "
+                         f"at most {largest:.3g} (and is then still far too large to train)")
+    if divergence_factor is not None and not (math.isfinite(divergence_factor)
+                                              and divergence_factor > 0):
+        raise ValueError(f"divergence_factor must be a finite number > 0 (or None: off), got "
+                         f"{divergence_factor}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the run directory to continue")
 
@@ -157,42 +192,52 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                                      DEFAULT_CHECKPOINT_EVERY)
     plan = Plan(total_steps=total_steps, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                 seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                max_chunk=min(MAX_CHUNK, steps_per_epoch), learning_rate=learning_rate)
+                max_chunk=min(MAX_CHUNK, steps_per_epoch), learning_rate=learning_rate,
+                divergence_factor=divergence_factor)
 
-    engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
-                          eval_estimator=_value_estimator(estimator),
-                          num_particles=num_particles, seed=seed, num_data=num_data,
-                          example_batch=training_data.train[:batch_size], device=device,
-                          max_chunk=plan.max_chunk)
-    training = {"estimator": getattr(estimator, "label", estimator.name),
-                "num_particles": num_particles,
-                "optimizer": type(optimizer).__name__ if custom_optimizer else optimizer,
-                "learning_rate": learning_rate, "batch_size": batch_size,
-                "num_steps": total_steps, "eval_every": eval_every,
-                "checkpoint_every": checkpoint_every,
-                "dtype": vae.dtype_name, "device": engine.device_name}
-    config: dict[str, Any] = {"seed": seed, "training": training,
-                              "data_fingerprint": training_data.fingerprint()}
-    if data_config is not None:
-        config["data"] = dict(data_config)
-    if encoder_free:
-        config["num_data"] = num_data
+    with contextlib.ExitStack() as stack:  # the run folder's lock, before anything is built
+        writer = None if out_dir is None else stack.enter_context(RunWriter(out_dir))
+        if writer is not None:
+            _refuse_early(writer, resume=resume, overwrite=overwrite)
+        engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
+                              eval_estimator=_value_estimator(estimator),
+                              num_particles=num_particles, seed=seed, num_data=num_data,
+                              example_batch=training_data.train[:batch_size], device=device,
+                              max_chunk=plan.max_chunk)
+        training = {"estimator": getattr(estimator, "label", estimator.name),
+                    "num_particles": num_particles,
+                    "optimizer": type(optimizer).__name__ if custom_optimizer else optimizer,
+                    "learning_rate": learning_rate, "batch_size": batch_size,
+                    "num_steps": total_steps, "eval_every": eval_every,
+                    "checkpoint_every": checkpoint_every,
+                    "dtype": vae.dtype_name, "device": engine.device_name}
+        config: dict[str, Any] = {"seed": seed, "training": training,
+                                  "data_fingerprint": training_data.fingerprint()}
+        if data_config is not None:
+            config["data"] = dict(data_config)
+        if encoder_free:
+            config["num_data"] = num_data
 
-    run_dir = None if out_dir is None else Path(out_dir)
-    start = None if run_dir is None else _open_run(run_dir, vae, config, resume=resume,
-                                                   overwrite=overwrite)
-    if start is not None:
-        try:
-            engine.load_state(start.params, start.arrays, start.state["engine"])
-        except (KeyError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
-                                  f"{err}") from None
-    history, seconds = run_training(
-        engine, training_data, plan, run_dir=run_dir, start=start, progress=progress,
-        description=f"{vae.backend} {spec.name}",
-        state_extra={"data_fingerprint": config["data_fingerprint"]})
-    return FitResult(vae=vae, history=history, run_dir=run_dir, num_steps=total_steps,
-                     seconds=seconds)
+        train = functools.partial(
+            run_training, engine, training_data, plan, progress=progress,
+            description=f"{vae.backend} {spec.name}",
+            state_extra={"data_fingerprint": config["data_fingerprint"]})
+        if writer is None:
+            history, seconds = train()
+        elif resume:
+            start = _resume_from(writer.path, vae, config)
+            try:
+                engine.load_state(start.params, start.arrays, start.state["engine"])
+            except (KeyError, ValueError) as err:
+                raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
+                                      f"{err}") from None
+            runs.write_config(writer.path, vae, config)
+            history, seconds = train(run_dir=writer.path, start=start)
+        else:
+            staging = writer.create(vae, config, overwrite=overwrite)
+            history, seconds = train(run_dir=staging, commit=writer.commit)
+    return FitResult(vae=vae, history=history, run_dir=None if writer is None else writer.path,
+                     num_steps=total_steps, seconds=seconds)
 
 
 def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
@@ -219,34 +264,40 @@ def _value_estimator(estimator: Any) -> Any:
     return Reparam() if estimator.score_function else estimator
 
 
-def _open_run(run_dir: Path, vae: Any, config: dict[str, Any], *, resume: bool,
-              overwrite: bool) -> checkpoint.Checkpoint | None:
-    """Create, replace or reopen the run directory; the checkpoint to resume from, if any."""
-    exists = runs.is_run(run_dir)
-    if resume:
-        if overwrite:
-            raise ValueError("resume and overwrite contradict each other; choose one")
-        if not exists:
-            raise CheckpointError(f"nothing to resume: {run_dir} holds no run (no "
-                                  f"{runs.CONFIG_FILE}); start it without resume")
-        _check_same_run(run_dir, vae, config)
-        latest = checkpoint.latest_checkpoint(run_dir)
-        found = None if latest is None else checkpoint.load_checkpoint(latest)
-        if found is not None:
-            if found.state.get("data_fingerprint") != config["data_fingerprint"]:
-                raise CheckpointError(f"checkpoint {latest} was trained on different data")
-            total = config["training"]["num_steps"]
-            if found.step > total:
-                raise CheckpointError(f"the last checkpoint of {run_dir} is at step "
-                                      f"{found.step}, beyond num_steps={total}; ask for at "
-                                      f"least {found.step} steps")
-            runs.write_config(run_dir, vae, config)
-            return found
-    if exists and overwrite:
-        checkpoint.remove_checkpoints(run_dir)
-        (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
-    runs.create_run(run_dir, vae, config, overwrite=overwrite or resume)
-    return None
+def _refuse_early(writer: RunWriter, *, resume: bool, overwrite: bool) -> None:
+    """The refusals that need no model: contradicting flags, nothing to resume, a folder that
+    must not be replaced."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other; choose one")
+    if resume and not runs.is_run(writer.path):
+        raise CheckpointError(f"nothing to resume: {writer.path} holds no run (no "
+                              f"{runs.CONFIG_FILE}); start it without resume")
+    if not resume:
+        check_replaceable(writer.path, overwrite=overwrite)
+
+
+def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoint.Checkpoint:
+    """The checkpoint to continue ``run_dir`` from; refuses (changing nothing) without one."""
+    _check_same_run(run_dir, vae, config)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is None:
+        root = run_dir / runs.CHECKPOINT_DIR
+        there = (f"{root} holds no complete checkpoint"
+                 + (f" (only {', '.join(sorted(p.name for p in root.iterdir()))})"
+                    if root.is_dir() and any(root.iterdir()) else "")
+                 if root.is_dir() else f"{root} is missing")
+        raise CheckpointError(f"cannot resume {run_dir}: {there}, so there is no trained "
+                              "state to continue from; nothing was changed. To train it again "
+                              "from step 0 pass --overwrite (overwrite=True) instead of "
+                              "--resume, or choose another --out")
+    found = checkpoint.load_checkpoint(latest)
+    if found.state.get("data_fingerprint") != config["data_fingerprint"]:
+        raise CheckpointError(f"checkpoint {latest} was trained on different data")
+    total = config["training"]["num_steps"]
+    if found.step > total:
+        raise CheckpointError(f"the last checkpoint of {run_dir} is at step {found.step}, "
+                              f"beyond num_steps={total}; ask for at least {found.step} steps")
+    return found
 
 
 def _check_same_run(run_dir: Path, vae: Any, config: dict[str, Any]) -> None:

@@ -105,3 +105,47 @@ def test_numpyro_backend_from_the_command_line(spec_file, tmp_path):
     assert load_run(out).config["backend"] == "numpyro"
     assert main(["sample", str(out), "--num-samples", "4", "--num-reconstructions", "8"]) == 0
     assert (out / "samples.png").exists() and (out / "reconstructions.png").exists()
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_folder_the_second_is_refused_and_a_killed_one_taken_over(
+        spec_file, tmp_path):
+    """Real processes: B is refused at once naming A's PID while A trains; after A is killed
+    with SIGKILL, C takes the stale lock over and writes a coherent run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import ppl_vae
+    from ppl_vae.run_writer import HOLDER_FILE, writer_home
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(ppl_vae.__file__).parents[1])}
+    cli = [sys.executable, "-m", "ppl_vae.cli", "train", str(spec_file), "--out", str(out),
+           "--quiet"]
+    a = subprocess.Popen([*cli, "--steps", "100000", "--checkpoint-every", "20"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "run.json").exists():  # A's first checkpoint is in place
+            assert a.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert (writer_home(out) / HOLDER_FILE).exists()
+        b = subprocess.run([*cli, "--overwrite", "--seed", "2"], env=env, capture_output=True,
+                           text=True, timeout=240)
+        assert b.returncode == 2
+        assert b.stderr.count("\n") == 1 and f"being written by process {a.pid} " in b.stderr
+    finally:
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=60)
+    c = subprocess.run([*cli, "--overwrite", "--seed", "2", "--steps", "4"], env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert c.returncode == 0, c.stderr
+    assert json.loads((out / "run.json").read_text())["seed"] == 2
+    assert load_run(out).config["training"]["num_steps"] == 4
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest",
+                                                                       "step-00000004"]

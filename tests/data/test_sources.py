@@ -135,6 +135,13 @@ def test_idx_bad_magic_and_mismatched_labels(tmp_path):
         data.load_idx(labels_path)
 
 
+def test_idx_with_zero_images_is_refused(tmp_path):
+    path = tmp_path / "empty-images-idx3-ubyte"
+    path.write_bytes(_idx_bytes(np.zeros((0, 28, 28), dtype=np.uint8)))
+    with pytest.raises(DataError, match=r"declares 0 items \(shape \(0, 28, 28\)\)"):
+        data.load(path)
+
+
 # --- npz ------------------------------------------------------------------------------------
 
 
@@ -165,6 +172,26 @@ def test_npz_object_array_needing_pickle_is_refused(tmp_path):
     np.savez(path, x=np.array([np.zeros(3), "text"], dtype=object))
     with pytest.raises(DataError, match="pickle"):
         data.load_npz(path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad CRC", "bad deflate stream", "not zip"])
+def test_corrupt_npz_is_a_data_error_naming_the_file(damage, tmp_path):
+    """Each damage used to escape as BadZipFile or zlib.error."""
+    x = np.random.default_rng(0).random((50, 64)).astype(np.float32)
+    path = tmp_path / "x.npz"
+    (np.savez_compressed if damage == "bad deflate stream" else np.savez)(path, x=x)
+    blob = bytearray(path.read_bytes())
+    if damage == "truncated":
+        blob = blob[:len(blob) // 2]
+    elif damage == "not zip":
+        blob = bytearray(b"hello world")
+    else:  # inside the stored / deflated member, past its local header
+        blob[200:260] = b"\xff" * 60
+    path.write_bytes(bytes(blob))
+    words = "is not a .npz archive" if damage == "not zip" else "corrupt or truncated .npz"
+    with pytest.raises(DataError, match=words) as caught:
+        data.load(path)
+    assert str(path) in str(caught.value)
 
 
 def test_npz_loader_rejects_a_plain_npy(tmp_path):

@@ -16,7 +16,14 @@ from ppl_vae.families import Gaussian
 from ppl_vae.io import CheckpointError
 from ppl_vae.runs import RunExistsError, load_run
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.training import FitResult, NonFiniteLossError, batches, checkpoint, fit
+from ppl_vae.training import (
+    DivergenceError,
+    FitResult,
+    NonFiniteLossError,
+    batches,
+    checkpoint,
+    fit,
+)
 
 BACKENDS = ("pyro", "numpyro")
 
@@ -335,15 +342,15 @@ def test_corrupt_or_mismatched_checkpoint_is_a_clear_error(digits, tmp_path):
 # --------------------------------------------------------------------------- NaN guard
 
 
-def poisoned_data(seed=0, num=40, batch=16):
-    """Gaussian data with one value of 3e38 in a point that epoch 0 leaves out and epoch 1
-    visits in its first minibatch: the loss overflows exactly at step 3."""
+def poisoned_data(seed=0, num=40, batch=16, value=3e38):
+    """Gaussian data with one ``value`` (default 3e38) in a point that epoch 0 leaves out and
+    epoch 1 visits in its first minibatch: the loss overflows exactly at step 3."""
     x = np.random.default_rng(1).random((num, 8)).astype(np.float32)
     first = batches.epoch_order(seed, 0, num, batch)
     second = batches.epoch_order(seed, 1, num, batch)
     left_out = sorted(set(range(num)) - set(first.ravel()))
     poison = next(i for i in left_out if i in second[0])
-    x[poison, 3] = 3e38
+    x[poison, 3] = value
     return x
 
 
@@ -371,6 +378,43 @@ def test_nan_guard_names_step_and_site_and_keeps_the_last_good_checkpoint(backen
     for name, value in vae.get_params().items():
         assert np.isfinite(value).all()
         np.testing.assert_array_equal(value, kept.params[name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_guard_stops_a_finite_blow_up_like_a_nan(backend, tmp_path):
+    """A value of 1e6 at step 3 gives a loss of ~1e11 nats (x²/2σ², σ ≈ 1): finite, so the
+    NaN guard lets it through, but far above m + 100·max(|m|, 1), m ≈ 10 nats."""
+    spec = tiny_spec(data_shape=(8,), likelihood=Gaussian(), kl="monte-carlo",
+                     encoder=NetworkSpec(hidden=(4,)), decoder=NetworkSpec(hidden=(4,)))
+    out = tmp_path / "run"
+    with pytest.raises(DivergenceError) as caught:
+        quiet_fit(ppl_vae.models.build(spec, backend), poisoned_data(value=1e6), num_steps=10,
+                  batch_size=16, checkpoint_every=2, out_dir=out)
+    err = caught.value
+    assert err.step == 3 and list(err.history.query("split == 'train'")["step"]) == [1, 2]
+    for needle in ("diverged at step 3", "m + 100·max(|m|, 1)", "step-00000002",
+                   "lower the learning rate", "--divergence-factor"):
+        assert needle in str(err)
+    assert err.checkpoint == out / "checkpoints" / "step-00000002"
+    assert checkpoint.latest_checkpoint(out) == err.checkpoint
+    # switched off, the same run trains through the spike
+    result = quiet_fit(ppl_vae.models.build(spec, backend), poisoned_data(value=1e6),
+                       num_steps=4, batch_size=16, divergence_factor=None)
+    assert result.history.query("split == 'train'")["loss"].max() > 1e9
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1e-3])
+def test_non_finite_or_non_positive_learning_rates_are_refused(digits, lr):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        quiet_fit(ppl_vae.models.build(tiny_spec(), "pyro"), digits, num_steps=1,
+                  learning_rate=lr)
+
+
+def test_a_learning_rate_that_overflows_adams_first_step_is_refused(digits):
+    """torch's Adam raised a RuntimeError for lr / (1 - 0.9) past float32's 3.4e38."""
+    with pytest.raises(ValueError, match="overflows float32 in Adam's first step.*3.4e"):
+        quiet_fit(ppl_vae.models.build(tiny_spec(), "pyro"), digits, num_steps=1,
+                  learning_rate=1e38)
 
 
 # --------------------------------------------------------------------------- learning
