@@ -144,6 +144,13 @@ def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
     the guide once and pick an unbiased ELBO for non-reparameterized sites.
     """
     estimator = get_estimator(estimator)
+    discrete = [site for site in vae.sites if site in vae.score_function_sites
+                or (site == "gate" and not vae.spec.posterior.continuous)]
+    if estimator.reparameterized_only and discrete:
+        raise ValueError(f"the {estimator.name} estimator differentiates through every sample, "
+                         f"but the guide's sites {discrete} are discrete or score-function; "
+                         "use 'vimco' for a multi-sample bound (or relaxed gates), or "
+                         "'reparam', 'score' or 'score-baseline'")
     if estimator.closed_form_kl and vae.spec.kl != "analytic":
         raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
                          f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")

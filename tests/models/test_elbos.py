@@ -33,7 +33,7 @@ from ppl_vae.data.ppca import (
     orthogonal_ppca,
     set_ppca_params,
 )
-from ppl_vae.estimators import baseline_average_name
+from ppl_vae.estimators import baseline_average_name, get_estimator
 from ppl_vae.models import numpyro_elbos, pyro_elbos
 from ppl_vae.variance import gradient_variance
 from tests.test_estimators import X, tiny_spec
@@ -164,12 +164,17 @@ def test_iwae_scales_subsampled_plates_after_the_log_mean_exp(backend, estimator
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 @pytest.mark.parametrize("estimator", ["iwae", "dreg"])
 def test_multi_sample_bounds_refuse_discrete_gates_and_name_vimco(backend, estimator):
+    # refused when the ELBO is made, before any training (the model says which sites)
     vae = ppl_vae.models.build(tiny_spec("masked_laplace"), backend)
+    with pytest.raises(ValueError, match=r"\['gate'\].*vimco"):
+        ppl_vae.models.make_elbo(vae, estimator, 2, example_batch=X)
+    # the backends' ELBOs refuse such a guide too, for any model/guide pair
     if backend == "numpyro":
         with pytest.raises(TypeError, match="vimco"):
-            ppl_vae.models.make_elbo(vae, estimator, 2, example_batch=X)
+            numpyro_elbos.make_elbo(get_estimator(estimator), vae.guide, 2,
+                                    example_args=(vae.as_tensor(X),))
         return
-    elbo, guide = ppl_vae.models.make_elbo(vae, estimator, 2)
+    elbo, guide = pyro_elbos.make_elbo(get_estimator(estimator), vae.guide, 2)
     with pytest.raises(ValueError, match="vimco"):
         elbo.loss(vae.model, guide, vae.as_tensor(X))
 
