@@ -8,7 +8,7 @@ from pathlib import Path
 from ppl_vae.commands._args import UsageError, non_negative_int, positive_int
 from ppl_vae.models import BACKENDS
 
-DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,dreg"
+DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,vimco,dreg"
 
 
 def _ints(text: str) -> list[int]:

@@ -30,7 +30,8 @@ from ppl_vae.estimators import get_estimator
 from ppl_vae.io import atomic_write_text
 from ppl_vae.variance.measure import measure_gradients, summarize
 
-DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "dreg")
+DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "vimco",
+                      "dreg")
 DEFAULT_PARTICLES = (1, 5, 50)
 RATIOS = (("score", "reparam"), ("score-baseline", "score"), ("score-nn-baseline", "score"),
           ("analytic-kl", "reparam"), ("stl", "reparam"), ("dreg", "iwae"))
