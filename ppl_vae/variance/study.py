@@ -17,6 +17,7 @@ reparameterized; run both as targets of one study.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -170,14 +171,15 @@ def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_
             vae.set_params(values)
             head = {"target": target.name, "family": target.family, "stage": stage,
                     "step": step}
-            for name in names:
-                try:
+            for name, k in itertools.product(names, particles):
+                try:  # per K: vimco is refused at K = 1 only
                     moments = measure_gradients(vae.model, vae.guide, *args, estimators=[name],
-                                                num_draws=num_draws, num_particles=particles,
+                                                num_draws=num_draws, num_particles=[k],
                                                 seed=seed, model_kwargs=kwargs,
                                                 progress=progress, **options)
                 except (TypeError, ValueError) as err:
-                    skipped.append({**head, "estimator": name, "reason": str(err)})
+                    skipped.append({**head, "estimator": name, "particles": k,
+                                    "reason": str(err)})
                     continue
                 groups.append(summarize(moments, "group").assign(**head))
                 params.append(summarize(moments, "param").assign(**head))
