@@ -19,6 +19,9 @@ This module is the one place that names the files of a run directory ``runs/NAME
     report.md, .html       REPORT_STEM (``ppl-vae report``)
     figures/               the reports' PNGs
 
+``run.json``'s ``data`` settings rebuild the splits; a run without ``data.shuffle`` dates from
+before splits were shuffled and rebuilds them in the source's order.
+
 ``params.safetensors`` and ``history.csv`` are rewritten at every checkpoint, so a run that
 is still training (or was interrupted) loads at its last checkpoint.
 """
@@ -105,7 +108,9 @@ class Run:
                        binarization=data.get("binarization", "static"),
                        dequantize=data.get("dequantize", False),
                        fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
-                       seed=data.get("seed", 0))
+                       seed=data.get("seed", 0),
+                       # runs recorded before splits were shuffled kept the source's order
+                       shuffle=data.get("shuffle", False))
 
     def default_split(self) -> str:
         """``"test"``, or ``"train"`` for an encoder-free model (its codes exist only for the

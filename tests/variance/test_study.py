@@ -11,6 +11,7 @@ import ppl_vae.cli
 import ppl_vae.models
 from ppl_vae.data import prepare
 from ppl_vae.spec import NetworkSpec
+from ppl_vae.variance import study
 from ppl_vae.variance.study import load_target, run_study, variance_ratios, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,11 @@ def test_study_of_a_run_uses_its_checkpoints(tmp_path):
     paths = write_study(result, tmp_path / "out")
     assert all(p.exists() for p in paths)
     assert "over training" in (tmp_path / "out" / "report.md").read_text()
+    # no training and nothing skipped: the empty tables still carry their header for pandas
+    for name, columns in (("training", study.TRAINING_COLUMNS),
+                          ("skipped", study.SKIPPED_COLUMNS)):
+        empty = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert empty.empty and list(empty.columns) == columns
 
 
 def test_example_runs_in_smoke_mode(tmp_path):
