@@ -369,3 +369,58 @@ def variance_over_training(df: pd.DataFrame) -> Any:
     axes[0].set_ylabel("total gradient variance")
     axes[-1].legend(fontsize="small")
     return fig
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def forest_plot(paired: pd.DataFrame) -> Any:
+    """Paired log p(x) differences against the baseline, one row per spec: the mean with
+    ±2 standard errors over datapoints (thick) and over seeds (thin, where there are several
+    seeds)."""
+    fig = _figure(6.5, 0.55 * len(paired) + 1.4)
+    ax = fig.subplots()
+    pos = np.arange(len(paired))[::-1]
+    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_seeds"].fillna(0), fmt="none",
+                ecolor="0.55", capsize=4, label="±2 se over seeds")
+    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_datapoints"], fmt="o",
+                color="C0", elinewidth=3, capsize=0, label="±2 se over datapoints")
+    ax.axvline(0.0, color="0.3", linestyle=":")
+    ax.set_yticks(pos, paired["spec"])
+    baseline = paired["baseline"].iloc[0] if len(paired) else "baseline"
+    ax.set_xlabel(f"log p(x) − log p(x) of {baseline}, nats per image (> 0: better)")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def grid_learning_curves(histories: pd.DataFrame) -> Any:
+    """Validation loss against the step for every cell of a grid: a colour per spec, a line
+    style per seed (``histories``: a training history with ``spec`` and ``seed`` columns)."""
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    valid = histories[histories["split"] == "valid"]
+    shown = valid if len(valid) else histories
+    styles = ("-", "--", ":", "-.")
+    for k, (spec, rows) in enumerate(shown.groupby("spec", sort=False)):
+        for j, (_, curve) in enumerate(rows.groupby("seed")):
+            if not len(valid):
+                curve = curve.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
+            ax.plot(curve["step"], curve["loss"], color=f"C{k % 10}",
+                    linestyle=styles[j % len(styles)], label=f"{spec}" if j == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(("validation" if len(valid) else "train") + " loss (−ELBO, nats per image)")
+    ax.set_title("learning curves of all cells (line style: seed)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def metric_bars(values: pd.DataFrame, value: str, label: str, title: str) -> Any:
+    """One bar per latent dimension (``values``: columns ``dim`` and ``value``), e.g. KL per
+    dimension or activity per dimension."""
+    fig = _figure(max(4.0, 0.25 * len(values) + 2), 3.0)
+    ax = fig.subplots()
+    ax.bar(values["dim"], values[value], color="C0")
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    return fig

@@ -209,3 +209,127 @@ def variance_page(result: Any) -> Report:
         report.heading("Skipped configurations and diverged training")
         report.table(result.skipped[["target", "stage", "estimator", "reason"]])
     return report
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+COMPARE_METRICS = (
+    ("log_px", "log p(x), nats"), ("bits_per_dim", "bits/dim"), ("elbo", "ELBO, nats"),
+    ("iwae_gap", "log p(x) − ELBO"), ("rate_bits", "rate (KL), bits"),
+    ("active_units", "active units"), ("gate_on_fraction", "gates on"),
+    ("reconstruction_mse", "reconstruction MSE"), ("khat_mean", "mean k̂"),
+    ("khat_unreliable_fraction", "k̂ > 0.7"), ("sample_inception_score", "classifier score"),
+    ("sample_confidence", "sample confidence"), ("nn_distance_samples", "NN distance"),
+    ("train_seconds", "train s"))
+"""The comparison table's columns: metric name in the grid table, and its header."""
+
+
+def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
+    """One row per spec, one "mean ± se" column per :data:`COMPARE_METRICS` entry present;
+    the best spec of each column carries ``marker``."""
+    order = list(dict.fromkeys(summary["spec"]))
+    out = pd.DataFrame({"spec": order})
+    for metric, header in COMPARE_METRICS:
+        rows = summary[summary["metric"] == metric].set_index("spec")
+        if rows.empty:
+            continue
+        cells = []
+        for spec in order:
+            if spec not in rows.index:
+                cells.append("")
+                continue
+            row = rows.loc[spec]
+            text = f"{row['mean']:.4g}" + ("" if pd.isna(row["se"]) else f" ± {row['se']:.2g}")
+            cells.append(f"{text} {marker}" if row["best"] else text)
+        out[header] = cells
+    return out
+
+
+def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
+    """The comparison report of a :class:`ppl_vae.compare.GridResult`: settings, the table
+    (mean ± se over seeds, best marked ★), paired differences with a forest plot, the
+    learning curves of all cells and one sample grid per spec."""
+    from ppl_vae.compare.cells import cell_dir
+
+    out = Path(out)
+    s = result.settings
+    report = Report("Posterior × prior comparison")
+    budget = (f"{s.get('num_steps')} steps" if s.get("num_steps") else
+              f"{s.get('num_epochs')} epochs" if s.get("num_epochs") else
+              "each spec's [training] steps")
+    report.text(f"{len(s.get('specs', []))} specs × {len(s.get('seeds', []))} seeds "
+                f"(seeds {s.get('seeds')}) on {s.get('dataset')} (split seed "
+                f"{s.get('data_seed')}), backend {s.get('backend')}, budget {budget}, batch "
+                f"{s.get('batch_size') or 'spec default'}; evaluated on "
+                f"{s.get('eval_points') or 'all'} test images with K = {s.get('num_samples')} "
+                f"importance samples. Machine: {machine_description()}.")
+    if "wall_seconds" in s:
+        report.text(f"Wall time of this invocation: {s['wall_seconds']:.1f} s on the "
+                    f"{s.get('executor')} executor ({len(result.ran)} cells run, "
+                    f"{len(result.skipped)} already finished).")
+    if result.table.empty:
+        report.callout("bad", "no cell has finished: nothing to compare yet")
+        return report
+    estimators = result.table.drop_duplicates("spec")[["spec", "estimator"]]
+    report.heading("Summary over seeds")
+    report.table(summary_wide(result.summary),
+                 caption="mean ± standard error over seeds; ★ best per column; log p(x) "
+                         "estimators per spec below")
+    report.table(estimators, caption="log p(x) estimator of each spec (encoder-free models "
+                                     "have no q(z|x) on test data: AIS from the prior)")
+    if (estimators["estimator"].str.startswith("AIS")).any():
+        report.callout("caution", "AIS and importance sampling are both stochastic lower "
+                                  "bounds on log p(x); a difference between an AIS row and "
+                                  "an IS row mixes model and estimator")
+    if not result.paired.empty:
+        report.heading(f"Paired differences against {result.baseline}")
+        report.text("Per test image, log p(x) of the spec minus that of the baseline trained "
+                    "with the same seed; se over datapoints of the seed-averaged differences, "
+                    "se over seeds of the per-seed means.")
+        report.table(result.paired, caption="paired log p(x) differences, nats per image")
+        report.figure(figures.forest_plot(result.paired), "forest",
+                      "paired differences with ±2 standard errors")
+    histories = []
+    for cell in cells:
+        path = cell_dir(out, cell) / runs.HISTORY_FILE
+        if path.exists():
+            histories.append(pd.read_csv(path).assign(spec=cell.spec_name, seed=cell.seed))
+    if histories:
+        report.heading("Learning curves")
+        report.figure(figures.grid_learning_curves(pd.concat(histories, ignore_index=True)),
+                      "curves", "every cell's validation loss")
+    shown = {}
+    for cell in cells:
+        path = cell_dir(out, cell) / runs.SAMPLES_FILE
+        if cell.spec_name not in shown and path.exists():
+            shown[cell.spec_name] = (cell, path)
+    if shown:
+        report.heading("Samples (first seed of each spec)")
+        for name, (cell, path) in shown.items():
+            report.image(path.read_bytes(), f"samples-{name}", f"{name}, seed {cell.seed}")
+    report.heading("Cells")
+    for cell in cells:
+        folder = cell_dir(out, cell)
+        if (folder / f"{runs.REPORT_STEM}.html").exists():
+            report.link(cell.key(), f"cells/{cell.key()}/"
+                        f"{runs.REPORT_STEM}.html", f" ({cell.spec_name}, seed {cell.seed})")
+    report.text("Tables: table.csv (tidy, per cell), summary.csv, paired.csv, "
+                "paired_seeds.csv, failures.csv; per-datapoint log p(x) in "
+                "cells/KEY/per_datapoint.csv.")
+    if not result.failures.empty:
+        report.heading("Failed cells")
+        report.callout("bad", f"{len(result.failures)} cells failed twice")
+        report.table(result.failures)
+    return report
+
+
+def write_compare_report(result: Any, out: str | Path, cells: Any = ()) -> tuple[Path, Path]:
+    """Write each finished cell's run report, then ``report.md`` / ``report.html`` of the
+    grid into ``out``."""
+    from ppl_vae.compare.cells import cell_dir, is_done
+
+    for cell in cells:
+        if is_done(out, cell):
+            write_run_report(cell_dir(out, cell))
+    return compare_page(result, out, cells).write(out, runs.REPORT_STEM)
