@@ -199,3 +199,19 @@ def create_run(path: str | Path, vae: Any, config: dict[str, Any], *,
     write_config(path, vae, config)
     save_arrays(path / PARAMS_FILE, vae.get_params())
     return path
+
+
+STEP_METRIC = "checkpoint_step"
+"""The metrics.csv row recording the training step the metrics were computed at."""
+
+
+def trained_step(path: str | Path) -> int | None:
+    """The step of the run's current parameters: the last training step in history.csv
+    (written with params.safetensors at every checkpoint), or None without a history."""
+    import pandas as pd
+
+    history = Path(path) / HISTORY_FILE
+    if not history.exists():
+        return None
+    steps = pd.read_csv(history, usecols=["step"])["step"]
+    return int(steps.max()) if len(steps) else None

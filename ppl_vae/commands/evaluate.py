@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         likelihood_units,
     )
     from ppl_vae.io import atomic_write_text
-    from ppl_vae.runs import METRICS_FILE, load_run
+    from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run, trained_step
 
     if args.ais < 0:
         raise SystemExit("ppl-vae evaluate: --ais must be >= 0")
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"ppl-vae evaluate: {err}") from None
     notes += more
+    table.loc[len(table)] = [name, data.split, STEP_METRIC,
+                             float(trained_step(args.run_dir) or 0), float("nan")]
 
     path = Path(args.run_dir) / METRICS_FILE
     if path.exists():

@@ -152,6 +152,8 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     table, _ = evaluate_split(vae, x, run=cell.key(), split="test", units=units,
                               train=data.train, valid=data.valid, config=config, estimate=est,
                               ais_estimate=ais)
+    table.loc[len(table)] = [cell.key(), "test", runs.STEP_METRIC,
+                             float(runs.trained_step(run.path) or 0), math.nan]
     atomic_write_text(run.path / runs.METRICS_FILE, table.to_csv(index=False))
 
     n = len(log_px)

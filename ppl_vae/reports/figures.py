@@ -414,13 +414,16 @@ def grid_learning_curves(histories: pd.DataFrame) -> Any:
     return fig
 
 
-def metric_bars(values: pd.DataFrame, value: str, label: str, title: str) -> Any:
-    """One bar per latent dimension (``values``: columns ``dim`` and ``value``), e.g. KL per
-    dimension or activity per dimension."""
-    fig = _figure(max(4.0, 0.25 * len(values) + 2), 3.0)
-    ax = fig.subplots()
-    ax.bar(values["dim"], values[value], color="C0")
-    ax.set_xlabel("latent dimension")
-    ax.set_ylabel(label)
-    ax.set_title(title)
+def per_dimension_bars(dims: pd.DataFrame) -> Any:
+    """Per latent dimension (``dims``: ``dim`` and any of ``kl``, ``activity``, ``gate_on``
+    columns): one bar panel per quantity, side by side."""
+    labels = {"kl": "KL(q ‖ p), nats", "activity": "activity Var_x E_q[z]",
+              "gate_on": "P(gate on)"}
+    kinds = [k for k in labels if k in dims]
+    fig = _figure(max(4.0, 0.22 * len(dims) + 2) * len(kinds), 3.0)
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=True):
+        ax.bar(dims["dim"], dims[kind], color="C0")
+        ax.set_xlabel("latent dimension")
+        ax.set_title(labels[kind])
     return fig
