@@ -66,7 +66,9 @@ def run_report(run_dir: str | Path) -> Report:
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
         history = pd.read_csv(history_path)
-        report.heading("Training")
+        last = history.sort_values("step").groupby("split").tail(1)
+        report.heading("Training").table(last[["split", "step", "epoch", "loss", "wall_time"]],
+                                         caption="last recorded loss (−ELBO, nats per datapoint)")
         report.figure(figures.training_curves(history), "training_curves",
                       "loss (−ELBO per datapoint) against steps")
     images = [(run_dir / name, caption) for name, caption in _IMAGES
