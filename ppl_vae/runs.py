@@ -13,6 +13,9 @@ This module is the one place that names the files of a run directory ``runs/NAME
     metrics.csv            METRICS_FILE (``ppl-vae evaluate``)
     samples.png            SAMPLES_FILE, RECONSTRUCTIONS_FILE (``ppl-vae sample``)
     reconstructions.png
+    latents.csv            LATENTS_FILE, TRAVERSALS_FILE, INTERPOLATIONS_FILE (``ppl-vae
+    traversals.png         sample``, models with an encoder): codes of the split with labels
+    interpolations.png     and a 2-D view; decoded traversals and interpolations
     diagnostics.*          DIAGNOSTICS_STEM + .nc, .csv, .md, .html (``ppl-vae diagnose``)
     variance/              VARIANCE_DIR (``ppl-vae variance``): VARIANCE_TABLES as CSV, e.g.
                            VARIANCE_RATIOS, and its own report
@@ -47,6 +50,9 @@ CURVES_FILE = "training_curves.png"
 METRICS_FILE = "metrics.csv"
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
+LATENTS_FILE = "latents.csv"
+TRAVERSALS_FILE = "traversals.png"
+INTERPOLATIONS_FILE = "interpolations.png"
 DIAGNOSTICS_STEM = "diagnostics"
 DIAGNOSTICS_NETCDF = f"{DIAGNOSTICS_STEM}.nc"
 DIAGNOSTICS_TABLE = f"{DIAGNOSTICS_STEM}.csv"

@@ -53,7 +53,9 @@ class GridResult:
 
 
 def plan(specs: Sequence[Any], seeds: Sequence[int], **settings: Any) -> list[Cell]:
-    """One :class:`Cell` per spec (a ModelSpec, a spec file or a zoo name) and seed."""
+    """One :class:`Cell` per spec (a ModelSpec, a spec file or a zoo name) and seed, seed by
+    seed: the first cells a pool runs are different specs, so a load on the machine that
+    changes over time does not fall on one spec's timings alone."""
     import tomli_w
 
     from ppl_vae.models import load_spec
@@ -64,7 +66,7 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], **settings: Any) -> list[Ce
         raise ValueError(f"two specs share a name ({', '.join(names)}): the grid keys cells by "
                          "spec name; rename one")
     return [Cell(spec_toml=tomli_w.dumps(spec.to_dict()), spec_name=spec.name, seed=int(seed),
-                 **settings) for spec in loaded for seed in seeds]
+                 **settings) for seed in seeds for spec in loaded]
 
 
 def run_grid(cells: Sequence[Cell], out: str | Path, executor: Any, *,

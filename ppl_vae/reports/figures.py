@@ -427,3 +427,19 @@ def per_dimension_bars(dims: pd.DataFrame) -> Any:
         ax.set_xlabel("latent dimension")
         ax.set_title(labels[kind])
     return fig
+
+
+def latent_scatter(codes: pd.DataFrame) -> Any:
+    """The 2-D view of the codes (``ppl-vae sample``'s latents.csv), coloured by label."""
+    fig = _figure(5.5, 4.6)
+    ax = fig.subplots()
+    labels = codes["label"].to_numpy()
+    for k, label in enumerate(np.unique(labels)):
+        hit = labels == label
+        ax.scatter(codes.loc[hit, "view_1"], codes.loc[hit, "view_2"], s=8, alpha=0.7,
+                   color=f"C{k % 10}", label=str(label) if label >= 0 else "unlabelled")
+    two_d = sum(c.startswith("z_") for c in codes.columns) <= 2
+    ax.set_xlabel("z_0" if two_d else "principal component 1 of E_q[z | x]")
+    ax.set_ylabel("z_1" if two_d else "principal component 2")
+    ax.legend(fontsize="small", markerscale=2, ncols=2, title="label")
+    return fig

@@ -25,6 +25,11 @@ from ppl_vae.reports.writer import Report, machine_description
 
 _IMAGES = ((runs.SAMPLES_FILE, "Samples: decoder means E[x | z] for z ~ p(z)"),
            (runs.RECONSTRUCTIONS_FILE, "Images (rows) above their reconstructions"))
+_LATENT_IMAGES = (
+    (runs.TRAVERSALS_FILE, "Traversals: a row per latent dimension (most variable first), "
+                           "moved from its 5% to its 95% quantile over the codes"),
+    (runs.INTERPOLATIONS_FILE, "Interpolations: a row per pair of images of different "
+                               "labels, straight lines between their codes"))
 
 
 def run_report(run_dir: str | Path) -> Report:
@@ -77,6 +82,15 @@ def run_report(run_dir: str | Path) -> Report:
         report.heading("Samples and reconstructions")
         for path, caption in images:
             report.image(path.read_bytes(), path.stem, caption)
+    latents = run_dir / runs.LATENTS_FILE
+    if latents.exists():
+        report.heading("Latent space")
+        codes = pd.read_csv(latents)
+        report.figure(figures.latent_scatter(codes), "latents",
+                      f"E_q[z | x] of {len(codes)} images, coloured by label")
+        for name, caption in _LATENT_IMAGES:
+            if (run_dir / name).exists():
+                report.image((run_dir / name).read_bytes(), Path(name).stem, caption)
     if diagnostics is not None:
         report.heading("Diagnostics")
         report.link("diagnostics report", f"{runs.DIAGNOSTICS_STEM}.html",

@@ -58,19 +58,11 @@ def specs(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    # the sample-quality classifier is cached per test session, not in the user's cache
-    monkeypatch.setenv("PPL_VAE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
 @pytest.fixture(scope="module")
 def local_grid(specs, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     cells = plan(specs, [0, 1], **SETTINGS)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PPL_VAE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-        return cells, out, run_grid(cells, out, LocalPool(2))
+    return cells, out, run_grid(cells, out, LocalPool(2))
 
 
 def _without_times(table):

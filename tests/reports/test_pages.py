@@ -36,7 +36,10 @@ def test_report_renders_what_the_jobs_wrote(tmp_path):
     last_valid = history[history["split"] == "valid"].sort_values("step").iloc[-1]
     assert f"{last_valid['loss']:.4g}" in md
     html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3  # curves, samples, reconstructions
+    # curves, samples, reconstructions, the latent scatter, traversals, interpolations
+    assert html.count("data:image/png;base64,") == 6
+    codes = pd.read_csv(run_dir / "latents.csv")
+    assert len(codes) == 180 and codes["label"].nunique() == 10  # digits: 10% of 1797
 
 
 def test_report_warns_when_metrics_are_older_than_the_parameters(tmp_path):
