@@ -20,7 +20,8 @@ import pandas as pd
 from ppl_vae.io import atomic_write_bytes, atomic_write_text
 
 LEVELS = {"good": "🟢", "caution": "🟠", "bad": "🔴"}
-"""Traffic-light levels of :meth:`Report.callout` and their marks."""
+"""Traffic-light levels of :meth:`Report.callout` and their Markdown marks (HTML: a dot in
+the level's colour)."""
 
 
 @dataclass
@@ -87,8 +88,8 @@ class Report:
             elif kind == "callout":
                 level, text = value
                 md += [f"> {LEVELS[level]} **{level}**: {text}", ""]
-                body.append(f'<p class="callout {level}">{LEVELS[level]} <b>{level}</b>: '
-                            f"{html.escape(text)}</p>")
+                body.append(f'<p class="callout {level}"><span class="dot">●</span> '
+                            f"<b>{level}</b>: {html.escape(text)}</p>")
             elif kind == "table":
                 df, caption, fmt = value
                 md += ([f"*{caption}*", ""] if caption else []) + [
@@ -128,6 +129,7 @@ table{{border-collapse:collapse}}td,th{{padding:.2em .6em;border-bottom:1px soli
 text-align:right}}img{{max-width:100%}}
 .callout{{padding:.4em .8em;border-left:.4em solid}}.good{{border-color:#2a2;background:#efe}}
 .caution{{border-color:#e90;background:#fff6e6}}.bad{{border-color:#d22;background:#fee}}
+.good .dot{{color:#2a2}}.caution .dot{{color:#e90}}.bad .dot{{color:#d22}}
 </style></head>
 <body>
 {body}
