@@ -394,21 +394,25 @@ def forest_plot(paired: pd.DataFrame) -> Any:
 
 
 def grid_learning_curves(histories: pd.DataFrame) -> Any:
-    """Validation loss against the step for every cell of a grid: a colour per spec, a line
-    style per seed (``histories``: a training history with ``spec`` and ``seed`` columns)."""
+    """Loss against the step for every cell of a grid: a colour per spec, a line style per
+    seed (``histories``: training histories with ``spec`` and ``seed`` columns). A cell's
+    validation loss where it has one, else (encoder-free models) its training loss averaged
+    per epoch, marked "(train)"."""
     fig = _figure(7, 4)
     ax = fig.subplots()
-    valid = histories[histories["split"] == "valid"]
-    shown = valid if len(valid) else histories
     styles = ("-", "--", ":", "-.")
-    for k, (spec, rows) in enumerate(shown.groupby("spec", sort=False)):
-        for j, (_, curve) in enumerate(rows.groupby("seed")):
-            if not len(valid):
-                curve = curve.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
+    for k, (spec, rows) in enumerate(histories.groupby("spec", sort=False)):
+        for j, (_, cell) in enumerate(rows.groupby("seed")):
+            curve = cell[cell["split"] == "valid"]
+            label = spec
+            if curve.empty:
+                train = cell[cell["split"] == "train"]
+                curve = train.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
+                label = f"{spec} (train)"
             ax.plot(curve["step"], curve["loss"], color=f"C{k % 10}",
-                    linestyle=styles[j % len(styles)], label=f"{spec}" if j == 0 else None)
+                    linestyle=styles[j % len(styles)], label=label if j == 0 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel(("validation" if len(valid) else "train") + " loss (−ELBO, nats per image)")
+    ax.set_ylabel("validation loss (−ELBO, nats per image)")
     ax.set_title("learning curves of all cells (line style: seed)")
     ax.legend(fontsize="small")
     return fig

@@ -364,24 +364,24 @@ COMPARE_METRICS = (
 
 
 def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
-    """One row per spec, one "mean ± se" column per :data:`COMPARE_METRICS` entry present;
-    the best spec of each column carries ``marker``."""
+    """One row per :data:`COMPARE_METRICS` entry present, one "mean ± se" column per spec;
+    the best spec of each row carries ``marker``."""
     order = list(dict.fromkeys(summary["spec"]))
-    out = pd.DataFrame({"spec": order})
+    rows = []
     for metric, header in COMPARE_METRICS:
-        rows = summary[summary["metric"] == metric].set_index("spec")
-        if rows.empty:
+        hits = summary[summary["metric"] == metric].set_index("spec")
+        if hits.empty:
             continue
-        cells = []
+        row = {"metric": header}
         for spec in order:
-            if spec not in rows.index:
-                cells.append("")
+            if spec not in hits.index:
+                row[spec] = ""
                 continue
-            row = rows.loc[spec]
-            text = f"{row['mean']:.4g}" + ("" if pd.isna(row["se"]) else f" ± {row['se']:.2g}")
-            cells.append(f"{text} {marker}" if row["best"] else text)
-        out[header] = cells
-    return out
+            hit = hits.loc[spec]
+            text = f"{hit['mean']:.4g}" + ("" if pd.isna(hit["se"]) else f" ± {hit['se']:.2g}")
+            row[spec] = f"{text} {marker}" if hit["best"] else text
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", *order])
 
 
 def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
@@ -402,17 +402,21 @@ def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
                 f"{s.get('batch_size') or 'spec default'}; evaluated on "
                 f"{s.get('eval_points') or 'all'} test images with K = {s.get('num_samples')} "
                 f"importance samples. Machine: {machine_description()}.")
+    cell_seconds = result.table[result.table["metric"].isin(("train_seconds",
+                                                             "eval_seconds"))]["value"].sum()
     if "wall_seconds" in s:
         report.text(f"Wall time of this invocation: {s['wall_seconds']:.1f} s on the "
                     f"{s.get('executor')} executor ({len(result.ran)} cells run, "
-                    f"{len(result.skipped)} already finished).")
+                    f"{len(result.skipped)} already finished); the finished cells' training "
+                    f"and evaluation took {cell_seconds:.0f} s in all (process starts not "
+                    "counted).")
     if result.table.empty:
         report.callout("bad", "no cell has finished: nothing to compare yet")
         return report
     estimators = result.table.drop_duplicates("spec")[["spec", "estimator"]]
     report.heading("Summary over seeds")
     report.table(summary_wide(result.summary),
-                 caption="mean ± standard error over seeds; ★ best per column; log p(x) "
+                 caption="mean ± standard error over seeds; ★ best per row; log p(x) "
                          "estimators per spec below")
     report.table(estimators, caption="log p(x) estimator of each spec (encoder-free models "
                                      "have no q(z|x) on test data: AIS from the prior)")
