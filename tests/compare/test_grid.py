@@ -140,3 +140,41 @@ def test_cli_compare_refuses_a_baseline_that_is_not_a_spec(specs, tmp_path, caps
 def test_cli_compare_refuses_an_address_without_ray(specs, tmp_path, capsys):
     code = main(["compare", *specs, "--address", "127.0.0.1:6379", "--out", str(tmp_path)])
     assert code == 2 and "--address names a Ray cluster" in capsys.readouterr().err
+
+
+class _FlakyExecutor:
+    """Fails cell ``flaky`` on its first attempt and cell ``broken`` always; the others
+    'finish' with a synthetic result (no training)."""
+
+    name = "flaky"
+
+    def __init__(self, flaky, broken):
+        self.flaky, self.broken, self.calls = flaky, broken, []
+
+    def run(self, cells, root):
+        from ppl_vae.compare.cells import CellResult
+
+        self.calls.append(sorted(c.key() for c in cells))
+        for cell in cells:
+            if cell.key() == self.broken or (cell.key() == self.flaky and len(self.calls) == 1):
+                yield cell, RuntimeError(f"worker lost\nwhile running {cell.key()}")
+                continue
+            points = pd.DataFrame({"datapoint": [0, 1], "source_row": [5, 9], "label": [1, 2],
+                                   "log_px": [-1.0 - cell.seed, -2.0], "log_px_se": 0.0,
+                                   "elbo": -3.0})
+            metrics = pd.DataFrame({"metric": ["log_px"], "value": [points["log_px"].mean()],
+                                    "stderr": [0.1]})
+            yield cell, CellResult(cell, metrics, points, "IS, K = 20")
+
+
+def test_a_failed_cell_is_retried_once_and_then_reported(specs, tmp_path):
+    cells = plan(specs, [0, 1], **SETTINGS)
+    flaky, broken = cells[0].key(), cells[1].key()
+    executor = _FlakyExecutor(flaky, broken)
+    result = run_grid(cells, tmp_path, executor)
+    assert executor.calls[1] == sorted([flaky, broken])  # only the failed cells, once more
+    assert len(executor.calls) == 2
+    assert sorted(result.ran) == sorted(c.key() for c in cells if c.key() != broken)
+    assert result.failures[["key", "error"]].values.tolist() == [
+        [broken, "RuntimeError: worker lost"]]
+    assert len(result.table.drop_duplicates("key")) == 3
