@@ -11,6 +11,7 @@ environment before anything else loads them.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
@@ -96,11 +97,17 @@ class RayExecutor:
         started = not ray.is_initialized()
         if started:
             env = {"env_vars": dict(ONE_THREAD)}
-            if self.address is None:
-                ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
-                         runtime_env=env, log_to_driver=False, _node_ip_address="127.0.0.1")
-            else:
-                ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            with warnings.catch_warnings():
+                # Ray starts its processes with fork + exec, which JAX's at-fork hook warns
+                # about when JAX is loaded; nothing runs between the fork and the exec.
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
+                                        category=RuntimeWarning)
+                if self.address is None:
+                    ray.init(num_cpus=self.num_cpus or os.cpu_count(),
+                             include_dashboard=False, runtime_env=env, log_to_driver=False,
+                             _node_ip_address="127.0.0.1")
+                else:
+                    ray.init(address=self.address, runtime_env=env, log_to_driver=False)
         try:
             task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
             pending = {task.remote(cell, str(root)): cell for cell in cells}
