@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                      num_samples=args.num_samples, eval_points=args.eval_points,
                      ais_steps=args.ais_steps)
         executor = make_executor(args.executor, workers=args.workers, address=args.address)
-    except (SpecError, ValueError, ImportError) as err:
+    except (SpecError, ValueError, ImportError, ConnectionError) as err:
         return fail(str(err))
     names = [c.spec_name for c in cells]
     if args.baseline is not None and args.baseline not in names:

@@ -86,6 +86,8 @@ class RayExecutor:
         except ImportError:
             raise ImportError("the Ray executor needs Ray: pip install 'ppl_vae[ray]' (or "
                               "pip install ray), or use --executor local") from None
+        if address is not None:
+            _check_reachable(address)
         self.address = address
         self.num_cpus = num_cpus
 
@@ -122,6 +124,22 @@ class RayExecutor:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast where no server listens at a ``host:port`` address (``ray.init`` would wait
+    minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"no Ray cluster answers at --address {address} ({err}); start "
+                              "one with `ray start --head`, or leave out --address to run on "
+                              "a local Ray") from None
 
 
 def _ray_task(cell: Any, root: str) -> Any:

@@ -178,3 +178,12 @@ def test_a_failed_cell_is_retried_once_and_then_reported(specs, tmp_path):
     assert result.failures[["key", "error"]].values.tolist() == [
         [broken, "RuntimeError: worker lost"]]
     assert len(result.table.drop_duplicates("key")) == 3
+
+
+def test_cli_compare_refuses_an_unreachable_ray_address_at_once(specs, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ppl_vae[ray]'")
+    start = time.monotonic()
+    code = main(["compare", *specs, "--executor", "ray", "--address", "127.0.0.1:1",
+                 "--out", str(tmp_path)])
+    assert code == 2 and time.monotonic() - start < 30
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in capsys.readouterr().err
