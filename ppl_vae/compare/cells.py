@@ -68,7 +68,9 @@ class Cell:
 @dataclass(frozen=True)
 class CellResult:
     """What a finished cell hands back: its tidy metric rows (metric, value, stderr), the
-    per-datapoint log p(x) on the test split, and the run's history (for learning curves)."""
+    per-datapoint log p(x) on the test split (:data:`PER_DATAPOINT_COLUMNS`) and the name
+    of the log p(x) estimator. The run directory beside it keeps the rest (history,
+    samples)."""
 
     cell: Cell
     metrics: pd.DataFrame
@@ -104,7 +106,8 @@ def run_cell(cell: Cell, root: str | Path) -> CellResult:
                  batch_size=cell.batch_size, seed=cell.seed, out_dir=out,
                  resume=runs.is_run(out), progress=False, data_config=data_config)
     start = time.perf_counter()
-    metrics, per_datapoint, estimator = _evaluate(cell, vae, runs.load_run(out), splits)
+    run = runs.Run(path=out, spec=spec, config=read_json(out / runs.CONFIG_FILE), vae=vae)
+    metrics, per_datapoint, estimator = _evaluate(cell, vae, run, splits)
     seconds = {"train_seconds": result.seconds, "eval_seconds": time.perf_counter() - start}
     extra = pd.DataFrame({"metric": list(seconds), "value": list(seconds.values()),
                           "stderr": math.nan})
