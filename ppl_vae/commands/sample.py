@@ -1,4 +1,6 @@
-"""``ppl-vae sample RUN_DIR``: PNG grids of a trained model's samples and reconstructions."""
+"""``ppl-vae sample RUN_DIR``: PNG grids of a trained model's samples and reconstructions, and
+for models with an encoder the latent views of the run report (``latents.csv``,
+``traversals.png``, ``interpolations.png``)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="draw samples and reconstructions of a trained run as PNG grids",
         description="Write samples.png (decoder means E[x | z] of z drawn from the prior) and "
                     "reconstructions.png (images of a split, each row of originals above its "
-                    "reconstructions E[x | E_q[z | x]]) into the run directory.")
+                    "reconstructions E[x | E_q[z | x]]) into the run directory; with an "
+                    "encoder also latents.csv (codes of the split with labels), "
+                    "traversals.png and interpolations.png.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
     parser.add_argument("--num-samples", type=int, default=64)
     parser.add_argument("--num-reconstructions", type=int, default=32,
