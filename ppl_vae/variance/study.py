@@ -41,7 +41,14 @@ TRAINING_COLUMNS = ["step", "epoch", "split", "loss", "wall_time", "target", "fa
                     "estimator", "particles"]
 SKIPPED_COLUMNS = [*_HEAD, "estimator", "reason"]
 RATIO_COLUMNS = [*_HEAD, "particles", "group", "ratio", "variance_ratio", "cost_ratio"]
-"""Columns of the tables that may be empty, so that their CSV files keep a header."""
+_MOMENT_COLUMNS = ["backend", "estimator", "particles", "num_draws", "seed", "group", "size",
+                   "variance", "variance_se", "snr", "snr_q05", "snr_q25", "snr_q75",
+                   "snr_q95", "mean_norm", "grad_norm", "seconds_per_draw",
+                   "variance_x_seconds"]
+GROUP_COLUMNS = [*_HEAD, *_MOMENT_COLUMNS]
+PARAM_COLUMNS = [*_HEAD, *_MOMENT_COLUMNS[:5], "param", *_MOMENT_COLUMNS[5:]]
+"""Columns of the tables that may be empty, so that their CSV files keep a header (the
+moment columns are those of :func:`ppl_vae.variance.summarize`; a test pins them)."""
 
 
 @dataclass
@@ -195,16 +202,17 @@ def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_
                 else 0, "train_steps": train_steps, "train_particles": train_particles,
                 "backend": targets[0].vae.backend if targets else ""}
     notes = [n for t in targets for n in t.notes]
-    return StudyResult(groups=_ordered(groups), params=_ordered(params),
+    return StudyResult(groups=_ordered(groups, GROUP_COLUMNS),
+                       params=_ordered(params, PARAM_COLUMNS),
                        training=pd.concat(training, ignore_index=True) if training
                        else pd.DataFrame(columns=TRAINING_COLUMNS),
                        skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
                        settings=settings, notes=notes)
 
 
-def _ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _ordered(frames: list[pd.DataFrame], empty_columns: list[str]) -> pd.DataFrame:
     if not frames:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=empty_columns)
     df = pd.concat(frames, ignore_index=True)
     return df[_HEAD + [c for c in df.columns if c not in _HEAD]]
 

@@ -118,3 +118,23 @@ def test_example_runs_in_smoke_mode(tmp_path):
     # Bernoulli gates cannot be differentiated through: stl is refused there, with the reason
     assert skipped[["target", "estimator"]].values.tolist() == [["masked_laplace", "stl"]]
     assert "Posterior families" in (out / "report.md").read_text()
+
+
+def test_empty_tables_carry_the_columns_of_full_ones(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_TOML)
+    full = run_study([load_target(str(spec), batch_size=8)], estimators=["reparam"],
+                     particles=[1], num_draws=4)
+    assert list(full.groups.columns) == study.GROUP_COLUMNS
+    assert list(full.params.columns) == study.PARAM_COLUMNS
+    # a Monte Carlo KL spec refuses the analytic-kl estimator: nothing is measured
+    mc = tmp_path / "mc.toml"
+    mc.write_text(TINY_TOML.replace('kl = "analytic"', 'kl = "monte-carlo"'))
+    nothing = run_study([load_target(str(mc), batch_size=8)], estimators=["analytic-kl"],
+                        particles=[1], num_draws=4)
+    assert nothing.skipped["estimator"].tolist() == ["analytic-kl"]
+    write_study(nothing, tmp_path / "out")
+    for name, columns in (("groups", study.GROUP_COLUMNS), ("params", study.PARAM_COLUMNS),
+                          ("ratios", study.RATIO_COLUMNS)):
+        table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert table.empty and list(table.columns) == columns
