@@ -2,7 +2,8 @@
 
 Every write goes to a temporary file in the target's folder, is flushed and fsynced, then
 renamed over the target (``os.replace`` is atomic on POSIX), so a crash leaves either the
-old file or the new one, never a torn one.
+old file or the new one, never a torn one. The file gets the permissions an ordinary
+``open(path, "w")`` would give it (0666 less the umask), not ``mkstemp``'s private 0600.
 """
 
 from __future__ import annotations
@@ -24,6 +25,19 @@ class CheckpointError(RuntimeError):
     """A parameter or checkpoint file that is missing, corrupt or does not fit the model."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)
@@ -33,6 +47,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as err:  # name the file the caller wrote, not the temporary one
         raise type(err)(err.errno, err.strerror, str(path)) from None
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -13,11 +13,17 @@ This module is the one place that names the files of a run directory ``runs/NAME
     metrics.csv            METRICS_FILE (``ppl-vae evaluate``)
     samples.png            SAMPLES_FILE, RECONSTRUCTIONS_FILE (``ppl-vae sample``)
     reconstructions.png
+    latents.csv            LATENTS_FILE, TRAVERSALS_FILE, INTERPOLATIONS_FILE (``ppl-vae
+    traversals.png         sample``, models with an encoder): codes of the split with labels
+    interpolations.png     and a 2-D view; decoded traversals and interpolations
     diagnostics.*          DIAGNOSTICS_STEM + .nc, .csv, .md, .html (``ppl-vae diagnose``)
     variance/              VARIANCE_DIR (``ppl-vae variance``): VARIANCE_TABLES as CSV, e.g.
                            VARIANCE_RATIOS, and its own report
     report.md, .html       REPORT_STEM (``ppl-vae report``)
     figures/               the reports' PNGs
+
+``run.json``'s ``data`` settings rebuild the splits; a run without ``data.shuffle`` dates from
+before splits were shuffled and rebuilds them in the source's order.
 
 ``params.safetensors`` and ``history.csv`` are rewritten at every checkpoint, so a run that
 is still training (or was interrupted) loads at its last checkpoint.
@@ -48,6 +54,9 @@ CURVES_FILE = "training_curves.png"
 METRICS_FILE = "metrics.csv"
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
+LATENTS_FILE = "latents.csv"
+TRAVERSALS_FILE = "traversals.png"
+INTERPOLATIONS_FILE = "interpolations.png"
 DIAGNOSTICS_STEM = "diagnostics"
 DIAGNOSTICS_NETCDF = f"{DIAGNOSTICS_STEM}.nc"
 DIAGNOSTICS_TABLE = f"{DIAGNOSTICS_STEM}.csv"
@@ -159,7 +168,9 @@ class Run:
                        binarization=data.get("binarization", "static"),
                        dequantize=data.get("dequantize", False),
                        fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
-                       seed=data.get("seed", 0))
+                       seed=data.get("seed", 0),
+                       # runs recorded before splits were shuffled kept the source's order
+                       shuffle=data.get("shuffle", False))
 
     def default_split(self) -> str:
         """``"test"``, or ``"train"`` for an encoder-free model (its codes exist only for the
@@ -246,3 +257,19 @@ def create_run(path: str | Path, vae: Any, config: dict[str, Any], *,
     write_config(path, vae, config)
     save_arrays(path / PARAMS_FILE, vae.get_params())
     return path
+
+
+STEP_METRIC = "checkpoint_step"
+"""The metrics.csv row recording the training step the metrics were computed at."""
+
+
+def trained_step(path: str | Path) -> int | None:
+    """The step of the run's current parameters: the last training step in history.csv
+    (written with params.safetensors at every checkpoint), or None without a history."""
+    import pandas as pd
+
+    history = Path(path) / HISTORY_FILE
+    if not history.exists():
+        return None
+    steps = pd.read_csv(history, usecols=["step"])["step"]
+    return int(steps.max()) if len(steps) else None

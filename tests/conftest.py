@@ -16,6 +16,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"ppl_vae_jax_cache_{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# The sample-quality classifiers of the tests' small datasets go to a per-user temp folder,
+# not the user's cache (ppl_vae.evaluation.sample_quality.CACHE_ENV); pool workers inherit it.
+os.environ.setdefault("PPL_VAE_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"ppl_vae_test_cache_{os.getuid()}"))
 
 
 @pytest.fixture(autouse=True)

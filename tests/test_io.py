@@ -41,3 +41,16 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path, monkeypatch):
         io.atomic_write_bytes(target, b"new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_umask_permissions_of_an_ordinary_file(tmp_path, umask):
+    old = io.os.umask(umask)
+    try:
+        assert io.current_umask() == umask
+        io.atomic_write_text(tmp_path / "atomic.txt", "x")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        io.os.umask(old)
+    mode = (tmp_path / "atomic.txt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~umask

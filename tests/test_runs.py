@@ -13,7 +13,8 @@ from ppl_vae.io import CheckpointError
 from ppl_vae.models import build, load_spec
 from ppl_vae.spec import NetworkSpec
 
-DATA = {"source": "digits", "binarization": "static", "fractions": [0.8, 0.1, 0.1], "seed": 0}
+DATA = {"source": "digits", "binarization": "static", "fractions": [0.8, 0.1, 0.1], "seed": 0,
+        "shuffle": True}
 
 
 def _digits(binarization="static"):
@@ -46,6 +47,19 @@ def test_encoder_free_runs_default_to_the_training_split_with_its_code_indices(t
     held_out = run.evaluation_data("test")
     assert held_out.idx is None and "no stored codes" in held_out.notes[0]
     np.testing.assert_array_equal(held_out.x, _digits().test)
+
+
+def test_runs_recorded_before_splits_were_shuffled_rebuild_their_sorted_splits(tmp_path):
+    old = {key: value for key, value in DATA.items() if key != "shuffle"}
+    spec = load_spec("gaussian_gaussian").replace(
+        data_shape=(64,), latent_dim=2, encoder=NetworkSpec(hidden=(8,)),
+        decoder=NetworkSpec(hidden=(8,)))
+    path = runs.create_run(tmp_path / "old", build(spec, "numpyro"), {"seed": 0, "data": old})
+    data = runs.load_run(path).evaluation_data()
+    sorted_ = prepare("digits", likelihood="bernoulli", shuffle=False)
+    np.testing.assert_array_equal(data.x, sorted_.test)
+    np.testing.assert_array_equal(data.splits.indices["test"],
+                                  np.sort(_digits().indices["test"]))
 
 
 def test_amortized_runs_default_to_the_test_split_without_indices(tmp_path):

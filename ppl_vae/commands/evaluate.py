@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         likelihood_units,
     )
     from ppl_vae.io import atomic_write_text
-    from ppl_vae.runs import METRICS_FILE, load_run
+    from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run, trained_step
 
     loaded = load_run(args.run_dir, backend=args.backend)
     warn_if_unfinished(loaded, args.prog)
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
                                  train=data.train if args.model_samples > 0 else None,
                                  valid=data.valid, config=config)
     notes += more
+    table.loc[len(table)] = [name, data.split, STEP_METRIC,
+                             float(trained_step(args.run_dir) or 0), float("nan")]
 
     path = Path(args.run_dir) / METRICS_FILE
     if path.exists():

@@ -1,4 +1,6 @@
-"""``ppl-vae sample RUN_DIR``: PNG grids of a trained model's samples and reconstructions."""
+"""``ppl-vae sample RUN_DIR``: PNG grids of a trained model's samples and reconstructions, and
+for models with an encoder the latent views of the run report (``latents.csv``,
+``traversals.png``, ``interpolations.png``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="draw samples and reconstructions of a trained run as PNG grids",
         description="Write samples.png (decoder means E[x | z] of z drawn from the prior) and "
                     "reconstructions.png (images of a split, each row of originals above its "
-                    "reconstructions E[x | E_q[z | x]]) into the run directory.")
+                    "reconstructions E[x | E_q[z | x]]) into the run directory; with an "
+                    "encoder also latents.csv (codes of the split with labels), "
+                    "traversals.png and interpolations.png.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
     parser.add_argument("--num-samples", type=positive_int, default=64)
     parser.add_argument("--num-reconstructions", type=non_negative_int, default=32,
@@ -29,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="images to reconstruct (default: test; encoder-free models: "
                              "train, the points with stored codes)")
+    parser.add_argument("--num-codes", type=positive_int, default=500,
+                        help="images of the split encoded for latents.csv (default: 500)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
     parser.set_defaults(func=run)
@@ -73,6 +79,29 @@ def run(args: argparse.Namespace) -> int:
             out / RECONSTRUCTIONS_FILE,
             interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
             num_columns=RECONSTRUCTION_COLUMNS))
+    if data is not None and vae.spec.posterior.amortized:
+        written += _latent_views(run_, vae, data, image_shape, args)
     for path in written:
         print(path)
     return 0
+
+
+def _latent_views(run_, vae, data, image_shape, args) -> list[Path]:
+    """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png."""
+    from ppl_vae.evaluation.latent_views import interpolations, latent_codes, traversals
+    from ppl_vae.io import atomic_write_text
+    from ppl_vae.reports.figures import save_image_grid
+    from ppl_vae.runs import INTERPOLATIONS_FILE, LATENTS_FILE, TRAVERSALS_FILE
+
+    out = args.out or args.run_dir
+    codes_data = run_.evaluation_data(data.split, max_points=args.num_codes, seed=args.seed)
+    labels = getattr(codes_data.splits, f"{codes_data.split}_labels")
+    codes = latent_codes(vae, codes_data.x, labels)
+    atomic_write_text(out / LATENTS_FILE, codes.to_csv(index=False))
+    steps = 9
+    return [out / LATENTS_FILE,
+            save_image_grid(out / TRAVERSALS_FILE, traversals(vae, codes, num_steps=steps),
+                            image_shape, num_columns=steps),
+            save_image_grid(out / INTERPOLATIONS_FILE,
+                            interpolations(vae, codes, num_steps=steps), image_shape,
+                            num_columns=steps)]

@@ -91,6 +91,7 @@ def prepare(
     dequantize: bool = False,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
+    shuffle: bool = True,
 ) -> Splits:
     """Load, scale, split and validate data for a likelihood.
 
@@ -121,6 +122,10 @@ def prepare(
         Train, valid and test fractions.
     seed : int
         Fixes the split and the binarization/dequantization noise.
+    shuffle : bool
+        Rows of each split in the seeded permutation's order (default), or in the source's
+        order (``False``: how runs trained before splits were shuffled rebuild their data;
+        see :func:`~ppl_vae.data.transforms.split`).
     """
     if likelihood not in LIKELIHOOD_NAMES:
         raise ValueError(f"likelihood must be one of {LIKELIHOOD_NAMES}, got {likelihood!r}")
@@ -158,7 +163,7 @@ def prepare(
     if image_shape is None and data_shape is not None and len(data_shape) > 1:
         image_shape = tuple(data_shape)
     scaled = dataclasses.replace(raw, values=values, image_shape=image_shape)
-    splits = transforms.split(scaled, fractions, seed)
+    splits = transforms.split(scaled, fractions, seed, shuffle=shuffle)
 
     dynamic = likelihood == "bernoulli" and binarization == "dynamic"
     for name in transforms.SPLIT_NAMES:

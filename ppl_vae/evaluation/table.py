@@ -79,13 +79,17 @@ class _Rows:
 
 def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx: Any = None,
                    units: LikelihoodUnits | None = None, train: Any = None, valid: Any = None,
-                   config: EvaluationConfig | None = None) -> tuple[pd.DataFrame, list[str]]:
+                   config: EvaluationConfig | None = None, estimate: Any = None,
+                   ais_estimate: Any = None) -> tuple[pd.DataFrame, list[str]]:
     """All metrics of ``vae`` on data ``x``, as a tidy DataFrame, and notes for the reader.
 
     ``idx`` gives the training-set rows of ``x`` for encoder-free models (without it only
     the prior-started AIS and the sample metrics are computed). ``units`` defaults to the
     likelihood's convention without dequantization. ``train`` enables the nearest-neighbour
-    rows; ``valid`` chooses the Parzen bandwidth.
+    rows; ``valid`` chooses the Parzen bandwidth. ``estimate`` (an
+    :class:`~ppl_vae.evaluation.importance.ImportanceEstimate` of ``x``) and ``ais_estimate``
+    (an :class:`~ppl_vae.evaluation.ais.AISEstimate` of the first ``config.ais_points`` rows)
+    are used instead of drawing them again, for callers that keep the per-datapoint values.
     """
     config = config or EvaluationConfig()
     spec = vae.spec
@@ -97,8 +101,10 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
 
     is_est = None
     if has_q:
-        is_est = importance_sample(vae, x, config.num_samples, seed=config.seed, idx=idx,
-                                   budget=config.budget)
+        is_est = estimate
+        if is_est is None:
+            is_est = importance_sample(vae, x, config.num_samples, seed=config.seed, idx=idx,
+                                       budget=config.budget)
         _likelihood_rows(rows, is_est, units)
         _posterior_rows(rows, vae, x, idx, config, notes)
     else:
@@ -112,7 +118,7 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     rows.add("dequantization_offset_nats", units.offset_nats)
 
     if config.ais_points > 0:
-        _ais_rows(rows, vae, x, idx, is_est, config, notes)
+        _ais_rows(rows, vae, x, idx, is_est, config, notes, ais_estimate)
     if train is not None or config.parzen:
         _sample_rows(rows, vae, x, train, valid, config, notes)
     return rows.frame(), notes
@@ -157,13 +163,14 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
 
 
 def _ais_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, is_est: Any,
-              config: EvaluationConfig, notes: list[str]) -> None:
+              config: EvaluationConfig, notes: list[str], est: Any = None) -> None:
     n = min(config.ais_points, x.shape[0])
     ais_idx = None if idx is None else np.asarray(idx)[:n]
-    est = ais_log_likelihood(vae, x[:n], num_steps=config.ais_steps,
-                             num_chains=config.ais_chains, start=config.ais_start,
-                             idx=ais_idx if config.ais_start == "q" else None,
-                             seed=config.seed)
+    if est is None:
+        est = ais_log_likelihood(vae, x[:n], num_steps=config.ais_steps,
+                                 num_chains=config.ais_chains, start=config.ais_start,
+                                 idx=ais_idx if config.ais_start == "q" else None,
+                                 seed=config.seed)
     rows.add_mean("ais_log_likelihood", est.log_likelihood, est.stderr)
     rows.add("ais_points", n)
     rows.add_mean("ais_acceptance", est.acceptance)

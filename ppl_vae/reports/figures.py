@@ -369,3 +369,81 @@ def variance_over_training(df: pd.DataFrame) -> Any:
     axes[0].set_ylabel("total gradient variance")
     axes[-1].legend(fontsize="small")
     return fig
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def forest_plot(paired: pd.DataFrame) -> Any:
+    """Paired log p(x) differences against the baseline, one row per spec: the mean with
+    ±2 standard errors over datapoints (thick) and over seeds (thin, where there are several
+    seeds)."""
+    fig = _figure(6.5, 0.55 * len(paired) + 1.4)
+    ax = fig.subplots()
+    pos = np.arange(len(paired))[::-1]
+    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_seeds"].fillna(0), fmt="none",
+                ecolor="0.55", capsize=4, label="±2 se over seeds")
+    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_datapoints"], fmt="o",
+                color="C0", elinewidth=3, capsize=0, label="±2 se over datapoints")
+    ax.axvline(0.0, color="0.3", linestyle=":")
+    ax.set_yticks(pos, paired["spec"])
+    baseline = paired["baseline"].iloc[0] if len(paired) else "baseline"
+    ax.set_xlabel(f"log p(x) − log p(x) of {baseline}, nats per image (> 0: better)")
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def grid_learning_curves(histories: pd.DataFrame) -> Any:
+    """Loss against the step for every cell of a grid: a colour per spec, a line style per
+    seed (``histories``: training histories with ``spec`` and ``seed`` columns). A cell's
+    validation loss where it has one, else (encoder-free models) its training loss averaged
+    per epoch, marked "(train)"."""
+    fig = _figure(7, 4)
+    ax = fig.subplots()
+    styles = ("-", "--", ":", "-.")
+    for k, (spec, rows) in enumerate(histories.groupby("spec", sort=False)):
+        for j, (_, cell) in enumerate(rows.groupby("seed")):
+            curve = cell[cell["split"] == "valid"]
+            label = spec
+            if curve.empty:
+                train = cell[cell["split"] == "train"]
+                curve = train.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
+                label = f"{spec} (train)"
+            ax.plot(curve["step"], curve["loss"], color=f"C{k % 10}",
+                    linestyle=styles[j % len(styles)], label=label if j == 0 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (−ELBO, nats per image)")
+    ax.set_title("learning curves of all cells (line style: seed)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def per_dimension_bars(dims: pd.DataFrame) -> Any:
+    """Per latent dimension (``dims``: ``dim`` and any of ``kl``, ``activity``, ``gate_on``
+    columns): one bar panel per quantity, side by side."""
+    labels = {"kl": "KL(q ‖ p), nats", "activity": "activity Var_x E_q[z]",
+              "gate_on": "P(gate on)"}
+    kinds = [k for k in labels if k in dims]
+    fig = _figure(max(4.0, 0.22 * len(dims) + 2) * len(kinds), 3.0)
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    for ax, kind in zip(axes, kinds, strict=True):
+        ax.bar(dims["dim"], dims[kind], color="C0")
+        ax.set_xlabel("latent dimension")
+        ax.set_title(labels[kind])
+    return fig
+
+
+def latent_scatter(codes: pd.DataFrame) -> Any:
+    """The 2-D view of the codes (``ppl-vae sample``'s latents.csv), coloured by label."""
+    fig = _figure(5.5, 4.6)
+    ax = fig.subplots()
+    labels = codes["label"].to_numpy()
+    for k, label in enumerate(np.unique(labels)):
+        hit = labels == label
+        ax.scatter(codes.loc[hit, "view_1"], codes.loc[hit, "view_2"], s=8, alpha=0.7,
+                   color=f"C{k % 10}", label=str(label) if label >= 0 else "unlabelled")
+    two_d = sum(c.startswith("z_") for c in codes.columns) <= 2
+    ax.set_xlabel("z_0" if two_d else "principal component 1 of E_q[z | x]")
+    ax.set_ylabel("z_1" if two_d else "principal component 2")
+    ax.legend(fontsize="small", markerscale=2, ncols=2, title="label")
+    return fig

@@ -10,9 +10,11 @@ headline tables of the diagnostics (``diagnostics.csv``) and the gradient-varian
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ppl_vae import runs
@@ -23,53 +25,189 @@ from ppl_vae.reports.writer import Report, machine_description
 
 _IMAGES = ((runs.SAMPLES_FILE, "Samples: decoder means E[x | z] for z ~ p(z)"),
            (runs.RECONSTRUCTIONS_FILE, "Images (rows) above their reconstructions"))
+_LATENT_IMAGES = (
+    (runs.TRAVERSALS_FILE, "Traversals: a row per latent dimension (most variable first), "
+                           "moved from its 5% to its 95% quantile over the codes"),
+    (runs.INTERPOLATIONS_FILE, "Interpolations: a row per pair of images of different "
+                               "labels, straight lines between their codes"))
 
 
 def run_report(run_dir: str | Path) -> Report:
-    """Collect a run directory's tables and figures into a :class:`Report`."""
+    """Collect a run directory's tables and figures into a :class:`Report`: a headline of the
+    test metrics with traffic-light warnings, per-dimension bar charts, settings as a table,
+    links to the diagnostics and variance pages, and the image grids."""
     run_dir = Path(run_dir)
     spec = spec_module.load(run_dir / runs.SPEC_FILE)
     config = read_json(run_dir / runs.CONFIG_FILE)
     report = Report(f"ppl_vae run: {run_dir.name}")
-    report.heading("Model").text(spec.description or spec.name)
-    report.table(pd.DataFrame({
-        "field": ["posterior", "prior", "likelihood", "latent_dim", "KL", "backend", "dataset"],
-        "value": [spec.posterior.name, spec.prior.name, spec.likelihood.name,
-                  str(spec.latent_dim), spec.kl, config.get("backend", "?"),
-                  str(config.get("data", {}).get("source", "?"))]}))
-    training = {k: v for k, v in config.items() if k not in ("data", "backend")}
-    if training:
-        report.heading("Training settings").table(pd.DataFrame(
-            {"setting": list(training), "value": [str(v) for v in training.values()]}))
+    report.text(f"{spec.description or spec.name} Posterior {spec.posterior.name}, prior "
+                f"{spec.prior.name}, likelihood {spec.likelihood.name}, {spec.latent_dim} "
+                f"latent dimensions, {spec.kl} KL; backend {config.get('backend', '?')}, "
+                f"data {config.get('data', {}).get('source', '?')}.")
+    metrics_path = run_dir / runs.METRICS_FILE
+    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
+    diagnostics_path = run_dir / runs.DIAGNOSTICS_TABLE
+    diagnostics = pd.read_csv(diagnostics_path) if diagnostics_path.exists() else None
+    split = _headline_split(metrics)
+    if metrics is not None and split is not None:
+        shown = metrics[metrics["split"] == split]
+        report.heading(f"Headline ({split} split)")
+        report.table(_headline_table(shown, spec.latent_dim), caption="value ± standard error")
+        for level, text in _warnings(shown, diagnostics, trained_step=runs.trained_step(run_dir)):
+            report.callout(level, text)
+        dims = _per_dimension(shown)
+        if dims is not None:
+            report.figure(figures.per_dimension_bars(dims), "per-dimension",
+                          "KL per latent dimension and activity Var_x E_q[z_u] (Burda et al.)")
+        rest = shown[~shown["metric"].str.match(r"(kl|activity|gate_on)_dim_\d+$")]
+        report.heading("All metrics").table(rest.drop(columns=["run"]),
+                                            caption="ppl-vae evaluate (value ± stderr)")
+    elif diagnostics is not None:
+        for level, text in _warnings(None, diagnostics, trained_step=None):
+            report.callout(level, text)
+    else:
+        report.callout("caution", "no metrics yet: run ppl-vae evaluate RUN_DIR")
+    report.heading("Settings").table(_settings_table(config), caption="run.json")
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
         history = pd.read_csv(history_path)
         last = history.sort_values("step").groupby("split").tail(1)
         report.heading("Training").table(last[["split", "step", "epoch", "loss", "wall_time"]],
                                          caption="last recorded loss (−ELBO, nats per datapoint)")
-        report.figure(figures.training_curves(history), "training_curves", "loss against steps")
-    metrics_path = run_dir / runs.METRICS_FILE
-    if metrics_path.exists():
-        report.heading("Evaluation").table(pd.read_csv(metrics_path),
-                                           caption="ppl-vae evaluate (value ± stderr)")
+        report.figure(figures.training_curves(history), "training_curves",
+                      "loss (−ELBO per datapoint) against steps")
     images = [(run_dir / name, caption) for name, caption in _IMAGES
               if (run_dir / name).exists()]
     if images:
-        report.heading("Samples")
+        report.heading("Samples and reconstructions")
         for path, caption in images:
             report.image(path.read_bytes(), path.stem, caption)
-    diagnostics = run_dir / runs.DIAGNOSTICS_TABLE
-    if diagnostics.exists():
-        table = pd.read_csv(diagnostics)
-        overall = table[table["datapoint"].isna()] if "datapoint" in table else table
-        report.heading("Diagnostics").text(f"Full report: {runs.DIAGNOSTICS_STEM}.html")
-        report.table(overall.head(40), caption="ppl-vae diagnose: summary rows")
+    latents = run_dir / runs.LATENTS_FILE
+    if latents.exists():
+        report.heading("Latent space")
+        codes = pd.read_csv(latents)
+        report.figure(figures.latent_scatter(codes), "latents",
+                      f"E_q[z | x] of {len(codes)} images, coloured by label")
+        for name, caption in _LATENT_IMAGES:
+            if (run_dir / name).exists():
+                report.image((run_dir / name).read_bytes(), Path(name).stem, caption)
+    if diagnostics is not None:
+        report.heading("Diagnostics")
+        report.link("diagnostics report", f"{runs.DIAGNOSTICS_STEM}.html",
+                    ": PSIS k̂, MCMC reference posteriors, gaps, collapse")
+        summary = _diagnostics_summary(diagnostics)
+        if not summary.empty:
+            report.table(summary, caption="ppl-vae diagnose, summarized")
     ratios = run_dir / runs.VARIANCE_DIR / runs.VARIANCE_RATIOS
     if ratios.exists():
-        report.heading("Gradient variance").text(
-            f"Full report: {runs.VARIANCE_DIR}/{runs.REPORT_STEM}.html")
-        report.table(pd.read_csv(ratios), caption="ppl-vae variance: headline ratios")
+        report.heading("Gradient variance")
+        report.link("gradient-variance report", f"{runs.VARIANCE_DIR}/{runs.REPORT_STEM}.html")
+        report.table(_headline(pd.read_csv(ratios)), caption="ppl-vae variance: headline ratios")
     return report
+
+
+_HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
+             ("ais_log_likelihood", "log p(x), AIS (nats)", 1.0),
+             ("bits_per_dim", "bits/dim", 1.0), ("elbo", "ELBO (nats)", 1.0),
+             ("iwae_gap", "log p(x) − ELBO (nats)", 1.0),
+             ("kl", "rate KL(q ‖ p) (bits)", 1 / math.log(2.0)),
+             ("is_ess", "importance ESS", 1.0))
+
+
+def _headline_split(metrics: pd.DataFrame | None) -> str | None:
+    if metrics is None or metrics.empty:
+        return None
+    splits = list(dict.fromkeys(metrics["split"]))
+    return "test" if "test" in splits else splits[0]
+
+
+def _value(rows: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    hit = rows[rows["metric"] == metric]
+    return None if hit.empty else (float(hit["value"].iloc[0]), float(hit["stderr"].iloc[0]))
+
+
+def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
+    out = []
+    for metric, label, scale in _HEADLINE:
+        got = _value(rows, metric)
+        if got is not None:
+            value, se = got[0] * scale, got[1] * scale
+            out.append((label, f"{value:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")))
+    active = _value(rows, "active_units")
+    if active is not None:
+        out.append(("active units", f"{active[0]:.0f} of {latent_dim}"))
+    return pd.DataFrame(out, columns=["figure", "value"])
+
+
+def _warnings(rows: pd.DataFrame | None, diagnostics: pd.DataFrame | None, *,
+              trained_step: int | None) -> list[tuple[str, str]]:
+    """Traffic lights: stale results, importance ESS, PSIS k̂ bands, MCMC R-hat."""
+    from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK
+
+    notes = []
+    if rows is not None:
+        step = _value(rows, runs.STEP_METRIC)
+        if step is None:
+            notes.append(("caution", "these metrics do not record the training step they were "
+                                     "computed at; re-run ppl-vae evaluate to be sure they "
+                                     "describe the current parameters"))
+        elif trained_step is not None and step[0] < trained_step:
+            notes.append(("bad", f"stale: the metrics were computed at step {step[0]:.0f}, but "
+                                 f"the parameters are at step {trained_step}; re-run ppl-vae "
+                                 "evaluate"))
+        ess, k = _value(rows, "is_ess"), _value(rows, "num_samples")
+        if ess is not None and k is not None and k[0] > 0:
+            share = ess[0] / k[0]
+            level = "bad" if share < 0.01 else "caution" if share < 0.1 else "good"
+            notes.append((level, f"importance ESS {ess[0]:.3g} of K = {k[0]:.0f} "
+                                 f"({share:.1%}): " + (
+                                     "log p(x) rests on a handful of weights; it is a loose, "
+                                     "noisy lower bound" if level == "bad" else
+                                     "few effective weights; read log p(x) with care"
+                                     if level == "caution" else "weights well spread")))
+    if diagnostics is not None:
+        khat = diagnostics.loc[(diagnostics["analysis"] == "psis")
+                               & (diagnostics["metric"] == "khat"), "value"].to_numpy()
+        if khat.size:
+            bad, ok = np.mean(khat > KHAT_OK), np.mean((khat >= KHAT_GOOD) & (khat <= KHAT_OK))
+            level = "bad" if bad > 0.1 else "caution" if bad > 0 or ok > 0.5 else "good"
+            notes.append((level, f"PSIS k̂ over {khat.size} datapoints: {bad:.0%} unreliable "
+                                 f"(> 0.7), {ok:.0%} ok (0.5–0.7), {1 - bad - ok:.0%} good"))
+        rhat = diagnostics.loc[(diagnostics["analysis"] == "mcmc")
+                               & (diagnostics["metric"] == "r_hat"), "value"].to_numpy()
+        if rhat.size:
+            worst = float(np.nanmax(rhat))
+            level = "bad" if worst > 1.1 else "caution" if worst > 1.01 else "good"
+            notes.append((level, f"MCMC reference: max R-hat {worst:.4f}" + (
+                "; the chains disagree, so the reference posterior is not trustworthy"
+                if level != "good" else "")))
+    return notes
+
+
+def _per_dimension(rows: pd.DataFrame) -> pd.DataFrame | None:
+    parts = rows["metric"].str.extract(r"^(kl|activity|gate_on)_dim_(\d+)$")
+    keep = parts[0].notna()
+    if not keep.any():
+        return None
+    dims = pd.DataFrame({"kind": parts.loc[keep, 0], "dim": parts.loc[keep, 1].astype(int),
+                         "value": rows.loc[keep, "value"]})
+    return dims.pivot_table(index="dim", columns="kind", values="value").reset_index()
+
+
+def _settings_table(config: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", str(v)) for k, v in value.items()]
+        elif key != "data_fingerprint":
+            rows.append((key, str(value)))
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _diagnostics_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean, min and max of each analysis' metric over datapoints and dimensions."""
+    grouped = table.groupby(["analysis", "metric"], sort=False)["value"]
+    return grouped.agg(["mean", "min", "max", "count"]).reset_index()
 
 
 def write_run_report(run_dir: str | Path) -> tuple[Path, Path]:
@@ -209,3 +347,131 @@ def variance_page(result: Any) -> Report:
         report.heading("Skipped configurations and diverged training")
         report.table(result.skipped[["target", "stage", "estimator", "reason"]])
     return report
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+COMPARE_METRICS = (
+    ("log_px", "log p(x), nats"), ("bits_per_dim", "bits/dim"), ("elbo", "ELBO, nats"),
+    ("iwae_gap", "log p(x) − ELBO"), ("rate_bits", "rate (KL), bits"),
+    ("active_units", "active units"), ("gate_on_fraction", "gates on"),
+    ("reconstruction_mse", "reconstruction MSE"), ("khat_mean", "mean k̂"),
+    ("khat_unreliable_fraction", "k̂ > 0.7"), ("sample_inception_score", "classifier score"),
+    ("sample_confidence", "sample confidence"), ("nn_distance_samples", "NN distance"),
+    ("train_seconds", "train s"))
+"""The comparison table's columns: metric name in the grid table, and its header."""
+
+
+def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
+    """One row per :data:`COMPARE_METRICS` entry present, one "mean ± se" column per spec;
+    the best spec of each row carries ``marker``."""
+    order = list(dict.fromkeys(summary["spec"]))
+    rows = []
+    for metric, header in COMPARE_METRICS:
+        hits = summary[summary["metric"] == metric].set_index("spec")
+        if hits.empty:
+            continue
+        row = {"metric": header}
+        for spec in order:
+            if spec not in hits.index:
+                row[spec] = ""
+                continue
+            hit = hits.loc[spec]
+            text = f"{hit['mean']:.4g}" + ("" if pd.isna(hit["se"]) else f" ± {hit['se']:.2g}")
+            row[spec] = f"{text} {marker}" if hit["best"] else text
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["metric", *order])
+
+
+def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
+    """The comparison report of a :class:`ppl_vae.compare.GridResult`: settings, the table
+    (mean ± se over seeds, best marked ★), paired differences with a forest plot, the
+    learning curves of all cells and one sample grid per spec."""
+    from ppl_vae.compare.cells import cell_dir
+
+    out = Path(out)
+    s = result.settings
+    report = Report("Posterior × prior comparison")
+    budget = (f"{s.get('num_steps')} steps" if s.get("num_steps") else
+              f"{s.get('num_epochs')} epochs" if s.get("num_epochs") else
+              "each spec's [training] steps")
+    report.text(f"{len(s.get('specs', []))} specs × {len(s.get('seeds', []))} seeds "
+                f"(seeds {s.get('seeds')}) on {s.get('dataset')} (split seed "
+                f"{s.get('data_seed')}), backend {s.get('backend')}, budget {budget}, batch "
+                f"{s.get('batch_size') or 'spec default'}; evaluated on "
+                f"{s.get('eval_points') or 'all'} test images with K = {s.get('num_samples')} "
+                f"importance samples. Machine: {machine_description()}.")
+    cell_seconds = result.table[result.table["metric"].isin(("train_seconds",
+                                                             "eval_seconds"))]["value"].sum()
+    if "wall_seconds" in s:
+        report.text(f"Wall time of this invocation: {s['wall_seconds']:.1f} s on the "
+                    f"{s.get('executor')} executor ({len(result.ran)} cells run, "
+                    f"{len(result.skipped)} already finished); the finished cells' training "
+                    f"and evaluation took {cell_seconds:.0f} s in all (process starts not "
+                    "counted).")
+    if result.table.empty:
+        report.callout("bad", "no cell has finished: nothing to compare yet")
+        return report
+    estimators = result.table.drop_duplicates("spec")[["spec", "estimator"]]
+    report.heading("Summary over seeds")
+    report.table(summary_wide(result.summary),
+                 caption="mean ± standard error over seeds; ★ best per row; log p(x) "
+                         "estimators per spec below")
+    report.table(estimators, caption="log p(x) estimator of each spec (encoder-free models "
+                                     "have no q(z|x) on test data: AIS from the prior)")
+    if (estimators["estimator"].str.startswith("AIS")).any():
+        report.callout("caution", "AIS and importance sampling are both stochastic lower "
+                                  "bounds on log p(x); a difference between an AIS row and "
+                                  "an IS row mixes model and estimator")
+    if not result.paired.empty:
+        report.heading(f"Paired differences against {result.baseline}")
+        report.text("Per test image, log p(x) of the spec minus that of the baseline trained "
+                    "with the same seed; se over datapoints of the seed-averaged differences, "
+                    "se over seeds of the per-seed means.")
+        report.table(result.paired, caption="paired log p(x) differences, nats per image")
+        report.figure(figures.forest_plot(result.paired), "forest",
+                      "paired differences with ±2 standard errors")
+    histories = []
+    for cell in cells:
+        path = cell_dir(out, cell) / runs.HISTORY_FILE
+        if path.exists():
+            histories.append(pd.read_csv(path).assign(spec=cell.spec_name, seed=cell.seed))
+    if histories:
+        report.heading("Learning curves")
+        report.figure(figures.grid_learning_curves(pd.concat(histories, ignore_index=True)),
+                      "curves", "every cell's validation loss")
+    shown = {}
+    for cell in cells:
+        path = cell_dir(out, cell) / runs.SAMPLES_FILE
+        if cell.spec_name not in shown and path.exists():
+            shown[cell.spec_name] = (cell, path)
+    if shown:
+        report.heading("Samples (first seed of each spec)")
+        for name, (cell, path) in shown.items():
+            report.image(path.read_bytes(), f"samples-{name}", f"{name}, seed {cell.seed}")
+    report.heading("Cells")
+    for cell in cells:
+        folder = cell_dir(out, cell)
+        if (folder / f"{runs.REPORT_STEM}.html").exists():
+            report.link(cell.key(), f"cells/{cell.key()}/"
+                        f"{runs.REPORT_STEM}.html", f" ({cell.spec_name}, seed {cell.seed})")
+    report.text("Tables: table.csv (tidy, per cell), summary.csv, paired.csv, "
+                "paired_seeds.csv, failures.csv; per-datapoint log p(x) in "
+                "cells/KEY/per_datapoint.csv.")
+    if not result.failures.empty:
+        report.heading("Failed cells")
+        report.callout("bad", f"{len(result.failures)} cells failed twice")
+        report.table(result.failures)
+    return report
+
+
+def write_compare_report(result: Any, out: str | Path, cells: Any = ()) -> tuple[Path, Path]:
+    """Write each finished cell's run report, then ``report.md`` / ``report.html`` of the
+    grid into ``out``."""
+    from ppl_vae.compare.cells import cell_dir, is_done
+
+    for cell in cells:
+        if is_done(out, cell):
+            write_run_report(cell_dir(out, cell))
+    return compare_page(result, out, cells).write(out, runs.REPORT_STEM)

@@ -19,6 +19,10 @@ import pandas as pd
 
 from ppl_vae.io import atomic_write_bytes, atomic_write_text
 
+LEVELS = {"good": "🟢", "caution": "🟠", "bad": "🔴"}
+"""Traffic-light levels of :meth:`Report.callout` and their Markdown marks (HTML: a dot in
+the level's colour)."""
+
 
 @dataclass
 class Report:
@@ -33,6 +37,18 @@ class Report:
 
     def text(self, text: str) -> Report:
         self.blocks.append(("text", text))
+        return self
+
+    def link(self, text: str, href: str, note: str = "") -> Report:
+        """A paragraph with a link (relative paths stay relative in both formats)."""
+        self.blocks.append(("link", (text, href, note)))
+        return self
+
+    def callout(self, level: str, text: str) -> Report:
+        """A traffic-light note: ``level`` in :data:`LEVELS` (good, caution, bad)."""
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+        self.blocks.append(("callout", (level, text)))
         return self
 
     def table(self, df: pd.DataFrame, caption: str = "", floatfmt: str = ".4g") -> Report:
@@ -64,6 +80,16 @@ class Report:
             elif kind == "text":
                 md += [value, ""]
                 body.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "link":
+                text, href, note = value
+                md += [f"[{text}]({href}){note}", ""]
+                body.append(f'<p><a href="{html.escape(href)}">{html.escape(text)}</a>'
+                            f"{html.escape(note)}</p>")
+            elif kind == "callout":
+                level, text = value
+                md += [f"> {LEVELS[level]} **{level}**: {text}", ""]
+                body.append(f'<p class="callout {level}"><span class="dot">●</span> '
+                            f"<b>{level}</b>: {html.escape(text)}</p>")
             elif kind == "table":
                 df, caption, fmt = value
                 md += ([f"*{caption}*", ""] if caption else []) + [
@@ -100,7 +126,11 @@ _HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}
 table{{border-collapse:collapse}}td,th{{padding:.2em .6em;border-bottom:1px solid #ddd;
-text-align:right}}img{{max-width:100%}}</style></head>
+text-align:right}}img{{max-width:100%}}
+.callout{{padding:.4em .8em;border-left:.4em solid}}.good{{border-color:#2a2;background:#efe}}
+.caution{{border-color:#e90;background:#fff6e6}}.bad{{border-color:#d22;background:#fee}}
+.good .dot{{color:#2a2}}.caution .dot{{color:#e90}}.bad .dot{{color:#d22}}
+</style></head>
 <body>
 {body}
 </body></html>

@@ -214,7 +214,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         config: dict[str, Any] = {"seed": seed, "training": training,
                                   "data_fingerprint": training_data.fingerprint()}
         if data_config is not None:
-            config["data"] = dict(data_config)
+            config["data"] = {"shuffle": getattr(data, "shuffled", True), **data_config}
         if encoder_free:
             config["num_data"] = num_data
 

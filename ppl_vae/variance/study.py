@@ -38,6 +38,20 @@ RATIOS = (("score", "reparam"), ("score-baseline", "score"), ("score-nn-baseline
           ("analytic-kl", "reparam"), ("stl", "reparam"), ("dreg", "iwae"))
 """(numerator, denominator) estimator pairs of the headline variance ratios."""
 
+_HEAD = ["target", "family", "stage", "step"]
+TRAINING_COLUMNS = ["step", "epoch", "split", "loss", "wall_time", "target", "family",
+                    "estimator", "particles"]
+SKIPPED_COLUMNS = [*_HEAD, "estimator", "reason"]
+RATIO_COLUMNS = [*_HEAD, "particles", "group", "ratio", "variance_ratio", "cost_ratio"]
+_MOMENT_COLUMNS = ["backend", "estimator", "particles", "num_draws", "seed", "group", "size",
+                   "variance", "variance_se", "snr", "snr_q05", "snr_q25", "snr_q75",
+                   "snr_q95", "mean_norm", "grad_norm", "seconds_per_draw",
+                   "variance_x_seconds"]
+GROUP_COLUMNS = [*_HEAD, *_MOMENT_COLUMNS]
+PARAM_COLUMNS = [*_HEAD, *_MOMENT_COLUMNS[:5], "param", *_MOMENT_COLUMNS[5:]]
+"""Columns of the tables that may be empty, so that their CSV files keep a header (the
+moment columns are those of :func:`ppl_vae.variance.summarize`; a test pins them)."""
+
 
 @dataclass
 class Target:
@@ -191,18 +205,19 @@ def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_
                 else 0, "train_steps": train_steps, "train_particles": train_particles,
                 "backend": targets[0].vae.backend if targets else ""}
     notes = [n for t in targets for n in t.notes]
-    return StudyResult(groups=_ordered(groups), params=_ordered(params),
+    return StudyResult(groups=_ordered(groups, GROUP_COLUMNS),
+                       params=_ordered(params, PARAM_COLUMNS),
                        training=pd.concat(training, ignore_index=True) if training
-                       else pd.DataFrame(), skipped=pd.DataFrame(skipped),
+                       else pd.DataFrame(columns=TRAINING_COLUMNS),
+                       skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
                        settings=settings, notes=notes)
 
 
-def _ordered(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _ordered(frames: list[pd.DataFrame], empty_columns: list[str]) -> pd.DataFrame:
     if not frames:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=empty_columns)
     df = pd.concat(frames, ignore_index=True)
-    first = ["target", "family", "stage", "step"]
-    return df[first + [c for c in df.columns if c not in first]]
+    return df[_HEAD + [c for c in df.columns if c not in _HEAD]]
 
 
 def _train_curves(target: Target, names: list[str], steps: int, multi_particles: int,
@@ -240,8 +255,8 @@ def variance_ratios(groups: pd.DataFrame) -> pd.DataFrame:
     """Variance ratios of the :data:`RATIOS` estimator pairs, per target, stage, K and group;
     ``cost_ratio`` compares variance × seconds per draw."""
     if groups.empty:
-        return pd.DataFrame()
-    keys = ["target", "family", "stage", "step", "particles", "group"]
+        return pd.DataFrame(columns=RATIO_COLUMNS)
+    keys = [*_HEAD, "particles", "group"]
     table = groups.set_index(keys + ["estimator"])[["variance", "variance_x_seconds"]]
     rows = []
     for top, bottom in RATIOS:
@@ -255,7 +270,8 @@ def variance_ratios(groups: pd.DataFrame) -> pd.DataFrame:
             "variance_ratio": joined["variance_a"] / joined["variance_b"],
             "cost_ratio": joined["variance_x_seconds_a"] / joined["variance_x_seconds_b"],
         }).reset_index())
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return (pd.concat(rows, ignore_index=True)[RATIO_COLUMNS] if rows
+            else pd.DataFrame(columns=RATIO_COLUMNS))
 
 
 # ----------------------------------------------------------------------------- output

@@ -58,7 +58,8 @@ def test_train_then_sample(spec_file, tmp_path, capsys):
 
     assert main(["sample", str(out), "--num-samples", "16"]) == 0
     assert {p.split("/")[-1] for p in capsys.readouterr().out.split()} == {
-        "samples.png", "reconstructions.png"}
+        "samples.png", "reconstructions.png", "latents.csv", "traversals.png",
+        "interpolations.png"}
     # 16 samples of 8x8 in a 4x4 grid, 2-pixel gaps, drawn at twice the size
     with Image.open(out / "samples.png") as image:
         assert image.size == (2 * (4 * 10 + 2),) * 2

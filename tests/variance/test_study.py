@@ -11,6 +11,7 @@ import ppl_vae.cli
 import ppl_vae.models
 from ppl_vae.data import prepare
 from ppl_vae.spec import NetworkSpec
+from ppl_vae.variance import study
 from ppl_vae.variance.study import load_target, run_study, variance_ratios, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +99,11 @@ def test_study_of_a_run_uses_its_checkpoints(tmp_path):
     paths = write_study(result, tmp_path / "out")
     assert all(p.exists() for p in paths)
     assert "over training" in (tmp_path / "out" / "report.md").read_text()
+    # no training and nothing skipped: the empty tables still carry their header for pandas
+    for name, columns in (("training", study.TRAINING_COLUMNS),
+                          ("skipped", study.SKIPPED_COLUMNS)):
+        empty = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert empty.empty and list(empty.columns) == columns
 
 
 def test_example_runs_in_smoke_mode(tmp_path):
@@ -112,3 +118,23 @@ def test_example_runs_in_smoke_mode(tmp_path):
     # Bernoulli gates cannot be differentiated through: stl is refused there, with the reason
     assert skipped[["target", "estimator"]].values.tolist() == [["masked_laplace", "stl"]]
     assert "Posterior families" in (out / "report.md").read_text()
+
+
+def test_empty_tables_carry_the_columns_of_full_ones(tmp_path):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_TOML)
+    full = run_study([load_target(str(spec), batch_size=8)], estimators=["reparam"],
+                     particles=[1], num_draws=4)
+    assert list(full.groups.columns) == study.GROUP_COLUMNS
+    assert list(full.params.columns) == study.PARAM_COLUMNS
+    # a Monte Carlo KL spec refuses the analytic-kl estimator: nothing is measured
+    mc = tmp_path / "mc.toml"
+    mc.write_text(TINY_TOML.replace('kl = "analytic"', 'kl = "monte-carlo"'))
+    nothing = run_study([load_target(str(mc), batch_size=8)], estimators=["analytic-kl"],
+                        particles=[1], num_draws=4)
+    assert nothing.skipped["estimator"].tolist() == ["analytic-kl"]
+    write_study(nothing, tmp_path / "out")
+    for name, columns in (("groups", study.GROUP_COLUMNS), ("params", study.PARAM_COLUMNS),
+                          ("ratios", study.RATIO_COLUMNS)):
+        table = pd.read_csv(tmp_path / "out" / f"{name}.csv")
+        assert table.empty and list(table.columns) == columns

@@ -1,0 +1,208 @@
+"""One cell of a comparison grid: train a spec with a seed, evaluate it on the test split.
+
+A :class:`Cell` names everything its result depends on (the spec's content, the seed, the
+data, the training budget, the evaluation settings); its :meth:`Cell.key` hashes them, so a
+finished cell is found again by key and a re-run grid skips it. :func:`run_cell` trains into
+``cells/KEY/`` (an ordinary run directory: ``ppl-vae report`` works on it; an interrupted
+training resumes from its last checkpoint) and returns a :class:`CellResult`;
+:func:`write_result` stores it beside the run, ``cell.json`` last, which marks the cell done.
+
+Evaluation on the test split: importance-sampled log p(x) with K particles (the IWAE
+protocol, Burda et al. 2016) for models with an encoder; encoder-free models (per-datapoint
+codes exist only for training points) get AIS from the prior instead, and the table says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ppl_vae.io import atomic_write_text, read_json, write_json
+
+CELL_FILE = "cell.json"
+PER_DATAPOINT_FILE = "per_datapoint.csv"
+CELLS_DIR = "cells"
+PER_DATAPOINT_COLUMNS = ["datapoint", "source_row", "label", "log_px", "log_px_se", "elbo"]
+TIME_METRICS = ("train_seconds", "eval_seconds")
+"""Wall-clock metrics: the only ones that differ between two runs of the same cell."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A (spec, seed) pair with the data, budget and evaluation settings shared by a grid."""
+
+    spec_toml: str
+    spec_name: str
+    seed: int
+    backend: str = "pyro"
+    dataset: str = "mnist5k"
+    data_seed: int = 0
+    num_steps: int | None = None
+    num_epochs: int | None = None
+    batch_size: int | None = None
+    num_samples: int = 1000
+    eval_points: int | None = None
+    ais_steps: int = 200
+    ais_chains: int = 8
+    model_samples: int = 100
+
+    def key(self) -> str:
+        """``SPEC-seedN-HASH``: the same settings always give the same key."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        return f"{self.spec_name}-seed{self.seed}-{digest.hexdigest()[:10]}"
+
+    def spec(self) -> Any:
+        from ppl_vae.spec import loads
+
+        return loads(self.spec_toml, source=f"the spec of cell {self.spec_name}")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """What a finished cell hands back: its tidy metric rows (metric, value, stderr), the
+    per-datapoint log p(x) on the test split (:data:`PER_DATAPOINT_COLUMNS`) and the name
+    of the log p(x) estimator. The run directory beside it keeps the rest (history,
+    samples)."""
+
+    cell: Cell
+    metrics: pd.DataFrame
+    per_datapoint: pd.DataFrame
+    estimator: str
+
+
+def cell_dir(root: str | Path, cell: Cell) -> Path:
+    return Path(root) / CELLS_DIR / cell.key()
+
+
+def is_done(root: str | Path, cell: Cell) -> bool:
+    return (cell_dir(root, cell) / CELL_FILE).is_file()
+
+
+def run_cell(cell: Cell, root: str | Path) -> CellResult:
+    """Train (or resume) and evaluate ``cell`` under ``root/cells/KEY``."""
+    from ppl_vae import runs
+    from ppl_vae.data import prepare
+    from ppl_vae.models import build
+    from ppl_vae.training import fit
+
+    spec = cell.spec()
+    out = cell_dir(root, cell)
+    data_config = {"source": cell.dataset, "binarization": spec.training.binarization,
+                   "dequantize": False, "fractions": [0.8, 0.1, 0.1], "seed": cell.data_seed,
+                   "shuffle": True}
+    splits = prepare(cell.dataset, likelihood=spec.likelihood.name, data_shape=spec.data_shape,
+                     binarization=data_config["binarization"], seed=cell.data_seed)
+    num_data = None if spec.posterior.amortized else len(splits.train)
+    vae = build(spec, cell.backend, seed=cell.seed, num_data=num_data)
+    result = fit(vae, splits, num_steps=cell.num_steps, num_epochs=cell.num_epochs,
+                 batch_size=cell.batch_size, seed=cell.seed, out_dir=out,
+                 resume=runs.is_run(out), progress=False, data_config=data_config)
+    start = time.perf_counter()
+    run = runs.Run(path=out, spec=spec, config=read_json(out / runs.CONFIG_FILE), vae=vae)
+    metrics, per_datapoint, estimator = _evaluate(cell, vae, run, splits)
+    seconds = {"train_seconds": result.seconds, "eval_seconds": time.perf_counter() - start}
+    extra = pd.DataFrame({"metric": list(seconds), "value": list(seconds.values()),
+                          "stderr": math.nan})
+    return CellResult(cell=cell, metrics=pd.concat([metrics, extra], ignore_index=True),
+                      per_datapoint=per_datapoint, estimator=estimator)
+
+
+def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                     str]:
+    from ppl_vae import runs
+    from ppl_vae.diagnostics.psis import KHAT_OK, psis
+    from ppl_vae.evaluation import (
+        EvaluationConfig,
+        ais_log_likelihood,
+        evaluate_split,
+        importance_sample,
+        likelihood_units,
+    )
+    from ppl_vae.reports.figures import save_image_grid
+
+    data = run.evaluation_data("test", max_points=cell.eval_points, seed=0)
+    x = data.x
+    units = likelihood_units(vae.spec.likelihood.name, vae.spec.data_dim,
+                             dequantized=splits.dequantized, max_value=splits.max_value)
+    amortized = vae.spec.posterior.amortized
+    config = EvaluationConfig(num_samples=cell.num_samples, seed=0,
+                              num_model_samples=cell.model_samples,
+                              ais_points=0 if amortized else len(x), ais_steps=cell.ais_steps,
+                              ais_chains=cell.ais_chains, ais_start="prior")
+    extra: dict[str, tuple[float, float]] = {}
+    if amortized:
+        est = importance_sample(vae, x, cell.num_samples, seed=0, return_log_weights=True)
+        ais = None
+        log_px, log_px_se, elbo = est.log_likelihood, est.stderr, est.elbo
+        khat = psis(est.log_weights).khat
+        extra["khat_mean"] = (float(np.mean(khat)), math.nan)
+        extra["khat_unreliable_fraction"] = (float(np.mean(khat > KHAT_OK)), math.nan)
+        estimator = f"IS, K = {cell.num_samples}"
+    else:
+        est = None
+        ais = ais_log_likelihood(vae, x, num_steps=cell.ais_steps, num_chains=cell.ais_chains,
+                                 start="prior", seed=0)
+        log_px, log_px_se, elbo = ais.log_likelihood, ais.stderr, np.full(len(x), np.nan)
+        estimator = f"AIS from the prior, T = {cell.ais_steps}, {cell.ais_chains} chains"
+    table, _ = evaluate_split(vae, x, run=cell.key(), split="test", units=units,
+                              train=data.train, valid=data.valid, config=config, estimate=est,
+                              ais_estimate=ais)
+    table.loc[len(table)] = [cell.key(), "test", runs.STEP_METRIC,
+                             float(runs.trained_step(run.path) or 0), math.nan]
+    atomic_write_text(run.path / runs.METRICS_FILE, table.to_csv(index=False))
+
+    n = len(log_px)
+    extra["log_px"] = (float(np.mean(log_px)), float(np.std(log_px, ddof=1) / math.sqrt(n)))
+    extra["bits_per_dim"] = (float(units.bits_per_dim(np.mean(log_px))),
+                             extra["log_px"][1] / (units.data_dim * math.log(2.0)))
+    kl = table.loc[table["metric"] == "kl", ["value", "stderr"]]
+    if len(kl):
+        extra["rate_bits"] = (float(kl["value"].iloc[0]) / math.log(2.0),
+                              float(kl["stderr"].iloc[0]) / math.log(2.0))
+    samples = np.asarray(vae.sample(64, seed=0))
+    save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape)
+    if splits.train_labels is not None:
+        from ppl_vae.evaluation.sample_quality import classifier_for, sample_scores
+
+        clf = classifier_for(splits)
+        scores = sample_scores(clf, np.asarray(vae.sample(max(cell.model_samples, 500),
+                                                          seed=1)))
+        extra |= {f"sample_{name}": (value, math.nan) for name, value in scores.items()}
+        extra["classifier_accuracy"] = (clf.accuracy, math.nan)
+    rows = table[["metric", "value", "stderr"]]
+    rows = pd.concat([rows, pd.DataFrame([{"metric": m, "value": v, "stderr": s}
+                                          for m, (v, s) in extra.items()])], ignore_index=True)
+    labels = splits.test_labels
+    per_datapoint = pd.DataFrame({
+        "datapoint": np.arange(n), "source_row": splits.indices["test"][:n],
+        "label": labels[:n] if labels is not None else np.full(n, -1),
+        "log_px": log_px, "log_px_se": log_px_se, "elbo": elbo}, columns=PER_DATAPOINT_COLUMNS)
+    return rows, per_datapoint, estimator
+
+
+def write_result(root: str | Path, result: CellResult) -> Path:
+    """Store a finished cell: ``per_datapoint.csv``, then ``cell.json`` (the done marker)."""
+    folder = cell_dir(root, result.cell)
+    atomic_write_text(folder / PER_DATAPOINT_FILE,
+                      result.per_datapoint.to_csv(index=False, float_format="%.17g"))
+    write_json(folder / CELL_FILE, {
+        "cell": asdict(result.cell), "key": result.cell.key(), "estimator": result.estimator,
+        "metrics": result.metrics.to_dict("records")})
+    return folder
+
+
+def read_result(root: str | Path, cell: Cell) -> CellResult:
+    folder = cell_dir(root, cell)
+    record = read_json(folder / CELL_FILE)
+    metrics = pd.DataFrame(record["metrics"], columns=["metric", "value", "stderr"])
+    per_datapoint = pd.read_csv(folder / PER_DATAPOINT_FILE)
+    return CellResult(cell=cell, metrics=metrics.astype({"value": float, "stderr": float}),
+                      per_datapoint=per_datapoint, estimator=record["estimator"])

@@ -1,0 +1,189 @@
+"""The comparison grid end to end: both executors give identical tables, a killed grid
+resumes with only its missing cells, and the ``ppl-vae compare`` command."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ppl_vae.cli import main
+from ppl_vae.compare import LocalPool, RayExecutor, collect, plan, run_grid
+from ppl_vae.compare.cells import CELL_FILE, CELLS_DIR, TIME_METRICS
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = """
+name = "{name}"
+latent_dim = 2
+data_shape = [64]
+kl = "{kl}"
+
+[posterior]
+family = "{posterior}"
+
+[prior]
+family = "{prior}"
+
+[likelihood]
+family = "bernoulli"
+
+[encoder]
+hidden = [8]
+
+[decoder]
+hidden = [8]
+
+[training]
+dataset = "digits"
+batch_size = 32
+"""
+SETTINGS = {"dataset": "digits", "num_steps": 6, "num_samples": 20, "eval_points": 16,
+            "model_samples": 20}
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("specs")
+    paths = []
+    for name, kl, posterior, prior in (("tiny_gauss", "analytic", "gaussian", "standard-normal"),
+                                       ("tiny_laplace", "monte-carlo", "laplace",
+                                        "learned-laplace")):
+        path = folder / f"{name}.toml"
+        path.write_text(TINY.format(name=name, kl=kl, posterior=posterior, prior=prior))
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def local_grid(specs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    cells = plan(specs, [0, 1], **SETTINGS)
+    return cells, out, run_grid(cells, out, LocalPool(2))
+
+
+def _without_times(table):
+    return table[~table["metric"].isin(TIME_METRICS)].reset_index(drop=True)
+
+
+def test_local_pool_runs_every_cell_and_stores_per_datapoint_results(local_grid):
+    cells, out, result = local_grid
+    assert sorted(result.ran) == sorted(c.key() for c in cells) and result.skipped == []
+    assert result.failures.empty
+    table = result.table
+    assert len(table.drop_duplicates("key")) == 4
+    log_px = table[table["metric"] == "log_px"]
+    assert (log_px["value"] < 0).all() and log_px["stderr"].gt(0).all()
+    for cell in cells:
+        points = pd.read_csv(out / CELLS_DIR / cell.key() / "per_datapoint.csv")
+        assert len(points) == 16
+        mean = log_px.loc[log_px["key"] == cell.key(), "value"].iloc[0]
+        assert points["log_px"].mean() == pytest.approx(mean, rel=1e-12)
+    # every spec is paired with the baseline (the first spec) on both seeds
+    assert result.paired["spec"].tolist() == ["tiny_laplace"]
+    assert sorted(result.paired_seeds["seed"]) == [0, 1]
+
+
+def test_a_second_run_skips_finished_cells(local_grid):
+    cells, out, first = local_grid
+    again = run_grid(cells, out, LocalPool(2))
+    assert again.ran == [] and sorted(again.skipped) == sorted(c.key() for c in cells)
+    pd.testing.assert_frame_equal(again.table, first.table)
+
+
+def test_ray_gives_the_same_table_as_the_local_pool(local_grid, specs, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ppl_vae[ray]'")
+    cells, _, local = local_grid
+    result = run_grid(plan(specs, [0, 1], **SETTINGS), tmp_path, RayExecutor(num_cpus=2))
+    assert sorted(result.ran) == sorted(c.key() for c in cells)
+    # bit-identical: one thread per worker, the same seeds; only wall-clock seconds differ
+    pd.testing.assert_frame_equal(_without_times(result.table), _without_times(local.table))
+    pd.testing.assert_frame_equal(result.paired, local.paired)
+
+
+def test_a_killed_grid_resumes_with_only_the_missing_cells(specs, tmp_path):
+    out = tmp_path / "grid"
+    args = [sys.executable, "-m", "ppl_vae.cli", "compare", specs[0], "--dataset", "digits",
+            "--seeds", "3", "--steps", "6", "--num-samples", "20", "--eval-points", "16",
+            "--workers", "1", "--quiet", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(args, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 240
+        while not list(out.glob(f"{CELLS_DIR}/*/{CELL_FILE}")):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no cell finished within 240 s"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool worker, mid-grid
+        proc.wait()
+    done = {p.parent.name for p in out.glob(f"{CELLS_DIR}/*/{CELL_FILE}")}
+    assert 1 <= len(done) < 3
+    cells = plan(specs[:1], [0, 1, 2], **{**SETTINGS, "model_samples": 100})
+    result = run_grid(cells, out, LocalPool(2))
+    assert set(result.skipped) == done
+    assert sorted(result.ran) == sorted(c.key() for c in cells if c.key() not in done)
+    assert len(collect(cells, out).table.drop_duplicates("key")) == 3
+
+
+def test_cli_compare_refuses_a_baseline_that_is_not_a_spec(specs, tmp_path, capsys):
+    code = main(["compare", *specs, "--dataset", "digits", "--baseline", "nope",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    assert "--baseline 'nope' is not one of the specs" in capsys.readouterr().err
+
+
+def test_cli_compare_refuses_an_address_without_ray(specs, tmp_path, capsys):
+    code = main(["compare", *specs, "--address", "127.0.0.1:6379", "--out", str(tmp_path)])
+    assert code == 2 and "--address names a Ray cluster" in capsys.readouterr().err
+
+
+class _FlakyExecutor:
+    """Fails cell ``flaky`` on its first attempt and cell ``broken`` always; the others
+    'finish' with a synthetic result (no training)."""
+
+    name = "flaky"
+
+    def __init__(self, flaky, broken):
+        self.flaky, self.broken, self.calls = flaky, broken, []
+
+    def run(self, cells, root):
+        from ppl_vae.compare.cells import CellResult
+
+        self.calls.append(sorted(c.key() for c in cells))
+        for cell in cells:
+            if cell.key() == self.broken or (cell.key() == self.flaky and len(self.calls) == 1):
+                yield cell, RuntimeError(f"worker lost\nwhile running {cell.key()}")
+                continue
+            points = pd.DataFrame({"datapoint": [0, 1], "source_row": [5, 9], "label": [1, 2],
+                                   "log_px": [-1.0 - cell.seed, -2.0], "log_px_se": 0.0,
+                                   "elbo": -3.0})
+            metrics = pd.DataFrame({"metric": ["log_px"], "value": [points["log_px"].mean()],
+                                    "stderr": [0.1]})
+            yield cell, CellResult(cell, metrics, points, "IS, K = 20")
+
+
+def test_a_failed_cell_is_retried_once_and_then_reported(specs, tmp_path):
+    cells = plan(specs, [0, 1], **SETTINGS)
+    flaky, broken = cells[0].key(), cells[1].key()
+    executor = _FlakyExecutor(flaky, broken)
+    result = run_grid(cells, tmp_path, executor)
+    assert executor.calls[1] == sorted([flaky, broken])  # only the failed cells, once more
+    assert len(executor.calls) == 2
+    assert sorted(result.ran) == sorted(c.key() for c in cells if c.key() != broken)
+    assert result.failures[["key", "error"]].values.tolist() == [
+        [broken, "RuntimeError: worker lost"]]
+    assert len(result.table.drop_duplicates("key")) == 3
+
+
+def test_cli_compare_refuses_an_unreachable_ray_address_at_once(specs, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ppl_vae[ray]'")
+    start = time.monotonic()
+    code = main(["compare", *specs, "--executor", "ray", "--address", "127.0.0.1:1",
+                 "--out", str(tmp_path)])
+    assert code == 2 and time.monotonic() - start < 30
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in capsys.readouterr().err

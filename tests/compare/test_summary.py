@@ -1,0 +1,69 @@
+"""Summaries of a grid against hand computations: mean ± se over seeds, paired differences."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ppl_vae.compare.summary import paired_differences, summarize
+
+
+def test_summary_mean_se_and_best_match_a_hand_computation():
+    table = pd.DataFrame({
+        "spec": ["a"] * 3 + ["b"] * 3,
+        "seed": [0, 1, 2] * 2,
+        "metric": ["log_px"] * 6,
+        "value": [-100.0, -102.0, -101.0, -99.0, -99.5, -98.5],
+    })
+    table = pd.concat([table, table.assign(metric="bits_per_dim", value=[1.0, 1.2, 1.1, 2, 2, 2])])
+    summary = summarize(table).set_index(["spec", "metric"])
+    # a: mean -101, sample sd 1 (deviations 1, -1, 0 over ddof = 1), se = 1 / sqrt(3)
+    assert summary.loc[("a", "log_px"), "mean"] == -101.0
+    assert summary.loc[("a", "log_px"), "se"] == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    # b: mean -99, deviations 0, -0.5, 0.5: sd 0.5, se 0.5 / sqrt(3)
+    assert summary.loc[("b", "log_px"), "se"] == pytest.approx(0.5 / math.sqrt(3), rel=1e-12)
+    assert summary.loc[("b", "log_px"), "best"] and not summary.loc[("a", "log_px"), "best"]
+    # lower is better for bits/dim
+    assert summary.loc[("a", "bits_per_dim"), "best"]
+    assert summary.loc[("b", "bits_per_dim"), "se"] == 0.0
+    assert (summary["num_seeds"] == 3).all()
+
+
+def _points(spec, seed, values, rows=None):
+    n = len(values)
+    return pd.DataFrame({"spec": spec, "seed": seed, "datapoint": np.arange(n),
+                         "source_row": np.arange(n) + 7 if rows is None else rows,
+                         "log_px": values})
+
+
+def test_paired_differences_match_a_hand_computation():
+    base0, base1 = np.array([-10.0, -20.0, -30.0, -40.0]), np.array([-11.0, -19.0, -31.0, -41.0])
+    d0, d1 = np.array([1.0, 2.0, 3.0, 6.0]), np.array([0.0, 1.0, 1.0, 2.0])
+    frame = pd.concat([_points("base", 0, base0), _points("base", 1, base1),
+                       _points("new", 0, base0 + d0), _points("new", 1, base1 + d1)])
+    summary, by_seed = paired_differences(frame, "base")
+    by_seed = by_seed.set_index("seed")
+    # seed 0: mean 3, sample variance ((-2)² + (-1)² + 0 + 3²) / 3 = 14/3, se = sqrt(14/3 / 4)
+    assert by_seed.loc[0, "mean_diff"] == 3.0
+    assert by_seed.loc[0, "se"] == pytest.approx(math.sqrt(14 / 3 / 4), rel=1e-12)
+    # seed 1: mean 1, variance (1 + 0 + 0 + 1) / 3, se = sqrt(2/3 / 4)
+    assert by_seed.loc[1, "se"] == pytest.approx(math.sqrt(2 / 3 / 4), rel=1e-12)
+    row = summary.iloc[0]
+    assert row["mean_diff"] == 2.0
+    # seed means 3 and 1: sd sqrt(2), se over seeds sqrt(2) / sqrt(2) = 1
+    assert row["se_seeds"] == pytest.approx(1.0, rel=1e-12)
+    # seed-averaged differences 0.5, 1.5, 2, 4: mean 2, variance (2.25+.25+0+4)/3, se /sqrt(4)
+    assert row["se_datapoints"] == pytest.approx(math.sqrt(6.5 / 3 / 4), rel=1e-12)
+    assert row["fraction_better"] == 1.0 and row["num_datapoints"] == 4
+    # the baseline itself is not paired with itself
+    assert summary["spec"].tolist() == ["new"]
+
+
+def test_pairing_refuses_cells_evaluated_on_different_datapoints():
+    frame = pd.concat([_points("base", 0, [1.0, 2.0]),
+                       _points("new", 0, [1.0, 2.0], rows=np.array([100, 101]))])
+    with pytest.raises(ValueError, match="different datapoints"):
+        paired_differences(frame, "base")
+    with pytest.raises(ValueError, match="baseline 'nope' has no finished cells"):
+        paired_differences(frame, "nope")
