@@ -370,8 +370,8 @@ def _is_idx_file(path: Path) -> bool:
 def load(name_or_path="mnist5k") -> RawData:
     """Load a built-in dataset by name or a dataset file/folder by path.
 
-    Accepts ``"mnist5k"``, ``"digits"``, ``"patches8"``, ``"patches16"``, a ``.npz`` file, an IDX images file
-    (plain or ``.gz``; a sibling labels file named by replacing
+    Accepts ``"mnist5k"``, ``"digits"``, ``"patches8"``, ``"patches16"``, a ``.npz`` file,
+    an IDX images file (plain or ``.gz``; a sibling labels file named by replacing
     ``images-idx3`` with ``labels-idx1``, as in MNIST, is picked up) or a
     folder of PNG/JPEG images.
     """

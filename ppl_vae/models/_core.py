@@ -102,6 +102,12 @@ class VAECore(abc.ABC):
         return self.spec.posterior.sites
 
     @property
+    def has_decoder_mean(self) -> bool:
+        """Whether E[x | z] is available (``decode``): not under a local autoregressive
+        decoder, whose x is drawn pixel by pixel."""
+        return not self.spec.decoder.masked_layers
+
+    @property
     def dtype_name(self) -> str:
         """``"float32"`` or ``"float64"``, whatever the backend's dtype object."""
         return str(self.dtype).removeprefix("torch.")
