@@ -102,17 +102,11 @@ def conv_sizes(size: int, net: NetworkSpec) -> list[int]:
 
 def output_paddings(size: int, net: NetworkSpec) -> list[int]:
     """``output_padding`` of each transposed convolution of a decoder that grows the smallest
-    feature map back to ``size`` through the sizes :func:`conv_sizes` gives."""
+    feature map back to ``size`` through the sizes :func:`conv_sizes` gives: the remainder
+    the convolution's floor dropped, so always in ``[0, stride)``."""
     sizes = conv_sizes(size, net)[::-1]
-    pads = []
-    for small, large in zip(sizes[:-1], sizes[1:], strict=True):
-        pad = large - ((small - 1) * net.stride - 2 * conv_padding(net) + net.kernel)
-        if not 0 <= pad < net.stride:
-            raise ValueError(f"a transposed convolution of kernel {net.kernel} and stride "
-                             f"{net.stride} cannot grow {small} pixels to {large}; choose "
-                             "kernel >= stride (e.g. kernel 3 or 4 with stride 2)")
-        pads.append(pad)
-    return pads
+    return [large - ((small - 1) * net.stride - 2 * conv_padding(net) + net.kernel)
+            for small, large in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator) -> np.ndarray:
