@@ -12,9 +12,10 @@ A spec file looks like::
     [prior]
     family = "learned-laplace"      # standard-normal | standard-laplace | learned-normal | ...
     [likelihood]
-    family = "bernoulli"            # bernoulli | gaussian
+    family = "bernoulli"            # bernoulli | gaussian | discretized-logistic | categorical
     [encoder]
     hidden = [400]                  # [] means linear
+    # kind = "conv"; channels = [32, 64]; kernel = 4; stride = 2   (conv nets)
     [decoder]
     hidden = [400]
     [training]
@@ -36,6 +37,7 @@ from ppl_vae import families
 from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
 
 ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
+NETWORK_KINDS = ("mlp", "conv")
 KL_CHOICES = ("analytic", "monte-carlo")
 BINARIZATIONS = ("static", "threshold", "dynamic", "none")  # ppl_vae.data.BINARIZATIONS
 
@@ -57,18 +59,63 @@ def _is_positive_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """An MLP: ``hidden`` sizes between input and output (``()`` is a linear map)."""
+    """An MLP: ``hidden`` sizes between input and output (``()`` is a linear map).
+
+    ``kind = "conv"``: an encoder of ``len(channels)`` convolutions (``kernel``, ``stride``,
+    padding ``(kernel − 1) // 2``) followed by the ``hidden`` MLP head; a decoder of the
+    ``hidden`` MLP from z to the smallest feature map (``channels[0]`` channels) followed by
+    transposed convolutions through ``channels[1:]`` to the image. ``masked_layers > 0``
+    (decoders only) makes the decoder locally autoregressive: that many PixelCNN masked
+    convolutions of ``masked_kernel`` and ``masked_channels`` (see
+    :func:`ppl_vae.networks.local_autoregressive`).
+    """
 
     hidden: tuple[int, ...] = (400,)
     activation: str = "relu"
+    kind: str = "mlp"
+    channels: tuple[int, ...] = ()
+    kernel: int = 4
+    stride: int = 2
+    masked_layers: int = 0
+    masked_kernel: int = 3
+    masked_channels: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "channels", tuple(self.channels))
         if not all(_is_count(h) for h in self.hidden):
             raise ValueError(f"hidden must be a list of positive integers, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; "
                              f"got {self.activation!r}")
+        if self.kind not in NETWORK_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(NETWORK_KINDS)}; got {self.kind!r}")
+        if not all(isinstance(c, int) and c >= 1 for c in self.channels):
+            raise ValueError(f"channels must be a list of positive integers, got "
+                             f"{list(self.channels)}")
+        if (self.kind == "conv") != bool(self.channels):
+            raise ValueError("kind = 'conv' needs channels = [...] (one entry per convolution); "
+                             "an MLP takes no channels")
+        for name in ("kernel", "stride", "masked_kernel", "masked_channels"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.masked_layers, int) and self.masked_layers >= 0):
+            raise ValueError(f"masked_layers must be an integer >= 0, got {self.masked_layers!r}")
+        if self.masked_kernel % 2 == 0:
+            raise ValueError(f"masked_kernel must be odd (the mask is centred on the pixel), "
+                             f"got {self.masked_kernel}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML table: the MLP fields, plus the conv and masked fields when used."""
+        out: dict[str, Any] = {"hidden": list(self.hidden), "activation": self.activation}
+        if self.kind == "conv":
+            out |= {"kind": self.kind, "channels": list(self.channels), "kernel": self.kernel,
+                    "stride": self.stride}
+        if self.masked_layers:
+            out |= {"masked_layers": self.masked_layers, "masked_kernel": self.masked_kernel,
+                    "masked_channels": self.masked_channels}
+        return out
 
 
 @dataclass(frozen=True)
@@ -148,6 +195,31 @@ class ModelSpec:
                 f"closed form; set kl = 'monte-carlo' (pairs with a closed form: {pairs})")
         if not _is_positive_number(self.scale_floor):
             raise SpecError(f"scale_floor must be a finite number > 0, got {self.scale_floor!r}")
+        self._check_image_networks()
+
+    def _check_image_networks(self) -> None:
+        from ppl_vae import networks
+
+        if self.encoder is not None and self.encoder.masked_layers:
+            raise SpecError("[encoder] masked_layers applies to decoders only")
+        for role in ("encoder", "decoder"):
+            net = getattr(self, role)
+            if net is None or net.kind != "conv":
+                continue
+            try:
+                _, height, width = networks.image_geometry(self.data_shape)
+                networks.output_paddings(height, net)
+                networks.output_paddings(width, net)
+            except ValueError as err:
+                raise SpecError(f"[{role}] {err}") from None
+        if self.decoder.masked_layers:
+            if len(self.data_shape) not in (2, 3) or networks.image_geometry(
+                    self.data_shape)[0] != 1:
+                raise SpecError(f"[decoder] masked_layers needs one-channel images, data_shape "
+                                f"= [H, W] or [1, H, W]; got {list(self.data_shape)}")
+            if self.likelihood.name != "bernoulli":
+                raise SpecError(f"[decoder] masked_layers supports the bernoulli likelihood "
+                                f"only, got {self.likelihood.name!r}")
 
     @property
     def data_dim(self) -> int:
@@ -169,7 +241,7 @@ class ModelSpec:
         for role in ("encoder", "decoder"):
             net = getattr(self, role)
             if net is not None:
-                out[role] = {"hidden": list(net.hidden), "activation": net.activation}
+                out[role] = net.to_dict()
         out["training"] = dataclasses.asdict(self.training)
         return out
 

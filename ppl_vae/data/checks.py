@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian")
+EIGHT_BIT_LIKELIHOODS = ("discretized-logistic", "categorical")
+"""Likelihoods of 8-bit integer pixels 0..255 (exact probabilities, no dequantization)."""
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian", *EIGHT_BIT_LIKELIHOODS)
 
 
 class DataError(ValueError):
@@ -32,8 +34,9 @@ def check_data(
     data_shape : sequence of int, optional
         Shape of one datapoint the model expects; only the number of values
         per datapoint must match, trailing image dimensions are flattened.
-    likelihood : {"bernoulli", "gaussian"}, optional
-        ``"bernoulli"`` requires values in ``{0, 1}``.
+    likelihood : {"bernoulli", "gaussian", "discretized-logistic", "categorical"}, optional
+        ``"bernoulli"`` requires values in ``{0, 1}``; the 8-bit likelihoods require integer
+        intensities in ``0..255`` that are not all in ``[0, 1]`` (binarized or scaled data).
     name : str
         Name used in error messages.
     max_value : float, optional
@@ -103,7 +106,22 @@ def check_data(
                 "{0, 1}; binarize with binarization='static'|'threshold'|'dynamic', "
                 "or use a Gaussian likelihood"
             )
+    if likelihood in EIGHT_BIT_LIKELIHOODS:
+        _check_eight_bit(flat, lo, hi, name, likelihood)
     return flat
+
+
+def _check_eight_bit(flat: np.ndarray, lo: float, hi: float, name: str, likelihood: str) -> None:
+    fix = (f"pass the raw 8-bit pixels; ppl_vae.data.prepare(source, likelihood={likelihood!r}) "
+           "keeps them")
+    if hi <= 1:
+        raise DataError(
+            f"{name} has all values in [{lo:g}, {hi:g}] (binarized or scaled to [0, 1]) but the "
+            f"{likelihood} likelihood models 8-bit integer pixels 0..255; {fix}")
+    if lo < 0 or hi > 255 or not is_integer_valued(flat):
+        raise DataError(
+            f"{name} has values in [{lo:g}, {hi:g}], not all integers in 0..255, but the "
+            f"{likelihood} likelihood models 8-bit integer pixels; {fix}")
 
 
 def is_integer_valued(values: np.ndarray) -> bool:

@@ -147,7 +147,34 @@ def load_digits() -> RawData:
     )
 
 
-BUILTIN_DATASETS = {"mnist5k": load_mnist5k, "digits": load_digits}
+PATCHES_PER_SET = 5000
+PATCH_SEED = 0
+
+
+def load_patches(size: int, num: int = PATCHES_PER_SET, seed: int = PATCH_SEED) -> RawData:
+    """``num`` RGB patches of ``size``×``size`` pixels cut at seeded random positions from the
+    two photographs scikit-learn ships (``load_sample_images``: china.jpg, flower.jpg; half
+    from each): uint8 ``(num, 3·size·size)`` in channel-height-width order, ``image_shape``
+    ``(3, size, size)``, ``max_value=255``, labels = the photograph (0 china, 1 flower)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images()
+    rng = np.random.default_rng([seed, size])
+    labels = np.arange(num) % len(photos.images)
+    patches = np.empty((num, 3, size, size), dtype=np.uint8)
+    for n, label in enumerate(labels):
+        photo = photos.images[label]
+        top = rng.integers(0, photo.shape[0] - size + 1)
+        left = rng.integers(0, photo.shape[1] - size + 1)
+        patches[n] = photo[top:top + size, left:left + size].transpose(2, 0, 1)
+    return RawData(values=patches.reshape(num, -1), labels=labels.astype(np.int64),
+                   image_shape=(3, size, size), max_value=255.0, name=f"patches{size}",
+                   class_names=("china", "flower"))
+
+
+BUILTIN_DATASETS = {"mnist5k": load_mnist5k, "digits": load_digits,
+                    "patches8": functools.partial(load_patches, 8),
+                    "patches16": functools.partial(load_patches, 16)}
 
 
 def _read_maybe_gzip(path: Path) -> bytes:
@@ -367,8 +394,8 @@ def _is_idx_file(path: Path) -> bool:
 def load(name_or_path="mnist5k") -> RawData:
     """Load a built-in dataset by name or a dataset file/folder by path.
 
-    Accepts ``"mnist5k"``, ``"digits"``, a ``.npz`` file, an IDX images file
-    (plain or ``.gz``; a sibling labels file named by replacing
+    Accepts ``"mnist5k"``, ``"digits"``, ``"patches8"``, ``"patches16"``, a ``.npz`` file,
+    an IDX images file (plain or ``.gz``; a sibling labels file named by replacing
     ``images-idx3`` with ``labels-idx1``, as in MNIST, is picked up) or a
     folder of PNG/JPEG images.
     """

@@ -119,7 +119,10 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
 
     if config.ais_points > 0:
         _ais_rows(rows, vae, x, idx, is_est, config, notes, ais_estimate)
-    if train is not None or config.parzen:
+    if (train is not None or config.parzen) and not vae.has_decoder_mean:
+        notes.append("sample metrics skipped: a local autoregressive decoder has no decoder "
+                     "mean E[x | z]")
+    elif train is not None or config.parzen:
         _sample_rows(rows, vae, x, train, valid, config, notes)
     return rows.frame(), notes
 
@@ -159,7 +162,11 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
         for u, value in enumerate(on):
             rows.add(f"gate_on_dim_{u}", value)
         rows.add("gate_on_fraction", on.mean())
-    rows.add_mean("reconstruction_mse", metrics.reconstruction_error(vae, x, idx=idx))
+    if vae.has_decoder_mean:
+        rows.add_mean("reconstruction_mse", metrics.reconstruction_error(vae, x, idx=idx))
+    else:
+        notes.append("reconstruction error skipped: a local autoregressive decoder has no "
+                     "decoder mean E[x | z]")
 
 
 def _ais_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, is_est: Any,

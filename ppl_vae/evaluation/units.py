@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.data import dequantization_offset_nats
+from ppl_vae.data import EIGHT_BIT_LIKELIHOODS, dequantization_offset_nats
 
 __all__ = ["LikelihoodUnits", "bits_per_dim", "likelihood_units"]
 
@@ -65,8 +65,9 @@ def likelihood_units(likelihood: str, data_dim: int, *, dequantized: bool = Fals
 
     Parameters
     ----------
-    likelihood : ``"bernoulli"`` (a probability of binary data: no offset) or
-        ``"gaussian"`` (a density).
+    likelihood : ``"bernoulli"`` (a probability of binary data: no offset), an 8-bit
+        likelihood (``"discretized-logistic"``, ``"categorical"``: exact probabilities of the
+        integer pixels, no offset) or ``"gaussian"`` (a density).
     data_dim : D, values per datapoint.
     dequantized : the data are uniformly dequantized integer intensities.
     max_value : the intensity maximum before scaling (255 for 8-bit), needed when
@@ -76,8 +77,13 @@ def likelihood_units(likelihood: str, data_dim: int, *, dequantized: bool = Fals
         return LikelihoodUnits(data_dim, 0.0, True,
                                "log-probability of binary data; nats per image and bits/dim "
                                "need no offset")
+    if likelihood in EIGHT_BIT_LIKELIHOODS:
+        return LikelihoodUnits(data_dim, 0.0, True,
+                               "log-probability of the 8-bit pixels (256 levels per value); "
+                               "nats per image and bits/dim need no offset")
     if likelihood != "gaussian":
-        raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        raise ValueError(f"likelihood must be one of bernoulli, gaussian, "
+                         f"{', '.join(EIGHT_BIT_LIKELIHOODS)}; got {likelihood!r}")
     if dequantized:
         if max_value is None:
             raise ValueError("dequantized data need max_value (e.g. 255 for 8-bit images) "

@@ -15,7 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae.networks import apply_mlp, init_mlp
+from ppl_vae.networks import (
+    apply_decoder,
+    apply_encoder,
+    init_decoder,
+    init_encoder,
+    local_autoregressive,
+)
 from ppl_vae.spec import ModelSpec
 
 
@@ -45,14 +51,15 @@ def init_params(spec: ModelSpec, *, seed: int = 0,
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     if spec.posterior.amortized:
-        params |= init_mlp("encoder", spec.data_dim, spec.encoder,
-                           spec.posterior.encoder_size(spec.latent_dim), rng)
+        params |= init_encoder(spec.encoder, spec.data_shape,
+                               spec.posterior.encoder_size(spec.latent_dim), rng)
     else:
         if num_data is None:
             raise ValueError("posterior family 'none' stores one code per datapoint: "
                              "pass num_data=<size of the training set> to build()")
         params |= spec.posterior.init_params(spec.latent_dim, num_data, rng)
-    params |= init_mlp("decoder", spec.latent_dim, spec.decoder, spec.data_dim, rng)
+    params |= init_decoder(spec.decoder, spec.latent_dim, spec.data_shape,
+                           spec.likelihood.outputs_per_value, rng)
     params |= spec.prior.init_params(spec.latent_dim, rng)
     params |= spec.likelihood.init_params()
     return params
@@ -100,14 +107,23 @@ class VAECore(abc.ABC):
         return self.spec.posterior.sites
 
     @property
+    def has_decoder_mean(self) -> bool:
+        """Whether E[x | z] is available (``decode``): not under a local autoregressive
+        decoder, whose x is drawn pixel by pixel."""
+        return not self.spec.decoder.masked_layers
+
+    @property
     def dtype_name(self) -> str:
         """``"float32"`` or ``"float64"``, whatever the backend's dtype object."""
         return str(self.dtype).removeprefix("torch.")
 
     # -- distributions
     def encoder_output(self, x: Any) -> Any:
-        """h(x): the encoder network's output, which the posterior family maps to q(z | x)."""
-        return apply_mlp(self.ops, self.param, "encoder", self.spec.encoder, x)
+        """h(x): the encoder network's output, which the posterior family maps to q(z | x);
+        the encoder reads ``x · likelihood.input_scale`` (8-bit pixels as x / 255)."""
+        scale = self.spec.likelihood.input_scale
+        return apply_encoder(self.ops, self.param, self.spec.encoder, self.spec.data_shape,
+                             x if scale == 1 else x * scale)
 
     def posterior(self, x: Any, idx: Any = None, h: Any = None) -> dict[str, Any]:
         """q(· | x) for each latent site; ``idx`` (datapoint indices) for encoder-free codes.
@@ -140,14 +156,24 @@ class VAECore(abc.ABC):
         return self.spec.posterior.code(latents)
 
     def decoder_output(self, z: Any) -> Any:
-        """Decoder network output: Bernoulli logits or Gaussian means."""
-        return apply_mlp(self.ops, self.param, "decoder", self.spec.decoder, z)
+        """Decoder network output: Bernoulli logits, Gaussian means or the 8-bit likelihoods'
+        ``outputs_per_value`` outputs per value."""
+        spec = self.spec
+        return apply_decoder(self.ops, self.param, spec.decoder, spec.data_shape,
+                             spec.likelihood.outputs_per_value, z)
 
     def likelihood(self, z: Any) -> Any:
-        """p(x | z)."""
-        lik = self.spec.likelihood
+        """p(x | z): factorized, or locally autoregressive with ``[decoder] masked_layers``."""
+        spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._likelihood_param_names}
-        return lik.distribution(self.ops, params, self.decoder_output(z), self.spec.scale_floor)
+
+        def pixel(out: Any) -> Any:
+            return spec.likelihood.distribution(ops, params, out, spec.scale_floor)
+
+        out = self.decoder_output(z)
+        if not spec.decoder.masked_layers:
+            return pixel(out)
+        return local_autoregressive(ops, self.param, spec.decoder, spec.data_shape, pixel, out)
 
     # -- per-datapoint log-densities
     def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from typing import Any
 
 import jax
@@ -39,6 +40,13 @@ class JaxOps:
     abs = staticmethod(jnp.abs)
     log = staticmethod(jnp.log)
     exp = staticmethod(jnp.exp)
+    expm1 = staticmethod(jnp.expm1)
+    log1p = staticmethod(jnp.log1p)
+    round = staticmethod(jnp.round)
+    where = staticmethod(jnp.where)
+    clip = staticmethod(jnp.clip)
+    broadcast_to = staticmethod(jnp.broadcast_to)
+    moveaxis = staticmethod(jnp.moveaxis)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     kl_divergence = staticmethod(kl_divergence)
     activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
@@ -75,6 +83,82 @@ class JaxOps:
     @staticmethod
     def score_function(d: Any) -> Any:
         return mark_score_function(d)
+
+    @staticmethod
+    def log_softmax(x: jax.Array) -> jax.Array:
+        return jax.nn.log_softmax(x, axis=-1)
+
+    @staticmethod
+    def take_level(table: jax.Array, level: jax.Array) -> jax.Array:
+        """``table[..., level]`` elementwise: ``level`` (integer-valued) indexes the last axis."""
+        index = jnp.broadcast_to(level.astype(jnp.int32)[..., None], table.shape[:-1] + (1,))
+        return jnp.take_along_axis(table, index, axis=-1)[..., 0]
+
+    @staticmethod
+    def cast_like(x: jax.Array, like: jax.Array) -> jax.Array:
+        return x.astype(jnp.result_type(like))
+
+    @staticmethod
+    def arange(like: jax.Array, n: int) -> jax.Array:
+        return jnp.arange(n, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def conv2d(x: jax.Array, weight: jax.Array, bias: jax.Array, stride: int,
+               padding: int) -> jax.Array:
+        """NCHW input, OIHW weight: ``torch.nn.functional.conv2d``."""
+        out = jax.lax.conv_general_dilated(x, weight, (stride, stride), [(padding, padding)] * 2,
+                                           dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return out + bias[:, None, None]
+
+    @staticmethod
+    def conv_transpose2d(x: jax.Array, weight: jax.Array, bias: jax.Array, stride: int,
+                         padding: int, output_padding: int) -> jax.Array:
+        """``torch.nn.functional.conv_transpose2d`` (weight ``(in, out, kh, kw)``): a stride-1
+        convolution of the ``stride``-dilated input with the flipped, transposed kernel,
+        padded by ``k − 1 − padding`` (plus ``output_padding`` after)."""
+        k = weight.shape[-1]
+        kernel = jnp.flip(weight, (-2, -1)).transpose(1, 0, 2, 3)
+        pad = (k - 1 - padding, k - 1 - padding + output_padding)
+        out = jax.lax.conv_general_dilated(x, kernel, (1, 1), [pad, pad],
+                                           lhs_dilation=(stride, stride),
+                                           dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return out + bias[:, None, None]
+
+    @staticmethod
+    def functional_distribution(**kwargs: Any) -> FunctionalDistribution:
+        return FunctionalDistribution(**kwargs)
+
+
+class FunctionalDistribution(ndist.Distribution):
+    """A distribution given by functions (the families' 8-bit likelihoods and the local
+    autoregressive decoder): ``log_prob(x)``, ``sample(draw)`` where ``draw(d)`` samples a
+    library distribution (keys folded in from the given one), and ``mean()``. Only single
+    draws (``sample_shape = ()``)."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
+                 event_shape: tuple, support: Any) -> None:
+        self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        super().__init__(batch_shape, event_shape, validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return self._support
+
+    @property
+    def mean(self) -> jax.Array:
+        return self._mean()
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        return self._log_prob(value)
+
+    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
+        if tuple(sample_shape):
+            raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
+                             "batch of z instead of a sample_shape")
+        count = itertools.count()
+        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count))))
 
 
 @kl_divergence.register(ndist.Laplace, ndist.Laplace)

@@ -33,6 +33,13 @@ class TorchOps:
     abs = staticmethod(torch.abs)
     log = staticmethod(torch.log)
     exp = staticmethod(torch.exp)
+    expm1 = staticmethod(torch.expm1)
+    log1p = staticmethod(torch.log1p)
+    round = staticmethod(torch.round)
+    where = staticmethod(torch.where)
+    clip = staticmethod(torch.clamp)
+    broadcast_to = staticmethod(torch.broadcast_to)
+    moveaxis = staticmethod(torch.movedim)
     logsumexp = staticmethod(torch.logsumexp)
     kl_divergence = staticmethod(torch.distributions.kl_divergence)
     activations = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus, "elu": F.elu}
@@ -64,6 +71,72 @@ class TorchOps:
     @staticmethod
     def score_function(d: Any) -> Any:
         return mark_score_function(d)
+
+    @staticmethod
+    def log_softmax(x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(x, dim=-1)
+
+    @staticmethod
+    def take_level(table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """``table[..., level]`` elementwise: ``level`` (integer-valued) indexes the last axis."""
+        index = level.long().unsqueeze(-1).expand(*table.shape[:-1], 1)
+        return torch.gather(table, -1, index).squeeze(-1)
+
+    @staticmethod
+    def cast_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.dtype)
+
+    @staticmethod
+    def arange(like: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.arange(n, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int,
+               padding: int) -> torch.Tensor:
+        """NCHW input, OIHW weight."""
+        return F.conv2d(x, weight, bias, stride=stride, padding=padding)
+
+    @staticmethod
+    def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int,
+                         padding: int, output_padding: int) -> torch.Tensor:
+        """NCHW input, weight ``(in, out, kh, kw)`` as ``torch.nn.ConvTranspose2d``."""
+        return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
+                                  output_padding=output_padding)
+
+    @staticmethod
+    def functional_distribution(**kwargs: Any) -> FunctionalDistribution:
+        return FunctionalDistribution(**kwargs)
+
+
+class FunctionalDistribution(pdist.TorchDistribution):
+    """A distribution given by functions (the families' 8-bit likelihoods and the local
+    autoregressive decoder): ``log_prob(x)``, ``sample(draw)`` where ``draw(d)`` samples a
+    library distribution, and ``mean()``. Only single draws (``sample_shape = ()``)."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
+                 event_shape: tuple, support: Any) -> None:
+        self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return self._support
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self._mean()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self._log_prob(value)
+
+    def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
+        if tuple(sample_shape):
+            raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
+                             "batch of z instead of a sample_shape")
+        with torch.no_grad():
+            return self._sample(lambda d: d.sample())
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
