@@ -404,8 +404,11 @@ class TraceGraph_ELBO(ELBO):
             return elbo, baseline_loss, signals
 
         slots: dict[str, list[bool]] = {}  # static: which table dimensions are whole
-        keys = random.split(rng_key, self.num_particles)
-        elbos, baseline_losses, signals = self.vectorize_particles_fn(particle, keys)
+        if self.num_particles == 1:  # the key as is, like NumPyro's ELBOs: the same draws
+            elbos, baseline_losses, signals = jax.tree.map(lambda v: v[None], particle(rng_key))
+        else:
+            keys = random.split(rng_key, self.num_particles)
+            elbos, baseline_losses, signals = self.vectorize_particles_fn(particle, keys)
         baseline_loss = jnp.mean(baseline_losses)
         loss = -jnp.mean(elbos) + baseline_loss - stop_gradient(baseline_loss)
         return {"loss": loss, "mutable_state": self._new_state(param_map, signals, slots)}
