@@ -34,6 +34,7 @@ from ppl_vae import runs
 from ppl_vae import spec as spec_module
 from ppl_vae.estimators import Reparam, get_estimator
 from ppl_vae.io import CheckpointError, read_json
+from ppl_vae.threads import set_threads
 from ppl_vae.training import batches, checkpoint
 from ppl_vae.training.loop import NonFiniteLossError, Plan, run_training
 
@@ -78,7 +79,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         eval_every: int | None = None, out_dir: str | Path | None = None,
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, device: str | None = None,
-        data_config: dict[str, Any] | None = None) -> FitResult:
+        data_config: dict[str, Any] | None = None, threads: int | str = "auto") -> FitResult:
     """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
 
     Parameters
@@ -107,6 +108,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     device : Pyro: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``, moving the model's
         parameters there (default: where the model is); NumPyro: the JAX device to use
         (default: JAX's default device).
+    threads : CPU threads for torch (and XLA, if JAX has not started yet): a number, or
+        ``"auto"``, :func:`ppl_vae.threads.default_threads` (the free cores, so a shared
+        machine does not make torch's threads wait on each other).
     data_config : how ``data`` was prepared (``{"source", "binarization", "dequantize",
         "fractions", "seed"}``), recorded in run.json so that ``load_run(...).splits()`` can
         rebuild it.
@@ -139,6 +143,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the run directory to continue")
+    set_threads(threads)
 
     training_data = batches.prepare_training_data(spec, data, validation_data, seed=seed)
     num_data = training_data.num_data

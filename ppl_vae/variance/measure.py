@@ -398,12 +398,25 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
     return results
 
 
+def _chunk(num_draws: int, num_params: int, particles: int, chunk_size: int | None) -> int:
+    """Draws per vectorized call: ``chunk_size``, or about :data:`_CHUNK_BUDGET` floats."""
+    return chunk_size or max(2, min(num_draws, _CHUNK_BUDGET // max(num_params * particles, 1)))
+
+
+def draws_per_call(backend: str, vae: Any, num_draws: int, particles: int = 1,
+                   chunk_size: int | None = None) -> int:
+    """How many gradient draws one call computes together (1 on Pyro: sequential)."""
+    if backend == "pyro":
+        return 1
+    num_params = sum(int(np.prod(np.shape(v))) for v in vae.get_params().values())
+    return _chunk(num_draws, num_params, particles, chunk_size)
+
+
 def _measure(grads: Any, num_draws: int, particles: int, chunk_size: int | None,
              coordinate_se: bool) -> tuple:
     sizes = [int(np.prod(np.shape(p))) for p in grads.values()]
     accumulator = _Moments(np.cumsum([0] + sizes), coordinate_se)
-    total = sum(sizes)
-    chunk = chunk_size or max(2, min(num_draws, _CHUNK_BUDGET // max(total * particles, 1)))
+    chunk = _chunk(num_draws, sum(sizes), particles, chunk_size)
     # first call (lazy initialisation, compilation) excluded from timing
     grads.draws(chunk if grads.fixed_shape else 1, 0, stream=3)
     seconds, computed, done = 0.0, 0, 0
