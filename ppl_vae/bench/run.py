@@ -62,17 +62,19 @@ class BenchConfig:
     draws_pyro: int = 64
     variance_blocks: int = 3
     thread_rounds: int = 4
+    thread_contention: bool = True
     scaling: ScalingGrid | None = ScalingGrid()
 
     @classmethod
     def quick(cls, **overrides: Any) -> BenchConfig:
-        grid = ScalingGrid(batch_sizes=(32, 64), latent_sizes=(20,), dataset_sizes=(256, 512),
+        # every section runs, each as small as it goes: on NumPyro every new shape compiles
+        grid = ScalingGrid(batch_sizes=(), latent_sizes=(), dataset_sizes=(),
                            num_samples=(50, 100), base_batch=32, base_data=256, is_images=2,
                            repeats=1)
         return cls(**{"train_images": 256, "batch_size": 64, "epochs": 2, "warmup": 1,
                       "is_images": 2, "num_samples": 100, "blocks": 2, "draws_numpyro": 4,
                       "draws_pyro": 2, "variance_blocks": 1, "thread_rounds": 1,
-                      "scaling": grid, **overrides})
+                      "thread_contention": False, "scaling": grid, **overrides})
 
 
 @dataclasses.dataclass
@@ -207,7 +209,7 @@ def threads_section(spec: Any, x: Any, config: BenchConfig,
     ref = TorchReference(x, init_params(spec, seed=0), batch_size=config.batch_size,
                          learning_rate=LEARNING_RATE, seed=0, floor=spec.scale_floor)
     table = thread_table(ref, rounds=config.thread_rounds, restore=config.threads,
-                         max_seconds=600)
+                         max_seconds=600, contention=config.thread_contention)
     for row in table.itertuples():
         say(f"threads {row.threads} ({row.load}): {row.median_s:.3f} s/epoch, "
             f"{row.vs_best:.2f}x the best")

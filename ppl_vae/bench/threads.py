@@ -33,13 +33,15 @@ def busy_processes(count: int, seconds: float) -> Iterator[None]:
             proc.wait()
 
 
-def thread_table(loop: Any, *, rounds: int, restore: int, max_seconds: float) -> pd.DataFrame:
+def thread_table(loop: Any, *, rounds: int, restore: int, max_seconds: float,
+                 contention: bool = True) -> pd.DataFrame:
     """Median seconds per epoch of ``loop`` (a torch loop with ``run_epoch``) per thread
-    count, without and with one competing busy process per core."""
+    count, under the load as found and (``contention``) with one busy process per core."""
     cores, default = available_cores(), default_threads()
     counts = sorted({1, cores, default})
     rows = []
-    for load in ("as found", f"{cores} busy processes"):
+    loads = ["as found"] + ([f"{cores} busy processes"] if contention else [])
+    for load in loads:
         def timed(n: int):
             def run(r: int) -> None:
                 set_threads(n)
