@@ -37,12 +37,70 @@ EVAL_BATCH = 500
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`."""
+    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`: what
+    ``pyro.optim.Adam`` / ``pyro.optim.ClippedAdam`` compute, as a :class:`JointOptim`."""
     if name == "adam":
-        return pyro.optim.Adam({"lr": learning_rate})
+        return JointOptim(torch.optim.Adam, {"lr": learning_rate})
     if name == "clipped-adam":
-        return pyro.optim.ClippedAdam({"lr": learning_rate, "clip_norm": clip_norm})
+        return JointOptim(pyro.optim.clipped_adam.ClippedAdam,
+                          {"lr": learning_rate, "clip_norm": clip_norm})
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+class JointOptim(pyro.optim.PyroOptim):
+    """A ``PyroOptim`` that steps every parameter with *one* torch optimizer.
+
+    ``PyroOptim`` creates one torch optimizer per parameter and calls each one every step;
+    Adam's (and ClippedAdam's) update treats each parameter on its own, so one optimizer over
+    all of them computes the same values with one call instead of one per parameter (the
+    calls' overhead was ~6% of a step of the 784-400-20 VAE on CPU). Parameters seen later
+    (a neural baseline's) join as a new parameter group. :meth:`get_state` and
+    :meth:`set_state` keep ``PyroOptim``'s format, one single-parameter state dict per
+    parameter name, so checkpoints are the same. Only dictionary ``optim_args`` and no
+    ``clip_args``; a parameter without a gradient is skipped, as torch's optimizers do.
+    """
+
+    def __init__(self, optim_constructor: Any, optim_args: dict[str, Any]) -> None:
+        super().__init__(optim_constructor, optim_args)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._known: set[torch.Tensor] = set()
+
+    def __call__(self, params: list[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        new = [p for p in params if p not in self._known]
+        if new:
+            self._add(new)
+        self.optimizer.step(*args, **kwargs)
+
+    def _add(self, params: list[torch.Tensor]) -> None:
+        if self.optimizer is None:
+            self.optimizer = self.pt_optim_constructor(params, **self.pt_optim_args)
+        else:
+            self.optimizer.add_param_group({"params": params})
+        store = pyro.get_param_store()
+        for p in params:
+            self._known.add(p)
+            saved = self._state_waiting_to_be_consumed.pop(store.param_name(p), None)
+            if saved is not None and saved["state"]:
+                # as torch's load_state_dict: "step" as saved, the moments in p's dtype
+                self.optimizer.state[p] = {
+                    k: v.clone() if k == "step" else v.to(dtype=p.dtype, device=p.device,
+                                                          copy=True)
+                    for k, v in saved["state"][0].items()}
+
+    def get_state(self) -> dict[str, Any]:
+        if self.optimizer is None:
+            return {}
+        whole = self.optimizer.state_dict()
+        store = pyro.get_param_store()
+        state: dict[str, Any] = {}
+        flat = [p for group in self.optimizer.param_groups for p in group["params"]]
+        packed = [(i, group) for group in whole["param_groups"] for i in group["params"]]
+        for p, (i, group) in zip(flat, packed, strict=True):
+            options = {k: v for k, v in group.items() if k != "params"}
+            state[store.param_name(p)] = {
+                "state": {0: whole["state"][i]} if i in whole["state"] else {},
+                "param_groups": [{**options, "params": [0]}]}
+        return state
 
 
 def move_to_device(vae: Any, device: str | None) -> None:

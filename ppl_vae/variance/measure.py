@@ -56,7 +56,7 @@ from ppl_vae.estimators import BASELINE_PREFIX, get_estimator
 LEVELS = ("coordinate", "param", "group")
 _CHUNK_BUDGET = 2**22
 """Gradient floats per vectorized chunk (16 MiB in float32): about 6 draws of the 784-400-20
-MLP VAE, near the fastest chunk measured on 2 CPU cores (benchmarks/bench_variance.py)."""
+MLP VAE, near the fastest chunk measured on 2 CPU cores (an earlier benchmark script)."""
 
 
 def param_group(name: str) -> str:
