@@ -100,6 +100,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     from ppl_vae.threads import default_threads, set_threads
 
     say = progress or (lambda line: None)
+    devices = _devices(config)  # first: a device that is not there fails before any work
     chosen_default = default_threads()
     set_threads(config.threads)
     load_before = os.getloadavg()[0]
@@ -123,7 +124,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     machine = {"description": machine_description(), "torch_threads": torch.get_num_threads(),
                "default_threads": chosen_default, "load_average_before": load_before,
                "load_average_after": os.getloadavg()[0],
-               "seconds": time.perf_counter() - started, "device": _devices(config)}
+               "seconds": time.perf_counter() - started, "device": devices}
     return BenchResult(config=config, machine=machine, training_times=times, training=training,
                        ratios=ratios, throughput=throughput, threads=threads, scaling=scaling,
                        targets=check_targets(ratios, throughput))

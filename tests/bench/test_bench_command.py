@@ -69,3 +69,13 @@ def test_bench_refuses_a_folder_holding_other_files(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path)]) == 2
     assert "other files" in capsys.readouterr().err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_bench_on_a_missing_gpu_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "device='cpu'" in err
