@@ -140,6 +140,16 @@ def test_fused_bernoulli_log_density_is_the_log_pmf(backend):
                                rtol=RTOL)
 
 
+def test_jax_softplus_matches_jax_nn_softplus_with_its_gradient():
+    """JaxOps.softplus (max(x, 0) + log1p(e^-|x|), the faster form) has the values and the
+    derivative sigmoid(x) of jax.nn.softplus, at the kink x = 0 and in the far tails too."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.concatenate([np.linspace(-100.0, 100.0, 2001), [0.0, 1e-30]]))
+        np.testing.assert_allclose(JaxOps.softplus(x), jax.nn.softplus(x), rtol=1e-15)
+        grad = jax.vmap(jax.grad(JaxOps.softplus))(x)
+        np.testing.assert_allclose(grad, jax.nn.sigmoid(x), rtol=1e-15)
+
+
 def test_scale_floor_holds_for_very_negative_raw_scales(backend):
     ops, arr, npy = backend
     h = np.concatenate([np.zeros((1, 2)), np.full((1, 2), -1e4)], axis=-1)
