@@ -247,6 +247,9 @@ def write_bench(result: BenchResult, out: Path) -> list[Path]:
               "threads": result.threads, "targets": result.targets}
     if result.scaling is not None:
         tables["scaling"] = result.scaling
+    else:  # an earlier bench's scaling table (--overwrite) would read as this run's
+        (out / "scaling.csv").unlink(missing_ok=True)
+        (out / "figures" / "report-scaling.png").unlink(missing_ok=True)
     paths = []
     for name, table in tables.items():
         path = out / f"{name}.csv"
