@@ -52,8 +52,9 @@ class JointOptim(pyro.optim.PyroOptim):
 
     ``PyroOptim`` creates one torch optimizer per parameter and calls each one every step;
     Adam's (and ClippedAdam's) update treats each parameter on its own, so one optimizer over
-    all of them computes the same values with one call instead of one per parameter (the
-    calls' overhead was ~6% of a step of the 784-400-20 VAE on CPU). Parameters seen later
+    all of them computes the same values with one call instead of one per parameter
+    (torch.profiler, 784-400-20 VAE on CPU: 0.7 instead of 1.6 ms of optimizer overhead per
+    step of ~9 ms). Parameters seen later
     (a neural baseline's) join as a new parameter group. :meth:`get_state` and
     :meth:`set_state` keep ``PyroOptim``'s format, one single-parameter state dict per
     parameter name, so checkpoints are the same. Only dictionary ``optim_args`` and no
