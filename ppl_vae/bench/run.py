@@ -237,6 +237,7 @@ def check_targets(ratios: pd.DataFrame, throughput: pd.DataFrame) -> pd.DataFram
 
 def write_bench(result: BenchResult, out: Path) -> list[Path]:
     """Write the tables (CSV), ``bench.json`` and ``report.md`` / ``report.html``."""
+    from ppl_vae.bench.scaling import nonlinear_growth
     from ppl_vae.io import atomic_write_text, write_json
     from ppl_vae.reports import Report
     from ppl_vae.reports.figures import scaling_plot
@@ -273,7 +274,14 @@ def write_bench(result: BenchResult, out: Path) -> list[Path]:
     if len(result.threads):
         report.heading("Threads (torch, hand-written loop)").table(result.threads)
     if result.scaling is not None:
-        report.heading("Scaling").table(result.scaling).figure(
+        off = nonlinear_growth(result.scaling)
+        report.heading("Scaling").text(
+            "K and the dataset size should cost in proportion (per-epoch time grows with N); "
+            + ("departing by more than 25% here: " + "; ".join(
+                f"{r.backend} {r.factor} {r.value}: {r.relative_cost:.2f}x the cost for "
+                f"{r.relative_size:g}x the size" for r in off.itertuples())
+               if len(off) else "all within 25% of linear."))
+        report.table(result.scaling).figure(
             scaling_plot(result.scaling), "scaling", "time against each factor, log-log; "
             "dotted: linear growth from the smallest setting")
     paths += list(report.write(out))

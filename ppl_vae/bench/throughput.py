@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ppl_vae.bench import roofline
 
@@ -86,7 +85,3 @@ def variance_throughput(vae: Any, x: np.ndarray, *, estimator: str, num_draws: i
                 * num_draws, per_second=draws_per_s, unit="draws/s",
                 gflops=draws_per_s * flops / 1e9, roofline_gflops=float(np.median(rates)) / 1e9,
                 product=f"({rows} x {inner}) @ ({inner} x {cols})", mean_log_px=np.nan)
-
-
-def throughput_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows)
