@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ppl_vae {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error instead of its one-line message")
+    parser.add_argument("--threads", type=_threads, default="auto",
+                        help="CPU threads for torch and XLA: a number, or auto (default: the "
+                             "cores the rest of the machine leaves free; see ppl-vae bench)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):  # shared helpers of the commands, not commands
@@ -84,8 +87,19 @@ def describe(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _threads(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ppl_vae.threads import set_threads
+
     args = build_parser().parse_args(argv)
+    set_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except Exception as err:

@@ -124,6 +124,32 @@ def test_likelihoods(backend):
                                stats.norm.logpdf(x, out, sigma).sum(-1), rtol=RTOL)
 
 
+def test_fused_bernoulli_log_density_is_the_log_pmf(backend):
+    """x·l − softplus(l), summed over pixels, is log Bernoulli(x; sigmoid(l)), also for logits
+    far in the tails and with particle dimensions broadcast against the data."""
+    ops, arr, npy = backend
+    logits = np.concatenate([RNG.normal(size=(2, 5, 4)) * 3, np.full((1, 5, 4), -40.0),
+                             np.full((1, 5, 4), 40.0)])
+    x01 = (RNG.random((5, 4)) < 0.5).astype(float)
+    fused = families.Bernoulli().log_density(ops, {}, arr(logits), FLOOR, arr(x01))
+    # log sigmoid(±l) = −logaddexp(0, ∓l): exact where scipy's expit(40) rounds to 1
+    log_pmf = -(x01 * np.logaddexp(0.0, -logits) + (1 - x01) * np.logaddexp(0.0, logits))
+    np.testing.assert_allclose(npy(fused), log_pmf.sum(-1), rtol=RTOL)
+    np.testing.assert_allclose(npy(fused)[:2],
+                               stats.bernoulli.logpmf(x01, special.expit(logits[:2])).sum(-1),
+                               rtol=RTOL)
+
+
+def test_jax_softplus_matches_jax_nn_softplus_with_its_gradient():
+    """JaxOps.softplus (max(x, 0) + log1p(e^-|x|), the faster form) has the values and the
+    derivative sigmoid(x) of jax.nn.softplus, at the kink x = 0 and in the far tails too."""
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.concatenate([np.linspace(-100.0, 100.0, 2001), [0.0, 1e-30]]))
+        np.testing.assert_allclose(JaxOps.softplus(x), jax.nn.softplus(x), rtol=1e-15)
+        grad = jax.vmap(jax.grad(JaxOps.softplus))(x)
+        np.testing.assert_allclose(grad, jax.nn.sigmoid(x), rtol=1e-15)
+
+
 def test_scale_floor_holds_for_very_negative_raw_scales(backend):
     ops, arr, npy = backend
     h = np.concatenate([np.zeros((1, 2)), np.full((1, 2), -1e4)], axis=-1)

@@ -175,6 +175,15 @@ class VAECore(abc.ABC):
             return pixel(out)
         return local_autoregressive(ops, self.param, spec.decoder, spec.data_shape, pixel, out)
 
+    def log_likelihood(self, x: Any, z: Any) -> Any:
+        """log p(x | z) per datapoint: the family's fused ``log_density`` where it has one,
+        else the distribution's ``log_prob``."""
+        lik = self.spec.likelihood
+        if not hasattr(lik, "log_density"):
+            return self.likelihood(z).log_prob(x)
+        params = {name: self.param(name) for name in self._likelihood_param_names}
+        return lik.log_density(self.ops, params, self.decoder_output(z), self.spec.scale_floor, x)
+
     # -- per-datapoint log-densities
     def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,
                        h: Any = None) -> dict[str, Any]:
@@ -186,7 +195,7 @@ class VAECore(abc.ABC):
         q = self.posterior(x, idx, h)
         p = self.prior(x)
         return {
-            "log_likelihood": self.likelihood(self.code(latents)).log_prob(x),
+            "log_likelihood": self.log_likelihood(x, self.code(latents)),
             "log_prior": sum(p[s].log_prob(latents[s]) for s in self.sites),
             "log_q": sum(q[s].log_prob(latents[s]) for s in self.sites),
         }

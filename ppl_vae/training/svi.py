@@ -39,6 +39,7 @@ from ppl_vae import spec as spec_module
 from ppl_vae.estimators import Reparam, get_estimator
 from ppl_vae.io import CheckpointError, read_json
 from ppl_vae.run_writer import RunWriter, check_replaceable
+from ppl_vae.threads import set_threads
 from ppl_vae.training import batches, checkpoint
 from ppl_vae.training.loop import (
     DIVERGENCE_FACTOR,
@@ -93,7 +94,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         progress: bool = True, device: str | None = None,
         data_config: dict[str, Any] | None = None,
-        divergence_factor: float | None = DIVERGENCE_FACTOR) -> FitResult:
+        divergence_factor: float | None = DIVERGENCE_FACTOR,
+        threads: int | str = "auto") -> FitResult:
     """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
 
     Parameters
@@ -126,6 +128,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     device : Pyro: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``, moving the model's
         parameters there (default: where the model is); NumPyro: the JAX device to use
         (default: JAX's default device).
+    threads : CPU threads for torch (and XLA, if JAX has not started yet): a number, or
+        ``"auto"``, :func:`ppl_vae.threads.default_threads` (the free cores, so a shared
+        machine does not make torch's threads wait on each other).
     data_config : how ``data`` was prepared (``{"source", "binarization", "dequantize",
         "fractions", "seed"}``), recorded in run.json so that ``load_run(...).splits()`` can
         rebuild it.
@@ -174,6 +179,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                          f"{divergence_factor}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the run directory to continue")
+    set_threads(threads)
 
     training_data = batches.prepare_training_data(spec, data, validation_data, seed=seed)
     num_data = training_data.num_data

@@ -42,6 +42,7 @@ Gu & Maddison (2018), Doubly reparameterized gradient estimators for Monte Carlo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +57,7 @@ from ppl_vae.estimators import BASELINE_PREFIX, get_estimator, is_baseline_avera
 LEVELS = ("coordinate", "param", "group")
 _CHUNK_BUDGET = 2**22
 """Gradient floats per vectorized chunk (16 MiB in float32): about 6 draws of the 784-400-20
-MLP VAE, near the fastest chunk measured on 2 CPU cores (benchmarks/bench_variance.py)."""
+MLP VAE, near the fastest chunk measured on 2 CPU cores (an earlier benchmark script)."""
 
 
 def param_group(name: str) -> str:
@@ -195,6 +196,7 @@ class _PyroGradients:
         self.model, self.args, self.kwargs = model, args, kwargs
         self.estimator = estimator
         self.frozen: dict[str, Any] = {}
+        self.checked = False
 
     def _baseline_params(self) -> list[Any]:
         store = self.pyro.get_param_store()
@@ -229,16 +231,23 @@ class _PyroGradients:
 
     def draws(self, count: int, offset: int = 0, stream: int = 2) -> tuple[np.ndarray, float]:
         """``count`` draws from torch's generator (``offset`` and ``stream`` are for the
-        signature NumPyro's keyed draws need)."""
+        signature NumPyro's keyed draws need). Every draw sees the same arguments, so Pyro's
+        argument and support checks (if enabled) run in the first call only: the rest would
+        repeat them on the same values (~10% of a draw of the MLP VAE)."""
         import torch
 
+        checks = self.pyro.validation_enabled(False) if self.checked \
+            else contextlib.nullcontext()
         grads, seconds = [], 0.0
-        for _ in range(count):
-            start = time.perf_counter()
-            self._step()
-            grads.append(torch.cat([p.grad.reshape(-1) if p.grad is not None
-                                    else torch.zeros_like(p).reshape(-1) for p in self.params]))
-            seconds += time.perf_counter() - start
+        with checks:
+            for _ in range(count):
+                start = time.perf_counter()
+                self._step()
+                grads.append(torch.cat([p.grad.reshape(-1) if p.grad is not None
+                                        else torch.zeros_like(p).reshape(-1)
+                                        for p in self.params]))
+                seconds += time.perf_counter() - start
+        self.checked = True
         return torch.stack(grads).detach().cpu().numpy(), seconds
 
 
@@ -395,12 +404,25 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
     return results
 
 
+def _chunk(num_draws: int, num_params: int, particles: int, chunk_size: int | None) -> int:
+    """Draws per vectorized call: ``chunk_size``, or about :data:`_CHUNK_BUDGET` floats."""
+    return chunk_size or max(2, min(num_draws, _CHUNK_BUDGET // max(num_params * particles, 1)))
+
+
+def draws_per_call(backend: str, vae: Any, num_draws: int, particles: int = 1,
+                   chunk_size: int | None = None) -> int:
+    """How many gradient draws one call computes together (1 on Pyro: sequential)."""
+    if backend == "pyro":
+        return 1
+    num_params = sum(int(np.prod(np.shape(v))) for v in vae.get_params().values())
+    return _chunk(num_draws, num_params, particles, chunk_size)
+
+
 def _measure(grads: Any, num_draws: int, particles: int, chunk_size: int | None,
              coordinate_se: bool) -> tuple:
     sizes = [int(np.prod(np.shape(p))) for p in grads.values()]
     accumulator = _Moments(np.cumsum([0] + sizes), coordinate_se)
-    total = sum(sizes)
-    chunk = chunk_size or max(2, min(num_draws, _CHUNK_BUDGET // max(total * particles, 1)))
+    chunk = _chunk(num_draws, sum(sizes), particles, chunk_size)
     # first call (lazy initialisation, compilation) excluded from timing
     grads.draws(chunk if grads.fixed_shape else 1, 0, stream=3)
     seconds, computed, done = 0.0, 0, 0
