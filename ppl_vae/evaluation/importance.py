@@ -14,7 +14,8 @@ se² ≈ Var(w) / (K · mean(w)²) = (K / ESS − 1) / (K − 1), with Kish's ef
 size ESS = (Σ w)² / Σ w², all computed in float64 from weights normalised by their maximum.
 
 Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder
-at once; the K log weights of the datapoints in flight (K scalars each) are reduced in
+at once (``budget`` / 256 for a 256-way categorical likelihood, whose decoder emits 256 numbers
+per pixel); the K log weights of the datapoints in flight (K scalars each) are reduced in
 float64 on the host. This is the package's one importance sampler: log p(x) and the ELBO
 here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis` (which keeps the draws and the three
 log-density terms) and the inference gaps of :mod:`ppl_vae.diagnostics.gaps` (which replace
@@ -147,7 +148,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     idx : training-set indices of ``x``, required by encoder-free models (one stored code
         per training datapoint); such models cannot evaluate held-out data this way (use
         :func:`ppl_vae.evaluation.ais.ais_log_likelihood` with ``start="prior"``).
-    budget : (particle × datapoint) pairs decoded at once; bounds memory.
+    budget : (particle × datapoint) pairs decoded at once, divided by the likelihood's
+        outputs per data value; bounds memory.
     latents : optional fixed draws ``{site: (K, N, ...)}`` used instead of sampling (e.g. the
         same draws on both backends); K is then taken from them.
     return_log_weights : keep the (K, N) log weights in the result.
@@ -168,7 +170,10 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
             if value.shape[:2] != (num_samples, x.shape[0]):
                 raise ValueError(f"latents[{site!r}] has shape {value.shape}; expected "
                                  f"({num_samples}, {x.shape[0]}, ...) (particles, datapoints)")
-    plan = plan_chunks(num_samples, x.shape[0], budget)
+    # the decoder emits outputs_per_value numbers per data value (256 for the categorical):
+    # memory follows decoded numbers, so such a likelihood gets proportionally fewer pairs
+    pairs = max(1, budget // vae.spec.likelihood.outputs_per_value)
+    plan = plan_chunks(num_samples, x.shape[0], pairs)
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
     out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell")}

@@ -176,10 +176,10 @@ class VAECore(abc.ABC):
         return local_autoregressive(ops, self.param, spec.decoder, spec.data_shape, pixel, out)
 
     def log_likelihood(self, x: Any, z: Any) -> Any:
-        """log p(x | z) per datapoint: the family's fused ``log_density`` where it has one,
-        else the distribution's ``log_prob``."""
+        """log p(x | z) per datapoint: the family's fused ``log_density`` where it has one
+        and the decoder is factorized, else the distribution's ``log_prob``."""
         lik = self.spec.likelihood
-        if not hasattr(lik, "log_density"):
+        if not hasattr(lik, "log_density") or self.spec.decoder.masked_layers:
             return self.likelihood(z).log_prob(x)
         params = {name: self.param(name) for name in self._likelihood_param_names}
         return lik.log_density(self.ops, params, self.decoder_output(z), self.spec.scale_floor, x)
