@@ -153,10 +153,6 @@ class _ParticleELBO(pyro.infer.ELBO):
         return (log_w, objectives.common_scale(site["scale"] for _, site in sites),
                 log_q_score)
 
-    def _objective(self, model: Any, guide: Any, args: tuple,
-                   kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
     def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
         """−bound (a float)."""
         with torch.no_grad():
