@@ -71,6 +71,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def write_csv_tables(result: Any, names: Any, folder: str | Path) -> list[Path]:
+    """Write each DataFrame attribute ``name`` of ``result`` to ``folder/name.csv``
+    atomically (an empty table keeps its header); return the paths."""
+    paths = []
+    for name in names:
+        path = Path(folder) / f"{name}.csv"
+        atomic_write_text(path, getattr(result, name).to_csv(index=False))
+        paths.append(path)
+    return paths
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

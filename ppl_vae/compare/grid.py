@@ -30,7 +30,7 @@ from ppl_vae.compare.summary import (
     paired_differences,
     summarize,
 )
-from ppl_vae.io import atomic_write_text
+from ppl_vae.io import write_csv_tables
 
 TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr"]
 FAILURE_COLUMNS = ["spec", "seed", "key", "error"]
@@ -134,11 +134,7 @@ def write_grid(result: GridResult, out: str | Path, *, cells: Sequence[Cell] = (
     from ppl_vae.reports.pages import write_compare_report
 
     out = Path(out)
-    paths = []
-    for name in TABLES:
-        path = out / f"{name}.csv"
-        atomic_write_text(path, getattr(result, name).to_csv(index=False))
-        paths.append(path)
+    paths = write_csv_tables(result, TABLES, out)
     paths += list(write_compare_report(result, out, cells))
     return paths
 

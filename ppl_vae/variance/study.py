@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ppl_vae.estimators import get_estimator
-from ppl_vae.io import atomic_write_text
+from ppl_vae.io import write_csv_tables
 from ppl_vae.variance.measure import measure_gradients, summarize
 
 DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "vimco",
@@ -283,11 +283,7 @@ def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
     from ppl_vae.runs import REPORT_STEM, VARIANCE_TABLES
 
     out_dir = Path(out_dir)
-    paths = []
-    for name in VARIANCE_TABLES:
-        path = out_dir / f"{name}.csv"
-        atomic_write_text(path, getattr(result, name).to_csv(index=False))
-        paths.append(path)
+    paths = write_csv_tables(result, VARIANCE_TABLES, out_dir)
 
     paths += list(variance_page(result).write(out_dir, REPORT_STEM))
     return paths
