@@ -32,6 +32,7 @@ from ppl_vae.bench.scaling import ScalingGrid
 SPEC = "gaussian_gaussian"
 LEARNING_RATE = 1e-3
 PAIRS = [("ppl_vae.fit, Pyro", "hand-written PyTorch"),
+         ("ppl_vae.fit, Pyro", "hand-written PyTorch, fused Adam"),
          ("ppl_vae.fit, NumPyro", "hand-written JAX/optax"),
          ("ppl_vae.fit, Pyro", "ppl_vae.fit, NumPyro")]
 TARGETS = {("training", "ppl_vae.fit, Pyro", "hand-written PyTorch"): ("ratio", "<=", 1.15),
@@ -156,15 +157,17 @@ def training_section(spec: Any, x: Any, config: BenchConfig, say: Callable[[str]
     loops = {}
     for backend in config.backends:
         if backend == "pyro":
-            ref = TorchReference(x, params, floor=spec.scale_floor,
-                                 device=config.device or "cpu", **common)
+            refs = [TorchReference(x, params, floor=spec.scale_floor, fused_adam=fused_adam,
+                                   device=config.device or "cpu", **common)
+                    for fused_adam in (False, True)]
             vae = build(spec, "pyro", seed=0, device=config.device or "cpu")
         else:
-            ref = JaxReference(x, params, floor=spec.scale_floor, device=config.device, **common)
+            refs = [JaxReference(x, params, floor=spec.scale_floor, device=config.device,
+                                 **common)]
             vae = build(spec, "numpyro", seed=0)
         fit_loop = FitLoop(vae, x, device=config.device, **common)
         loops[fit_loop.name] = fit_loop.run_epoch
-        loops[ref.name] = ref.run_epoch
+        loops |= {ref.name: ref.run_epoch for ref in refs}
     say(f"training: {len(loops)} loops interleaved, {config.epochs} epochs after "
         f"{config.warmup} warm-up, {len(x)} images, batch {config.batch_size}")
     times = interleave(loops, rounds=config.epochs, warmup=config.warmup)

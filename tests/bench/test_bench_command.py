@@ -31,12 +31,13 @@ def test_quick_bench_ratios_and_fractions_are_finite_and_positive(bench_dir):
     ratios = pd.read_csv(bench_dir / "ratios.csv")
     assert set(zip(ratios["loop"], ratios["versus"], strict=True)) == {
         ("ppl_vae.fit, Pyro", "hand-written PyTorch"),
+        ("ppl_vae.fit, Pyro", "hand-written PyTorch, fused Adam"),
         ("ppl_vae.fit, NumPyro", "hand-written JAX/optax"),
         ("ppl_vae.fit, Pyro", "ppl_vae.fit, NumPyro")}
     for column in ("ratio", "ratio_q25", "ratio_q75"):
         assert np.all(np.isfinite(ratios[column]) & (ratios[column] > 0))
     times = pd.read_csv(bench_dir / "training_times.csv")
-    assert len(times) == 4 * 2 and (times["seconds"] > 0).all()
+    assert len(times) == 5 * 2 and (times["seconds"] > 0).all()
     throughput = pd.read_csv(bench_dir / "throughput.csv")
     assert len(throughput) == 4
     for column in ("per_second", "gflops", "roofline_gflops", "fraction_of_roofline"):
