@@ -60,9 +60,18 @@ def init_params(spec: ModelSpec, *, seed: int = 0,
         params |= spec.posterior.init_params(spec.latent_dim, num_data, rng)
     params |= init_decoder(spec.decoder, spec.latent_dim, spec.data_shape,
                            spec.likelihood.outputs_per_value, rng)
-    params |= spec.prior.init_params(spec.latent_dim, rng)
+    params |= prior_init_params(spec, rng)
     params |= spec.likelihood.init_params()
     return params
+
+
+def prior_init_params(spec: ModelSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The prior's initial parameters; a prior that reads the encoder (``uses_encoder``)
+    also gets the data's shape and range."""
+    if not spec.prior.uses_encoder:
+        return spec.prior.init_params(spec.latent_dim, rng)
+    return spec.prior.init_params(spec.latent_dim, rng, data_shape=spec.data_shape,
+                                  data_range=spec.likelihood.data_range)
 
 
 def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
@@ -94,7 +103,7 @@ class VAECore(abc.ABC):
         self.spec = spec
         self.score_function_sites = tuple(score_function_sites)
         rng = np.random.default_rng(0)
-        self._prior_param_names = tuple(spec.prior.init_params(spec.latent_dim, rng))
+        self._prior_param_names = tuple(prior_init_params(spec, rng))
         self._likelihood_param_names = tuple(spec.likelihood.init_params())
 
     @abc.abstractmethod
@@ -145,11 +154,22 @@ class VAECore(abc.ABC):
                 for site, d in dists.items()}
 
     def prior(self, like: Any) -> dict[str, Any]:
-        """p(·) for each latent site (broadcastable over the data plate)."""
+        """p(·) for each latent site (broadcastable over the data plate). A prior that reads
+        the encoder (``uses_encoder``: the VampPrior) gets the guide's q(z | u) as a function
+        of inputs u and the data range."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
-        value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor)
+        extra = {"posterior_at": self._posterior_at,
+                 "data_range": spec.likelihood.data_range} if spec.prior.uses_encoder else {}
+        value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor,
+                                        **extra)
         return spec.posterior.model_latents(ops, like, spec.latent_dim, value)
+
+    def _posterior_at(self, u: Any) -> Any:
+        """q(z | u) of the single-code posterior family at inputs ``u`` ``(..., D)``."""
+        spec = self.spec
+        return spec.posterior.distributions(self.ops, self.encoder_output(u),
+                                            spec.scale_floor)["z"]
 
     def code(self, latents: dict[str, Any]) -> Any:
         """The code z fed to the decoder (``gate * slab`` for masked codes)."""

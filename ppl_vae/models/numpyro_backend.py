@@ -52,6 +52,7 @@ class JaxOps:
     dist = ndist
     softplus = staticmethod(softplus)
     sigmoid = staticmethod(jax.nn.sigmoid)
+    tanh = staticmethod(jnp.tanh)
     abs = staticmethod(jnp.abs)
     log = staticmethod(jnp.log)
     exp = staticmethod(jnp.exp)
@@ -70,6 +71,11 @@ class JaxOps:
     @staticmethod
     def linear(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
         return x @ weight.T + bias
+
+    @staticmethod
+    def flip(x: jax.Array) -> jax.Array:
+        """``x`` with its last axis reversed."""
+        return jnp.flip(x, -1)
 
     @staticmethod
     def split(h: jax.Array, n: int) -> list[jax.Array]:
@@ -146,15 +152,18 @@ class JaxOps:
 
 class FunctionalDistribution(ndist.Distribution):
     """A distribution given by functions (the families' 8-bit likelihoods and the local
-    autoregressive decoder): ``log_prob(x)``, ``sample(draw)`` where ``draw(d)`` samples a
-    library distribution (keys folded in from the given one), and ``mean()``. Only single
-    draws (``sample_shape = ()``)."""
+    autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
+    ``draw(d)`` samples a library distribution (keys folded in from the given one), and
+    ``mean()``. Only single draws (``sample_shape = ()``) unless ``any_sample_shape``:
+    ``sample`` then maps draws of any leading shape, and ``draw(d)`` draws ``sample_shape``
+    of them."""
 
     arg_constraints: dict = {}
 
     def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any) -> None:
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False) -> None:
         self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        self._any_sample_shape = any_sample_shape
         super().__init__(batch_shape, event_shape, validate_args=False)
 
     @property
@@ -169,11 +178,12 @@ class FunctionalDistribution(ndist.Distribution):
         return self._log_prob(value)
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        if tuple(sample_shape):
+        if tuple(sample_shape) and not self._any_sample_shape:
             raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
                              "batch of z instead of a sample_shape")
         count = itertools.count()
-        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count))))
+        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count)),
+                                               tuple(sample_shape)))
 
 
 @kl_divergence.register(ndist.Laplace, ndist.Laplace)
