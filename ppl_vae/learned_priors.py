@@ -15,6 +15,7 @@ estimation. NeurIPS.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,15 +59,31 @@ class VampPrior:
         return {"prior.pseudo_inputs": low + (high - low) * noise}
 
     def distribution(self, ops: Any, params: dict, like: Any, latent_dim: int, floor: float, *,
-                     posterior_at: Any, data_range: tuple[float, float] | None) -> Any:
-        """``posterior_at(u)``: the guide's q(z | u) for inputs ``u`` of shape ``(K, D)``."""
+                     encoder: Any, posterior: Any, data_range: tuple[float, float] | None
+                     ) -> Any:
+        """``encoder(u)``: the guide's network output h(u) for inputs ``(K, D)``;
+        ``posterior``: the guide's family (its ``component_log_densities`` gives the K
+        log q(z | u_k) at once)."""
         u = params["prior.pseudo_inputs"]
         u = u.reshape((u.shape[0], -1))
         if data_range is not None:
             u = ops.clip(u, *data_range)
-        components = posterior_at(u)
+        h = encoder(u)
         uniform = ops.full(like, (self.components,), 0.0)
-        return ops.dist.MixtureSameFamily(ops.dist.Categorical(logits=uniform), components)
+        mixture = ops.dist.MixtureSameFamily(ops.dist.Categorical(logits=uniform),
+                                             posterior.distributions(ops, h, floor)["z"])
+        log_k = math.log(self.components)
+
+        def log_prob(z: Any) -> Any:
+            return ops.logsumexp(posterior.component_log_densities(ops, h, floor, z), -1) - log_k
+
+        def mean() -> Any:
+            return mixture.mean
+
+        return ops.functional_distribution(
+            log_prob=log_prob, sample=lambda draw: draw(mixture), mean=mean, batch_shape=(),
+            event_shape=(latent_dim,), support=ops.dist.constraints.real_vector,
+            any_sample_shape=True)
 
 
 @dataclass(frozen=True)

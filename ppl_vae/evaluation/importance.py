@@ -13,15 +13,17 @@ protocol. The standard error of log p̂ comes from the delta method,
 se² ≈ Var(w) / (K · mean(w)²) = (K / ESS − 1) / (K − 1), with Kish's effective sample
 size ESS = (Σ w)² / Σ w², all computed in float64 from weights normalised by their maximum.
 
-Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder
-at once (``budget`` / 256 for a 256-way categorical likelihood, whose decoder emits 256 numbers
-per pixel); the K log weights of the datapoints in flight (K scalars each) are reduced in
-float64 on the host. This is the package's one importance sampler: log p(x) and the ELBO
-here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis` (which keeps the draws and the three
-log-density terms) and the inference gaps of :mod:`ppl_vae.diagnostics.gaps` (which replace
-the encoder's output) all draw through :func:`importance_sample`, so for the same seed, K and
-budget they see the same draws. The backends supply one call per batch of datapoints
-(``vae.weigh``); batches are padded to one size where the backend compiles per shape.
+Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder at
+once (``budget`` / 256 for a 256-way categorical likelihood, whose decoder emits 256 numbers
+per pixel; fewer for a prior whose log-density holds more numbers per draw than the decoder,
+such as a 500-component VampPrior, K · d = 10⁴ per draw); the K log weights of the datapoints
+in flight (K scalars each) are reduced in float64 on the host. This is the package's one
+importance sampler: log p(x) and the ELBO here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis`
+(which keeps the draws and the three log-density terms) and the inference gaps of
+:mod:`ppl_vae.diagnostics.gaps` (which replace the encoder's output) all draw through
+:func:`importance_sample`, so for the same seed, K and budget they see the same draws. The
+backends supply one call per batch of datapoints (``vae.weigh``); batches are padded to one
+size where the backend compiles per shape.
 
 References
 ----------
@@ -148,8 +150,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     idx : training-set indices of ``x``, required by encoder-free models (one stored code
         per training datapoint); such models cannot evaluate held-out data this way (use
         :func:`ppl_vae.evaluation.ais.ais_log_likelihood` with ``start="prior"``).
-    budget : (particle × datapoint) pairs decoded at once, divided by the likelihood's
-        outputs per data value; bounds memory.
+    budget : (particle × datapoint) pairs decoded at once, fewer where a pair holds more
+        numbers (see :func:`pairs_per_chunk`); bounds memory.
     latents : optional fixed draws ``{site: (K, N, ...)}`` used instead of sampling (e.g. the
         same draws on both backends); K is then taken from them.
     return_log_weights : keep the (K, N) log weights in the result.
@@ -170,10 +172,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
             if value.shape[:2] != (num_samples, x.shape[0]):
                 raise ValueError(f"latents[{site!r}] has shape {value.shape}; expected "
                                  f"({num_samples}, {x.shape[0]}, ...) (particles, datapoints)")
-    # the decoder emits outputs_per_value numbers per data value (256 for the categorical):
-    # memory follows decoded numbers, so such a likelihood gets proportionally fewer pairs
-    pairs = max(1, budget // vae.spec.likelihood.outputs_per_value)
-    plan = plan_chunks(num_samples, x.shape[0], pairs)
+    plan = plan_chunks(num_samples, x.shape[0], pairs_per_chunk(vae.spec, budget))
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
     out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell")}
@@ -201,6 +200,16 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
         num_samples=num_samples, kl="analytic" if analytic else "monte-carlo",
         log_weights=kept, terms=terms if keep_draws else None,
         draws=draws if keep_draws else None)
+
+
+def pairs_per_chunk(spec: Any, budget: int) -> int:
+    """(particle, datapoint) pairs per chunk: memory follows the numbers one pair holds, D for
+    a decoder with one output per data value (``budget`` pairs), D · P for a likelihood with
+    P outputs per value (256 for the categorical), and ``prior.log_prob_size(d)`` for the
+    prior's log-density (K · d for a K-component mixture or VampPrior), whichever is most."""
+    per_pair = max(spec.likelihood.outputs_per_value * spec.data_dim,
+                   spec.prior.log_prob_size(spec.latent_dim))
+    return max(1, budget * spec.data_dim // per_pair)
 
 
 def _store(terms: dict, draws: dict, values: dict[str, np.ndarray], sl: slice,

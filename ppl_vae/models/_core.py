@@ -155,21 +155,15 @@ class VAECore(abc.ABC):
 
     def prior(self, like: Any) -> dict[str, Any]:
         """p(·) for each latent site (broadcastable over the data plate). A prior that reads
-        the encoder (``uses_encoder``: the VampPrior) gets the guide's q(z | u) as a function
-        of inputs u and the data range."""
+        the encoder (``uses_encoder``: the VampPrior) gets the encoder, the posterior family
+        and the data range."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
-        extra = {"posterior_at": self._posterior_at,
+        extra = {"encoder": self.encoder_output, "posterior": spec.posterior,
                  "data_range": spec.likelihood.data_range} if spec.prior.uses_encoder else {}
         value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor,
                                         **extra)
         return spec.posterior.model_latents(ops, like, spec.latent_dim, value)
-
-    def _posterior_at(self, u: Any) -> Any:
-        """q(z | u) of the single-code posterior family at inputs ``u`` ``(..., D)``."""
-        spec = self.spec
-        return spec.posterior.distributions(self.ops, self.encoder_output(u),
-                                            spec.scale_floor)["z"]
 
     def code(self, latents: dict[str, Any]) -> Any:
         """The code z fed to the decoder (``gate * slab`` for masked codes)."""
@@ -206,14 +200,16 @@ class VAECore(abc.ABC):
 
     # -- per-datapoint log-densities
     def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,
-                       h: Any = None) -> dict[str, Any]:
+                       h: Any = None, prior: dict[str, Any] | None = None) -> dict[str, Any]:
         """log p(x | z), log p(z) and log q(z | x) per datapoint at the given latent values.
 
         The Monte Carlo ELBO of one draw is ``log_likelihood + log_prior - log_q``
-        (a log importance weight). ``h``: see :meth:`posterior`.
+        (a log importance weight). ``h``: see :meth:`posterior`. ``prior``: the value of
+        :meth:`prior`, when the caller built it once for many chunks of draws (the VampPrior
+        encodes its K pseudo-inputs each time it is built).
         """
         q = self.posterior(x, idx, h)
-        p = self.prior(x)
+        p = self.prior(x) if prior is None else prior
         return {
             "log_likelihood": self.log_likelihood(x, self.code(latents)),
             "log_prior": sum(p[s].log_prob(latents[s]) for s in self.sites),
@@ -234,11 +230,12 @@ class VAECore(abc.ABC):
         return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx))
 
     def weigh_chunk(self, x: Any, latents: dict[str, Any], idx: Any = None, h: Any = None,
-                    all_terms: bool = False) -> dict[str, Any]:
+                    all_terms: bool = False, prior: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
         """One chunk of importance sampling at given draws: ``log_weight`` and
         ``log_likelihood`` ``(K, B)``, in the working dtype; with ``all_terms`` also
-        ``log_prior`` and ``log_q``."""
-        terms = self.log_prob_terms(x, latents, idx, h)
+        ``log_prior`` and ``log_q``. ``prior``: see :meth:`log_prob_terms`."""
+        terms = self.log_prob_terms(x, latents, idx, h, prior)
         out = {"log_weight": terms["log_likelihood"] + terms["log_prior"] - terms["log_q"],
                "log_likelihood": terms["log_likelihood"]}
         if all_terms:

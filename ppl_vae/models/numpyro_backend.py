@@ -389,8 +389,8 @@ def _substituted(vae: NumPyroVAE, fn: Any, static: tuple, params: dict, *args: A
 
 
 def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any,
-                  lat: dict) -> dict:
-    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws)
+                  lat: dict, prior: dict) -> dict:
+    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, prior=prior)
     return values | ({f"draw:{s}": v for s, v in lat.items()} if keep_draws else {})
 
 
@@ -406,16 +406,19 @@ def _weigh_sampled(vae: NumPyroVAE, per_chunk: int, keep_draws: bool, params: di
                    idx: Any, h: Any, keys: jax.Array) -> tuple[dict, jax.Array]:
     def chunk(key: jax.Array) -> dict:
         lat = vae.sample_latents(x, per_chunk, idx, seed=key, h=h)
-        return _chunk_values(vae, keep_draws, x, idx, h, lat)
+        return _chunk_values(vae, keep_draws, x, idx, h, lat, prior)
 
     with handlers.substitute(data=params):
+        prior = vae.prior(x)  # once for all chunks
         return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h)
 
 
 def _weigh_given(vae: NumPyroVAE, keep_draws: bool, params: dict, x: Any, idx: Any, h: Any,
                  lat: dict) -> tuple[dict, jax.Array]:
     with handlers.substitute(data=params):
-        values = jax.lax.map(lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk), lat)
+        prior = vae.prior(x)  # once for all chunks
+        values = jax.lax.map(
+            lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk, prior), lat)
         return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h)
 
 

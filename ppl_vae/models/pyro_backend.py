@@ -296,6 +296,7 @@ class PyroVAE(VAECore):
               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         xb, ib = self.as_tensor(x), self.as_index(idx)
         hb = None if h is None else self.as_tensor(h)
+        prior = self.prior(xb)  # once for all chunks
         parts = []
         for k0 in range(0, num_samples, per_chunk):
             k1 = min(k0 + per_chunk, num_samples)
@@ -303,7 +304,7 @@ class PyroVAE(VAECore):
                 lat = self.sample_latents(xb, k1 - k0, ib, h=hb)
             else:
                 lat = {s: self.as_tensor(v[k0:k1]) for s, v in latents.items()}
-            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws)
+            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, prior=prior)
             if keep_draws:
                 values |= {f"draw:{s}": v for s, v in lat.items()}
             parts.append(values)
