@@ -113,6 +113,10 @@ class ImportanceEstimate:
     ess : effective sample size of the K importance weights.
     elbo, elbo_stderr : the ELBO with the spec's KL choice (``kl``) and its Monte Carlo error.
     expected_log_likelihood : E_q[log p(x | z)], the reconstruction term.
+    rate, rate_stderr : the rate KL(q(z | x) ‖ p(z)) in nats over all latent sites (gate and
+        slab of masked codes): the closed form (stderr 0) when ``kl`` is analytic, else the
+        Monte Carlo mean of log q(z_k | x) − log p(z_k) over the K draws and its standard
+        error (NaN when K = 1).
     num_samples : K.
     kl : ``"analytic"`` or ``"monte-carlo"``, the ELBO's KL term.
     log_weights : the (K, N) log weights when asked for, else None.
@@ -127,6 +131,8 @@ class ImportanceEstimate:
     elbo: np.ndarray
     elbo_stderr: np.ndarray
     expected_log_likelihood: np.ndarray
+    rate: np.ndarray
+    rate_stderr: np.ndarray
     num_samples: int
     kl: str
     log_weights: np.ndarray | None = None
@@ -175,7 +181,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     plan = plan_chunks(num_samples, x.shape[0], pairs_per_chunk(vae.spec, budget))
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
-    out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell")}
+    out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell", "rate",
+                                          "rate_se")}
     kept = np.empty((num_samples, n)) if return_log_weights else None
     terms: dict[str, np.ndarray] = {}
     draws: dict[str, np.ndarray] = {}
@@ -187,18 +194,21 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
         out["lme"][sl], out["se"][sl], out["ess"][sl] = log_mean_exp(log_w)
         out["ell"][sl] = log_lik.mean(axis=0)
         elbo_terms = log_lik - kl if analytic else log_w
-        out["elbo"][sl] = elbo_terms.mean(axis=0)
-        out["elbo_se"][sl] = (elbo_terms.std(axis=0, ddof=1) / math.sqrt(num_samples)
-                              if num_samples > 1 else np.nan)
+        out["elbo"][sl], out["elbo_se"][sl] = _mean_and_stderr(elbo_terms)
+        if analytic:
+            out["rate"][sl], out["rate_se"][sl] = kl, 0.0
+        else:
+            out["rate"][sl], out["rate_se"][sl] = _mean_and_stderr(log_lik - log_w)
         if kept is not None:
             kept[:, sl] = log_w
         if keep_draws:
             _store(terms, draws, values, sl, num_samples, n)
     return ImportanceEstimate(
         log_likelihood=out["lme"], stderr=out["se"], ess=out["ess"], elbo=out["elbo"],
-        elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"],
-        num_samples=num_samples, kl="analytic" if analytic else "monte-carlo",
-        log_weights=kept, terms=terms if keep_draws else None,
+        elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"], rate=out["rate"],
+        rate_stderr=out["rate_se"], num_samples=num_samples,
+        kl="analytic" if analytic else "monte-carlo", log_weights=kept,
+        terms=terms if keep_draws else None,
         draws=draws if keep_draws else None)
 
 
@@ -210,6 +220,14 @@ def pairs_per_chunk(spec: Any, budget: int) -> int:
     per_pair = max(spec.likelihood.outputs_per_value * spec.data_dim,
                    spec.prior.log_prob_size(spec.latent_dim))
     return max(1, budget * spec.data_dim // per_pair)
+
+
+def _mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the K draws (axis 0) and its standard error (NaN when K = 1)."""
+    k = values.shape[0]
+    se = values.std(axis=0, ddof=1) / math.sqrt(k) if k > 1 else np.full(values.shape[1:],
+                                                                         np.nan)
+    return values.mean(axis=0), se
 
 
 def _store(terms: dict, draws: dict, values: dict[str, np.ndarray], sl: slice,

@@ -110,7 +110,8 @@ _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
              ("ais_log_likelihood", "log p(x), AIS (nats)", 1.0),
              ("bits_per_dim", "bits/dim", 1.0), ("elbo", "ELBO (nats)", 1.0),
              ("iwae_gap", "log p(x) − ELBO (nats)", 1.0),
-             ("kl", "rate KL(q ‖ p) (bits)", 1 / math.log(2.0)),
+             ("rate_bits", "rate KL(q ‖ p), closed form (bits)", 1.0),
+             ("rate_bits_mc", "rate KL(q ‖ p), Monte Carlo (bits)", 1.0),
              ("is_ess", "importance ESS", 1.0))
 
 
