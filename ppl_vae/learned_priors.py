@@ -77,13 +77,10 @@ class VampPrior:
         def log_prob(z: Any) -> Any:
             return ops.logsumexp(posterior.component_log_densities(ops, h, floor, z), -1) - log_k
 
-        def mean() -> Any:
-            return mixture.mean
-
         return ops.functional_distribution(
-            log_prob=log_prob, sample=lambda draw: draw(mixture), mean=mean, batch_shape=(),
-            event_shape=(latent_dim,), support=ops.dist.constraints.real_vector,
-            any_sample_shape=True)
+            log_prob=log_prob, sample=lambda draw: draw(mixture), mean=lambda: mixture.mean,
+            variance=lambda: mixture.variance, batch_shape=(), event_shape=(latent_dim,),
+            support=ops.dist.constraints.real_vector, any_sample_shape=True)
 
 
 @dataclass(frozen=True)

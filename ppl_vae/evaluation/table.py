@@ -157,8 +157,8 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
                     notes: list[str]) -> None:
     spec = vae.spec
     if not spec.prior.factorized:
-        notes.append("KL per dimension skipped: a mixture prior does not factorise over "
-                     "latent dimensions")
+        notes.append(f"KL per dimension skipped: prior family {spec.prior.name!r} (a mixture "
+                     "or a flow) does not factorise over latent dimensions")
     else:
         kl = metrics.kl_per_dimension(vae, x, idx=idx, seed=config.seed)
         for u, (value, se) in enumerate(zip(kl.kl, kl.stderr, strict=True)):

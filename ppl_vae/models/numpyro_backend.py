@@ -156,14 +156,15 @@ class FunctionalDistribution(ndist.Distribution):
     ``draw(d)`` samples a library distribution (keys folded in from the given one), and
     ``mean()``. Only single draws (``sample_shape = ()``) unless ``any_sample_shape``:
     ``sample`` then maps draws of any leading shape, and ``draw(d)`` draws ``sample_shape``
-    of them."""
+    of them. ``variance()``: optional."""
 
     arg_constraints: dict = {}
 
     def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any, any_sample_shape: bool = False) -> None:
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
+                 variance: Any = None) -> None:
         self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
-        self._any_sample_shape = any_sample_shape
+        self._any_sample_shape, self._variance = any_sample_shape, variance
         super().__init__(batch_shape, event_shape, validate_args=False)
 
     @property
@@ -173,6 +174,13 @@ class FunctionalDistribution(ndist.Distribution):
     @property
     def mean(self) -> jax.Array:
         return self._mean()
+
+    @property
+    def variance(self) -> jax.Array:
+        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
+        if self._variance is None:
+            raise NotImplementedError("this distribution has no closed-form variance")
+        return self._variance()
 
     def log_prob(self, value: jax.Array) -> jax.Array:
         return self._log_prob(value)

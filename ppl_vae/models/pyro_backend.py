@@ -119,14 +119,15 @@ class FunctionalDistribution(pdist.TorchDistribution):
     autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
     ``draw(d)`` samples a library distribution, and ``mean()``. Only single draws
     (``sample_shape = ()``) unless ``any_sample_shape``: ``sample`` then maps draws of any
-    leading shape, and ``draw(d)`` draws ``sample_shape`` of them."""
+    leading shape, and ``draw(d)`` draws ``sample_shape`` of them. ``variance()``: optional."""
 
     arg_constraints: dict = {}
 
     def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any, any_sample_shape: bool = False) -> None:
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
+                 variance: Any = None) -> None:
         self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
-        self._any_sample_shape = any_sample_shape
+        self._any_sample_shape, self._variance = any_sample_shape, variance
         super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=False)
 
     @property
@@ -136,6 +137,13 @@ class FunctionalDistribution(pdist.TorchDistribution):
     @property
     def mean(self) -> torch.Tensor:
         return self._mean()
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
+        if self._variance is None:
+            raise NotImplementedError("this distribution has no closed-form variance")
+        return self._variance()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self._log_prob(value)
