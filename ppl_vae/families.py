@@ -134,24 +134,35 @@ class GaussianPosterior(_LocScalePosterior):
     distribution_name: ClassVar[str] = "Normal"
 
     def component_log_densities(self, ops: Any, h: Any, floor: float, z: Any) -> Any:
-        r"""log N(z; μ_k, diag σ_k²) for all K components by two matmuls, never holding
-        the (..., K, d) differences:
+        r"""log N(z; μ_k, diag σ_k²) for all K components by matmuls, never holding the
+        (..., K, d) differences. With a reference point r_b per datapoint (the mean of its
+        draws z_{·b}, so z − r is small) and m_k = μ_k − r_b:
 
-        .. math:: -\tfrac12 \left[z^2 · σ_k^{-2} - 2 z · μ_k σ_k^{-2}
-                  + \textstyle\sum_j μ_{kj}^2 σ_{kj}^{-2}\right]
-                  - \textstyle\sum_j \log σ_{kj} - \tfrac d2 \log 2π.
+        .. math:: -\tfrac12 \left[(z-r)^2 · σ_k^{-2} - 2 (z-r) · m_k σ_k^{-2}
+                  + \textstyle\sum_j m_{kj}^2 σ_{kj}^{-2}\right]
+                  - \textstyle\sum_j \log σ_{kj} - \tfrac d2 \log 2π,
 
-        11x faster than the broadcast for K = 500, d = 20 and 5000 draws (measured on CPU).
-        Expanding the square costs float32 cancellation of about ε Σ_j (z_j² + μ_j²)/σ_j²
-        (1e-3 nats for σ = 0.1, |z| ≈ 2, d = 20), the order of the decoder's own rounding.
+        exact for any r. Centring keeps the expanded square accurate for the components near
+        the draws, which carry the mixture: in float32, for σ = 0.03 and draws around one
+        datapoint, the mixture's log-density is off by at most 5e-5 nats, as with the
+        broadcast, where the uncentred expansion lost 2e-2. Several times faster than the
+        broadcast for K = 500, d = 20 and 5000 draws (measured on CPU). Values are
+        ``(..., B, d)``; without particle dimensions r = z and this is the broadcast.
         """
         loc, raw = ops.split(h, 2)
         scale = positive(ops, raw, floor)
-        precision = 1.0 / (scale * scale)
-        const = -0.5 * ops.sum(loc * loc * precision, (-1,)) - ops.sum(ops.log(scale), (-1,)) \
-            - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
-        return (ops.linear(z * z, -0.5 * precision, const)
-                + ops.linear(z, loc * precision, ops.full(loc, tuple(const.shape), 0.0)))
+        precision = 1.0 / (scale * scale)                              # (K, d)
+        shape = tuple(z.shape)
+        rows = shape[-2] if len(shape) > 1 else 1
+        flat = z.reshape((-1, rows, shape[-1]))                        # (L, B, d)
+        ref = ops.stop_gradient(ops.sum(flat, (0,)) / flat.shape[0])   # (B, d)
+        centred = ops.moveaxis(flat - ref, 1, 0)                       # (B, L, d)
+        offset = loc - ref[:, None, :]                                 # (B, K, d)
+        const = (-0.5 * ops.sum(offset * offset * precision, (-1,))
+                 - ops.sum(ops.log(scale), (-1,)) - 0.5 * shape[-1] * math.log(2 * math.pi))
+        out = (-0.5 * ((centred * centred) @ ops.moveaxis(precision, -1, -2))
+               + centred @ ops.moveaxis(offset * precision, -1, -2) + const[:, None, :])
+        return ops.moveaxis(out, 0, 1).reshape(shape[:-1] + (loc.shape[0],))
 
 
 @dataclass(frozen=True)
