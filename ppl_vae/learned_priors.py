@@ -32,9 +32,13 @@ class VampPrior:
 
     The pseudo-inputs ``prior.pseudo_inputs`` ``(K, *data_shape)`` live in data space and are
     clipped to the likelihood's data range before the encoder reads them (the paper's
-    hardtanh; unclipped for unbounded data). The log-density is exact,
-    log p(z) = logsumexp_k log q(z | u_k) − log K, so importance-sampled log p(x) stays a
-    bound; there is no closed-form KL. One log p(z) holds (K, d) numbers per draw.
+    hardtanh; unclipped for unbounded data). They start at lo + (hi − lo) · N(0.05, 0.01)
+    noise (Tomczak & Welling's initialisation for binary images; N(0.05, 0.01) itself for
+    unbounded data). Starting them at K training images is not offered: ``build`` does not
+    see the data. The log-density is exact, log p(z) = logsumexp_k log q(z | u_k) − log K
+    (the posterior family's ``component_log_densities``), so importance-sampled log p(x)
+    stays a bound; there is no closed-form KL. The encoder runs on the K pseudo-inputs each
+    time the prior is built (once per batch of importance sampling).
     """
 
     name: ClassVar[str] = "vamp"
@@ -47,7 +51,8 @@ class VampPrior:
             raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
 
     def log_prob_size(self, latent_dim: int) -> int:
-        """Numbers one log p(z) evaluation holds per draw (the (K, d) component terms)."""
+        """Numbers one log p(z) evaluation holds per draw: (K, d) for Laplace components (a
+        broadcast), an upper bound for Gaussian ones (K, by matmuls)."""
         return self.components * latent_dim
 
     def init_params(self, latent_dim: int, rng: np.random.Generator, *,
