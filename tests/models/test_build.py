@@ -238,11 +238,12 @@ def test_analytic_kl_estimator_uses_the_closed_form(name):
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
-@pytest.mark.parametrize("estimator", ["iwae", "dreg"])
 @pytest.mark.parametrize("name", ["gaussian_vampprior", "gaussian_flowprior"])
-def test_learned_priors_under_vectorized_particle_elbos(name, estimator, backend):
-    """The VampPrior and the flow prior at the z site of particle-vectorized objectives, whose
-    model evaluates log p(z) of (K, B, d) values: one step changes the prior's parameters."""
+def test_learned_priors_under_vectorized_particle_elbos(name, backend):
+    """The VampPrior and the flow prior at the z site of a particle-vectorized objective
+    (IWAE; DReG and VIMCO build the model's side the same way), whose model evaluates
+    log p(z) of (K, B, d) values: one step changes the prior's parameters."""
+    estimator = "iwae"
     spec = small(ppl_vae.models.load_spec(name))
     x = data_for(spec, np.random.default_rng(0)).astype(np.float32)
     vae = ppl_vae.models.build(spec, backend, num_data=B)
