@@ -133,6 +133,9 @@ def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
         got = _value(rows, metric)
         if got is not None:
             value, se = got[0] * scale, got[1] * scale
+            if math.isnan(value):  # e.g. the rate of point codes: missing, not 0
+                out.append((label, "missing"))
+                continue
             out.append((label, f"{value:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")))
     active = _value(rows, "active_units")
     if active is not None:
