@@ -11,7 +11,12 @@ A family is a small frozen dataclass that imports no array library. It knows
   ``amortized`` (has an encoder), ``has_density`` (log q(z | x) exists: not for point codes),
   ``continuous`` (every latent site real-valued: NUTS and the gap optimization need it) and
   ``gated`` (masked codes); a prior's ``factorized`` (a product over latent dimensions, so KL
-  per dimension is defined).
+  per dimension is defined) and ``uses_encoder`` (the prior mixes the guide's q(z | u), so it
+  needs an encoder and one code site: the VampPrior); a likelihood's ``data_range`` (the
+  bounds of the data, or None).
+
+The learned priors that are not factorized beyond the mixture of Gaussians (VampPrior,
+autoregressive flow) live in :mod:`ppl_vae.learned_priors`; ``PRIORS`` below lists them all.
 
 Distributions are built through ``ops``, a namespace each backend supplies
 (``ops.dist`` is ``pyro.distributions`` or ``numpyro.distributions``; the two share
@@ -34,6 +39,8 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ppl_vae.learned_priors import AutoregressiveFlowPrior, VampPrior
 
 INV_SOFTPLUS_ONE = math.log(math.expm1(1.0))
 """softplus⁻¹(1): raw value at which a ``softplus`` scale starts at 1."""
@@ -113,6 +120,11 @@ class _LocScalePosterior(_SingleCode):
         cls = getattr(ops.dist, self.distribution_name)
         return {"z": cls(loc, positive(ops, raw, floor)).to_event(1)}
 
+    def component_log_densities(self, ops: Any, h: Any, floor: float, z: Any) -> Any:
+        """log q(z | h_k) of values ``(..., d)`` under each of K outputs ``h`` ``(K, 2d)``:
+        ``(..., K)`` (the VampPrior's components)."""
+        return self.distributions(ops, h, floor)["z"].log_prob(z[..., None, :])
+
 
 @dataclass(frozen=True)
 class GaussianPosterior(_LocScalePosterior):
@@ -120,6 +132,37 @@ class GaussianPosterior(_LocScalePosterior):
 
     name: ClassVar[str] = "gaussian"
     distribution_name: ClassVar[str] = "Normal"
+
+    def component_log_densities(self, ops: Any, h: Any, floor: float, z: Any) -> Any:
+        r"""log N(z; μ_k, diag σ_k²) for all K components by matmuls, never holding the
+        (..., K, d) differences. With a reference point r_b per datapoint (the mean of its
+        draws z_{·b}, so z − r is small) and m_k = μ_k − r_b:
+
+        .. math:: -\tfrac12 \left[(z-r)^2 · σ_k^{-2} - 2 (z-r) · m_k σ_k^{-2}
+                  + \textstyle\sum_j m_{kj}^2 σ_{kj}^{-2}\right]
+                  - \textstyle\sum_j \log σ_{kj} - \tfrac d2 \log 2π,
+
+        exact for any r. Centring keeps the expanded square accurate for the components near
+        the draws, which carry the mixture: in float32, for σ = 0.03 and draws around one
+        datapoint, the mixture's log-density is off by at most 5e-5 nats, as with the
+        broadcast, where the uncentred expansion lost 2e-2. Several times faster than the
+        broadcast for K = 500, d = 20 and 5000 draws (measured on CPU). Values are
+        ``(..., B, d)``; without particle dimensions r = z and this is the broadcast.
+        """
+        loc, raw = ops.split(h, 2)
+        scale = positive(ops, raw, floor)
+        precision = 1.0 / (scale * scale)                              # (K, d)
+        shape = tuple(z.shape)
+        rows = shape[-2] if len(shape) > 1 else 1
+        flat = z.reshape((-1, rows, shape[-1]))                        # (L, B, d)
+        ref = ops.stop_gradient(ops.sum(flat, (0,)) / flat.shape[0])   # (B, d)
+        centred = ops.moveaxis(flat - ref, 1, 0)                       # (B, L, d)
+        offset = loc - ref[:, None, :]                                 # (B, K, d)
+        const = (-0.5 * ops.sum(offset * offset * precision, (-1,))
+                 - ops.sum(ops.log(scale), (-1,)) - 0.5 * shape[-1] * math.log(2 * math.pi))
+        out = (-0.5 * ((centred * centred) @ ops.moveaxis(precision, -1, -2))
+               + centred @ ops.moveaxis(offset * precision, -1, -2) + const[:, None, :])
+        return ops.moveaxis(out, 0, 1).reshape(shape[:-1] + (loc.shape[0],))
 
 
 @dataclass(frozen=True)
@@ -251,10 +294,21 @@ class NoEncoderPosterior(_SingleCode):
 # --------------------------------------------------------------------------- priors
 
 
-class _StandardLocScale:
-    """A fixed factorized prior with location 0 and scale 1 in every dimension."""
+class _Factorized:
+    """A prior that is a product over latent dimensions and reads no encoder."""
 
     factorized: ClassVar[bool] = True
+    uses_encoder: ClassVar[bool] = False
+
+    @staticmethod
+    def log_prob_size(latent_dim: int) -> int:
+        """Numbers one log p(z) evaluation holds per draw."""
+        return latent_dim
+
+
+class _StandardLocScale(_Factorized):
+    """A fixed factorized prior with location 0 and scale 1 in every dimension."""
+
     distribution_name: ClassVar[str]
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -282,11 +336,10 @@ class StandardLaplace(_StandardLocScale):
     distribution_name: ClassVar[str] = "Laplace"
 
 
-class _LearnedLocScale:
+class _LearnedLocScale(_Factorized):
     """A learned factorized prior: location μ and scale softplus(ρ) + floor per dimension,
     starting at location 0 and scale 1."""
 
-    factorized: ClassVar[bool] = True
     distribution_name: ClassVar[str]
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -320,11 +373,16 @@ class MixtureOfGaussians:
 
     name: ClassVar[str] = "mixture"
     factorized: ClassVar[bool] = False
+    uses_encoder: ClassVar[bool] = False
     components: int = 10
 
     def __post_init__(self) -> None:
         if not (isinstance(self.components, int) and self.components >= 1):
             raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
+
+    def log_prob_size(self, latent_dim: int) -> int:
+        """Numbers one log p(z) evaluation holds per draw (the (K, d) component terms)."""
+        return self.components * latent_dim
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         k = self.components
@@ -349,6 +407,7 @@ class Bernoulli:
     name: ClassVar[str] = "bernoulli"
     outputs_per_value: ClassVar[int] = 1
     input_scale: ClassVar[float] = 1.0
+    data_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
     def init_params(self) -> dict[str, np.ndarray]:
         return {}
@@ -376,6 +435,7 @@ class Gaussian:
     name: ClassVar[str] = "gaussian"
     outputs_per_value: ClassVar[int] = 1
     input_scale: ClassVar[float] = 1.0
+    data_range: ClassVar[tuple[float, float] | None] = None
     scale: float | str = "learned"
     min_scale: float = 1e-3
 
@@ -410,6 +470,7 @@ class _EightBit:
 
     levels: ClassVar[int] = 256
     input_scale: ClassVar[float] = 1.0 / 255
+    data_range: ClassVar[tuple[float, float] | None] = (0.0, 255.0)
 
     def init_params(self) -> dict[str, np.ndarray]:
         return {}
@@ -521,7 +582,8 @@ POSTERIORS: dict[str, type] = {
 }
 PRIORS: dict[str, type] = {
     c.name: c
-    for c in (StandardNormal, StandardLaplace, LearnedNormal, LearnedLaplace, MixtureOfGaussians)
+    for c in (StandardNormal, StandardLaplace, LearnedNormal, LearnedLaplace, MixtureOfGaussians,
+              VampPrior, AutoregressiveFlowPrior)
 }
 LIKELIHOODS: dict[str, type] = {
     c.name: c for c in (Bernoulli, Gaussian, DiscretizedLogistic, Categorical256)

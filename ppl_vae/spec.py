@@ -11,6 +11,7 @@ A spec file looks like::
     family = "laplace"              # gaussian | laplace | masked | none
     [prior]
     family = "learned-laplace"      # standard-normal | standard-laplace | learned-normal | ...
+                                    # mixture | vamp (components) | flow (layers, hidden)
     [likelihood]
     family = "bernoulli"            # bernoulli | gaussian | discretized-logistic | categorical
     [encoder]
@@ -193,6 +194,15 @@ class ModelSpec:
             raise SpecError(
                 f"kl = 'analytic' but KL({self.posterior.name} ‖ {self.prior.name}) has no "
                 f"closed form; set kl = 'monte-carlo' (pairs with a closed form: {pairs})")
+        if self.prior.uses_encoder and (not self.posterior.amortized
+                                        or self.posterior.sites != ("z",)):
+            raise SpecError(
+                f"prior family {self.prior.name!r} is a mixture of the guide's q(z | u) at "
+                f"learned pseudo-inputs u, so it needs an encoder and a single code site z; "
+                f"posterior family {self.posterior.name!r} has "
+                + ("no encoder" if not self.posterior.amortized else
+                   f"the sites {', '.join(self.posterior.sites)}")
+                + ": use posterior family 'gaussian' or 'laplace', or another prior")
         if not _is_positive_number(self.scale_floor):
             raise SpecError(f"scale_floor must be a finite number > 0, got {self.scale_floor!r}")
         self._check_image_networks()

@@ -167,3 +167,47 @@ def test_zoo_usable_from_an_installed_package(tmp_path):
 
 def test_the_spec_knows_the_binarizations_of_the_data_package():
     assert spec_module.BINARIZATIONS == ppl_vae.data.BINARIZATIONS
+
+
+VAMP = ("family = \"learned-laplace\"", "family = \"vamp\"\ncomponents = 5")
+
+
+@pytest.mark.parametrize("changes, words", [
+    ([VAMP, ("family = \"gaussian\"", "family = \"masked\"")],
+     ["prior family 'vamp'", "single code site z", "'masked' has the sites gate, slab",
+      "use posterior family 'gaussian' or 'laplace'"]),
+    ([VAMP, ("family = \"gaussian\"", "family = \"none\""), ("[encoder]\nhidden = [8]\n", "")],
+     ["'none' has no encoder", "use posterior family 'gaussian' or 'laplace'"]),
+    ([VAMP, ("kl = \"monte-carlo\"", "kl = \"analytic\"")],
+     ["KL(gaussian ‖ vamp) has no closed form", "set kl = 'monte-carlo'"]),
+    ([("family = \"learned-laplace\"", "family = \"flow\""),
+      ("kl = \"monte-carlo\"", "kl = \"analytic\"")],
+     ["KL(gaussian ‖ flow) has no closed form", "set kl = 'monte-carlo'"]),
+    ([("family = \"learned-laplace\"", "family = \"vamp\"\ncomponents = 0")],
+     ["[prior] family 'vamp'", "components must be an integer >= 1, got 0"]),
+    ([("family = \"learned-laplace\"", "family = \"flow\"\nlayers = 0")],
+     ["[prior] family 'flow'", "layers must be an integer >= 1, got 0"]),
+    ([("family = \"learned-laplace\"", "family = \"flow\"\nhidden = [16, 0]")],
+     ["[prior] family 'flow'", "hidden must be a positive integer or a non-empty list"]),
+    ([("family = \"learned-laplace\"", "family = \"flow\"\nwidth = 3")],
+     ["width does not apply to family 'flow'", "allowed: layers, hidden"]),
+])
+def test_learned_prior_spec_errors_name_the_problem_and_the_fix(tmp_path, changes, words):
+    text = GOOD
+    for change in changes:
+        assert change[0] in text
+        text = text.replace(*change, 1)
+    with pytest.raises(SpecError) as err:
+        spec_module.load(write(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_flow_prior_hidden_takes_a_number_or_a_list(tmp_path):
+    flow = "family = \"flow\"\nlayers = 3\nhidden = "
+    one = spec_module.load(write(tmp_path, GOOD.replace("family = \"learned-laplace\"",
+                                                        flow + "16")))
+    two = spec_module.load(write(tmp_path, GOOD.replace("family = \"learned-laplace\"",
+                                                        flow + "[16]")))
+    assert one.prior == two.prior and one.prior.hidden == (16,) and one.prior.layers == 3
+    assert spec_module.from_dict(one.to_dict()) == one

@@ -18,10 +18,10 @@ from ppl_vae.commands._args import (
 )
 
 DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampled log p(x)
-(K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), KL per
-latent dimension, active units, code sparsity, reconstruction error, nearest training
-neighbours of samples; optionally AIS on a subset and a Parzen-window estimate. Writes
-RUN_DIR/metrics.csv."""
+(K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), the rate
+KL(q || p) in bits per image (closed form or Monte Carlo), KL per latent dimension, active
+units, code sparsity, reconstruction error, nearest training neighbours of samples;
+optionally AIS on a subset and a Parzen-window estimate. Writes RUN_DIR/metrics.csv."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

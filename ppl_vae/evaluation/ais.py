@@ -205,7 +205,13 @@ def _one_chain(vae: Any, num_leapfrog: int, start: str, target_accept: float, ad
     # q has a batch of one datapoint, the prior none: flatten both to the (d,) chain state.
     d = vae.spec.latent_dim
     z0 = pi0.sample(key_z).reshape(d)
-    inverse_mass = jnp.broadcast_to(pi0.variance, pi0.shape()).reshape(d)
+    try:
+        variance = pi0.variance
+    except NotImplementedError:
+        raise ValueError(f"AIS from start={start!r} uses the start distribution's variance as "
+                         f"the HMC mass matrix, and prior family {vae.spec.prior.name!r} has "
+                         "none in closed form: use start='q'") from None
+    inverse_mass = jnp.broadcast_to(variance, pi0.shape()).reshape(d)
     state = init_kernel(z0, 0, step_size=steps[0], inverse_mass_matrix=inverse_mass,
                         adapt_step_size=False, adapt_mass_matrix=False,
                         num_steps=num_leapfrog, trajectory_length=None,

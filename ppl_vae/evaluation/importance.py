@@ -13,15 +13,17 @@ protocol. The standard error of log p̂ comes from the delta method,
 se² ≈ Var(w) / (K · mean(w)²) = (K / ESS − 1) / (K − 1), with Kish's effective sample
 size ESS = (Σ w)² / Σ w², all computed in float64 from weights normalised by their maximum.
 
-Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder
-at once (``budget`` / 256 for a 256-way categorical likelihood, whose decoder emits 256 numbers
-per pixel); the K log weights of the datapoints in flight (K scalars each) are reduced in
-float64 on the host. This is the package's one importance sampler: log p(x) and the ELBO
-here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis` (which keeps the draws and the three
-log-density terms) and the inference gaps of :mod:`ppl_vae.diagnostics.gaps` (which replace
-the encoder's output) all draw through :func:`importance_sample`, so for the same seed, K and
-budget they see the same draws. The backends supply one call per batch of datapoints
-(``vae.weigh``); batches are padded to one size where the backend compiles per shape.
+Memory stays bounded: at most ``budget`` (particle, datapoint) pairs go through the decoder at
+once (``budget`` / 256 for a 256-way categorical likelihood, whose decoder emits 256 numbers
+per pixel; fewer for a prior whose log-density holds more numbers per draw than the decoder,
+such as a 500-component VampPrior, K · d = 10⁴ per draw); the K log weights of the datapoints
+in flight (K scalars each) are reduced in float64 on the host. This is the package's one
+importance sampler: log p(x) and the ELBO here, the PSIS k̂ of :mod:`ppl_vae.diagnostics.psis`
+(which keeps the draws and the three log-density terms) and the inference gaps of
+:mod:`ppl_vae.diagnostics.gaps` (which replace the encoder's output) all draw through
+:func:`importance_sample`, so for the same seed, K and budget they see the same draws. The
+backends supply one call per batch of datapoints (``vae.weigh``); batches are padded to one
+size where the backend compiles per shape.
 
 References
 ----------
@@ -111,6 +113,10 @@ class ImportanceEstimate:
     ess : effective sample size of the K importance weights.
     elbo, elbo_stderr : the ELBO with the spec's KL choice (``kl``) and its Monte Carlo error.
     expected_log_likelihood : E_q[log p(x | z)], the reconstruction term.
+    rate, rate_stderr : the rate KL(q(z | x) ‖ p(z)) in nats over all latent sites (gate and
+        slab of masked codes): the closed form (stderr 0) when ``kl`` is analytic, else the
+        Monte Carlo mean of log q(z_k | x) − log p(z_k) over the K draws and its standard
+        error (NaN when K = 1).
     num_samples : K.
     kl : ``"analytic"`` or ``"monte-carlo"``, the ELBO's KL term.
     log_weights : the (K, N) log weights when asked for, else None.
@@ -125,6 +131,8 @@ class ImportanceEstimate:
     elbo: np.ndarray
     elbo_stderr: np.ndarray
     expected_log_likelihood: np.ndarray
+    rate: np.ndarray
+    rate_stderr: np.ndarray
     num_samples: int
     kl: str
     log_weights: np.ndarray | None = None
@@ -148,8 +156,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     idx : training-set indices of ``x``, required by encoder-free models (one stored code
         per training datapoint); such models cannot evaluate held-out data this way (use
         :func:`ppl_vae.evaluation.ais.ais_log_likelihood` with ``start="prior"``).
-    budget : (particle × datapoint) pairs decoded at once, divided by the likelihood's
-        outputs per data value; bounds memory.
+    budget : (particle × datapoint) pairs decoded at once, fewer where a pair holds more
+        numbers (see :func:`pairs_per_chunk`); bounds memory.
     latents : optional fixed draws ``{site: (K, N, ...)}`` used instead of sampling (e.g. the
         same draws on both backends); K is then taken from them.
     return_log_weights : keep the (K, N) log weights in the result.
@@ -170,13 +178,11 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
             if value.shape[:2] != (num_samples, x.shape[0]):
                 raise ValueError(f"latents[{site!r}] has shape {value.shape}; expected "
                                  f"({num_samples}, {x.shape[0]}, ...) (particles, datapoints)")
-    # the decoder emits outputs_per_value numbers per data value (256 for the categorical):
-    # memory follows decoded numbers, so such a likelihood gets proportionally fewer pairs
-    pairs = max(1, budget // vae.spec.likelihood.outputs_per_value)
-    plan = plan_chunks(num_samples, x.shape[0], pairs)
+    plan = plan_chunks(num_samples, x.shape[0], pairs_per_chunk(vae.spec, budget))
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
-    out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell")}
+    out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell", "rate",
+                                          "rate_se")}
     kept = np.empty((num_samples, n)) if return_log_weights else None
     terms: dict[str, np.ndarray] = {}
     draws: dict[str, np.ndarray] = {}
@@ -188,19 +194,40 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
         out["lme"][sl], out["se"][sl], out["ess"][sl] = log_mean_exp(log_w)
         out["ell"][sl] = log_lik.mean(axis=0)
         elbo_terms = log_lik - kl if analytic else log_w
-        out["elbo"][sl] = elbo_terms.mean(axis=0)
-        out["elbo_se"][sl] = (elbo_terms.std(axis=0, ddof=1) / math.sqrt(num_samples)
-                              if num_samples > 1 else np.nan)
+        out["elbo"][sl], out["elbo_se"][sl] = _mean_and_stderr(elbo_terms)
+        if analytic:
+            out["rate"][sl], out["rate_se"][sl] = kl, 0.0
+        else:
+            out["rate"][sl], out["rate_se"][sl] = _mean_and_stderr(log_lik - log_w)
         if kept is not None:
             kept[:, sl] = log_w
         if keep_draws:
             _store(terms, draws, values, sl, num_samples, n)
     return ImportanceEstimate(
         log_likelihood=out["lme"], stderr=out["se"], ess=out["ess"], elbo=out["elbo"],
-        elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"],
-        num_samples=num_samples, kl="analytic" if analytic else "monte-carlo",
-        log_weights=kept, terms=terms if keep_draws else None,
+        elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"], rate=out["rate"],
+        rate_stderr=out["rate_se"], num_samples=num_samples,
+        kl="analytic" if analytic else "monte-carlo", log_weights=kept,
+        terms=terms if keep_draws else None,
         draws=draws if keep_draws else None)
+
+
+def pairs_per_chunk(spec: Any, budget: int) -> int:
+    """(particle, datapoint) pairs per chunk: memory follows the numbers one pair holds, D for
+    a decoder with one output per data value (``budget`` pairs), D · P for a likelihood with
+    P outputs per value (256 for the categorical), and ``prior.log_prob_size(d)`` for the
+    prior's log-density (K · d for a K-component mixture or VampPrior), whichever is most."""
+    per_pair = max(spec.likelihood.outputs_per_value * spec.data_dim,
+                   spec.prior.log_prob_size(spec.latent_dim))
+    return max(1, budget * spec.data_dim // per_pair)
+
+
+def _mean_and_stderr(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over the K draws (axis 0) and its standard error (NaN when K = 1)."""
+    k = values.shape[0]
+    se = values.std(axis=0, ddof=1) / math.sqrt(k) if k > 1 else np.full(values.shape[1:],
+                                                                         np.nan)
+    return values.mean(axis=0), se
 
 
 def _store(terms: dict, draws: dict, values: dict[str, np.ndarray], sl: slice,

@@ -66,8 +66,9 @@ def kl_per_dimension(vae: Any, x: Any, *, idx: Any = None, num_samples: int = 10
     """
     spec = vae.spec
     if not spec.prior.factorized:
-        raise ValueError("a mixture prior does not factorise over latent dimensions, so KL "
-                         "per dimension is undefined; use the total KL (ELBO gap terms)")
+        raise ValueError(f"prior family {spec.prior.name!r} (a mixture or a flow) does not "
+                         "factorise over latent dimensions, so KL per dimension is undefined; "
+                         "use the total rate (importance_sample(...).rate)")
     x = check_x(spec, x)
     check_idx(spec, x.shape[0], idx)
     analytic = spec.kl == "analytic"

@@ -9,6 +9,11 @@ over datapoints for other per-datapoint quantities, NaN for counts and settings)
 * ``nll_nats`` and ``bits_per_dim`` of the data (offset applied, see
   :mod:`ppl_vae.evaluation.units`), ``dequantization_offset_nats``;
 * ``expected_log_likelihood`` (E_q log p(x | z)), ``kl`` (= expected_log_likelihood − elbo),
+  the rate R = E_x KL(q(z | x) ‖ p(z)) in bits per image (nats / ln 2; the bits-back reading of
+  Chen et al. 2017's VLAE) over all latent sites: ``rate_bits`` in closed form (``kl =
+  "analytic"``), else ``rate_bits_mc``, the Monte Carlo mean over the importance draws with its
+  Monte Carlo standard error; ``rate_bits`` is NaN (missing, not 0) without a q(z | x) with a
+  density (point codes, held-out data of encoder-free models);
   ``kl_dim_<u>``, ``activity_dim_<u>``, ``active_units``, ``reconstruction_mse``;
 * masked codes: ``gate_on_fraction``, ``gate_on_dim_<u>``;
 * with ``ais_points``: ``ais_log_likelihood`` and ``is_log_likelihood_ais_subset`` on the
@@ -109,7 +114,9 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
         _posterior_rows(rows, vae, x, idx, config, notes)
     else:
         notes.append("no q(z | x) with a density for these data (no encoder; held-out data or "
-                     "point codes): importance sampling, ELBO and posterior metrics skipped")
+                     "point codes): importance sampling, ELBO, rate and posterior metrics "
+                     "skipped (rate_bits is NaN)")
+        rows.add("rate_bits", math.nan)
         if config.ais_points == 0 or config.ais_start != "prior":
             raise ValueError("this model has no encoder, so these data have no q(z | x) with "
                              "a density (held-out data, or point codes): evaluate them with "
@@ -138,6 +145,11 @@ def _likelihood_rows(rows: _Rows, est: Any, units: LikelihoodUnits) -> None:
                   est.stderr / (units.data_dim * math.log(2.0)))
     rows.add_mean("expected_log_likelihood", est.expected_log_likelihood)
     rows.add_mean("kl", est.expected_log_likelihood - est.elbo)
+    bits = 1.0 / math.log(2.0)
+    if est.kl == "analytic":
+        rows.add_mean("rate_bits", est.rate * bits)
+    else:
+        rows.add_mean("rate_bits_mc", est.rate * bits, est.rate_stderr * bits)
     rows.add("num_samples", est.num_samples)
 
 
@@ -145,8 +157,8 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
                     notes: list[str]) -> None:
     spec = vae.spec
     if not spec.prior.factorized:
-        notes.append("KL per dimension skipped: a mixture prior does not factorise over "
-                     "latent dimensions")
+        notes.append(f"KL per dimension skipped: prior family {spec.prior.name!r} (a mixture "
+                     "or a flow) does not factorise over latent dimensions")
     else:
         kl = metrics.kl_per_dimension(vae, x, idx=idx, seed=config.seed)
         for u, (value, se) in enumerate(zip(kl.kl, kl.stderr, strict=True)):

@@ -60,9 +60,18 @@ def init_params(spec: ModelSpec, *, seed: int = 0,
         params |= spec.posterior.init_params(spec.latent_dim, num_data, rng)
     params |= init_decoder(spec.decoder, spec.latent_dim, spec.data_shape,
                            spec.likelihood.outputs_per_value, rng)
-    params |= spec.prior.init_params(spec.latent_dim, rng)
+    params |= prior_init_params(spec, rng)
     params |= spec.likelihood.init_params()
     return params
+
+
+def prior_init_params(spec: ModelSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The prior's initial parameters; a prior that reads the encoder (``uses_encoder``)
+    also gets the data's shape and range."""
+    if not spec.prior.uses_encoder:
+        return spec.prior.init_params(spec.latent_dim, rng)
+    return spec.prior.init_params(spec.latent_dim, rng, data_shape=spec.data_shape,
+                                  data_range=spec.likelihood.data_range)
 
 
 def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
@@ -94,7 +103,7 @@ class VAECore(abc.ABC):
         self.spec = spec
         self.score_function_sites = tuple(score_function_sites)
         rng = np.random.default_rng(0)
-        self._prior_param_names = tuple(spec.prior.init_params(spec.latent_dim, rng))
+        self._prior_param_names = tuple(prior_init_params(spec, rng))
         self._likelihood_param_names = tuple(spec.likelihood.init_params())
 
     @abc.abstractmethod
@@ -145,10 +154,15 @@ class VAECore(abc.ABC):
                 for site, d in dists.items()}
 
     def prior(self, like: Any) -> dict[str, Any]:
-        """p(·) for each latent site (broadcastable over the data plate)."""
+        """p(·) for each latent site (broadcastable over the data plate). A prior that reads
+        the encoder (``uses_encoder``: the VampPrior) gets the encoder, the posterior family
+        and the data range."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
-        value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor)
+        extra = {"encoder": self.encoder_output, "posterior": spec.posterior,
+                 "data_range": spec.likelihood.data_range} if spec.prior.uses_encoder else {}
+        value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor,
+                                        **extra)
         return spec.posterior.model_latents(ops, like, spec.latent_dim, value)
 
     def code(self, latents: dict[str, Any]) -> Any:
@@ -186,14 +200,16 @@ class VAECore(abc.ABC):
 
     # -- per-datapoint log-densities
     def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,
-                       h: Any = None) -> dict[str, Any]:
+                       h: Any = None, prior: dict[str, Any] | None = None) -> dict[str, Any]:
         """log p(x | z), log p(z) and log q(z | x) per datapoint at the given latent values.
 
         The Monte Carlo ELBO of one draw is ``log_likelihood + log_prior - log_q``
-        (a log importance weight). ``h``: see :meth:`posterior`.
+        (a log importance weight). ``h``: see :meth:`posterior`. ``prior``: the value of
+        :meth:`prior`, when the caller built it once for many chunks of draws (the VampPrior
+        encodes its K pseudo-inputs each time it is built).
         """
         q = self.posterior(x, idx, h)
-        p = self.prior(x)
+        p = self.prior(x) if prior is None else prior
         return {
             "log_likelihood": self.log_likelihood(x, self.code(latents)),
             "log_prior": sum(p[s].log_prob(latents[s]) for s in self.sites),
@@ -214,11 +230,12 @@ class VAECore(abc.ABC):
         return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx))
 
     def weigh_chunk(self, x: Any, latents: dict[str, Any], idx: Any = None, h: Any = None,
-                    all_terms: bool = False) -> dict[str, Any]:
+                    all_terms: bool = False, prior: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
         """One chunk of importance sampling at given draws: ``log_weight`` and
         ``log_likelihood`` ``(K, B)``, in the working dtype; with ``all_terms`` also
-        ``log_prior`` and ``log_q``."""
-        terms = self.log_prob_terms(x, latents, idx, h)
+        ``log_prior`` and ``log_q``. ``prior``: see :meth:`log_prob_terms`."""
+        terms = self.log_prob_terms(x, latents, idx, h, prior)
         out = {"log_weight": terms["log_likelihood"] + terms["log_prior"] - terms["log_q"],
                "log_likelihood": terms["log_likelihood"]}
         if all_terms:

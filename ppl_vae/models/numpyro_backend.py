@@ -52,6 +52,7 @@ class JaxOps:
     dist = ndist
     softplus = staticmethod(softplus)
     sigmoid = staticmethod(jax.nn.sigmoid)
+    tanh = staticmethod(jnp.tanh)
     abs = staticmethod(jnp.abs)
     log = staticmethod(jnp.log)
     exp = staticmethod(jnp.exp)
@@ -70,6 +71,11 @@ class JaxOps:
     @staticmethod
     def linear(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
         return x @ weight.T + bias
+
+    @staticmethod
+    def flip(x: jax.Array) -> jax.Array:
+        """``x`` with its last axis reversed."""
+        return jnp.flip(x, -1)
 
     @staticmethod
     def split(h: jax.Array, n: int) -> list[jax.Array]:
@@ -146,15 +152,19 @@ class JaxOps:
 
 class FunctionalDistribution(ndist.Distribution):
     """A distribution given by functions (the families' 8-bit likelihoods and the local
-    autoregressive decoder): ``log_prob(x)``, ``sample(draw)`` where ``draw(d)`` samples a
-    library distribution (keys folded in from the given one), and ``mean()``. Only single
-    draws (``sample_shape = ()``)."""
+    autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
+    ``draw(d)`` samples a library distribution (keys folded in from the given one), and
+    ``mean()``. Only single draws (``sample_shape = ()``) unless ``any_sample_shape``:
+    ``sample`` then maps draws of any leading shape, and ``draw(d)`` draws ``sample_shape``
+    of them. ``variance()``: optional."""
 
     arg_constraints: dict = {}
 
     def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any) -> None:
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
+                 variance: Any = None) -> None:
         self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        self._any_sample_shape, self._variance = any_sample_shape, variance
         super().__init__(batch_shape, event_shape, validate_args=False)
 
     @property
@@ -165,15 +175,23 @@ class FunctionalDistribution(ndist.Distribution):
     def mean(self) -> jax.Array:
         return self._mean()
 
+    @property
+    def variance(self) -> jax.Array:
+        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
+        if self._variance is None:
+            raise NotImplementedError("this distribution has no closed-form variance")
+        return self._variance()
+
     def log_prob(self, value: jax.Array) -> jax.Array:
         return self._log_prob(value)
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        if tuple(sample_shape):
+        if tuple(sample_shape) and not self._any_sample_shape:
             raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
                              "batch of z instead of a sample_shape")
         count = itertools.count()
-        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count))))
+        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count)),
+                                               tuple(sample_shape)))
 
 
 @kl_divergence.register(ndist.Laplace, ndist.Laplace)
@@ -379,8 +397,8 @@ def _substituted(vae: NumPyroVAE, fn: Any, static: tuple, params: dict, *args: A
 
 
 def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any,
-                  lat: dict) -> dict:
-    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws)
+                  lat: dict, prior: dict) -> dict:
+    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, prior=prior)
     return values | ({f"draw:{s}": v for s, v in lat.items()} if keep_draws else {})
 
 
@@ -396,16 +414,19 @@ def _weigh_sampled(vae: NumPyroVAE, per_chunk: int, keep_draws: bool, params: di
                    idx: Any, h: Any, keys: jax.Array) -> tuple[dict, jax.Array]:
     def chunk(key: jax.Array) -> dict:
         lat = vae.sample_latents(x, per_chunk, idx, seed=key, h=h)
-        return _chunk_values(vae, keep_draws, x, idx, h, lat)
+        return _chunk_values(vae, keep_draws, x, idx, h, lat, prior)
 
     with handlers.substitute(data=params):
+        prior = vae.prior(x)  # once for all chunks
         return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h)
 
 
 def _weigh_given(vae: NumPyroVAE, keep_draws: bool, params: dict, x: Any, idx: Any, h: Any,
                  lat: dict) -> tuple[dict, jax.Array]:
     with handlers.substitute(data=params):
-        values = jax.lax.map(lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk), lat)
+        prior = vae.prior(x)  # once for all chunks
+        values = jax.lax.map(
+            lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk, prior), lat)
         return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h)
 
 

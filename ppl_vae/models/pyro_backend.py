@@ -29,6 +29,7 @@ class TorchOps:
     dist = pdist
     softplus = staticmethod(F.softplus)
     sigmoid = staticmethod(torch.sigmoid)
+    tanh = staticmethod(torch.tanh)
     linear = staticmethod(F.linear)
     abs = staticmethod(torch.abs)
     log = staticmethod(torch.log)
@@ -43,6 +44,11 @@ class TorchOps:
     logsumexp = staticmethod(torch.logsumexp)
     kl_divergence = staticmethod(torch.distributions.kl_divergence)
     activations = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus, "elu": F.elu}
+
+    @staticmethod
+    def flip(x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its last axis reversed."""
+        return torch.flip(x, (-1,))
 
     @staticmethod
     def split(h: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
@@ -110,14 +116,18 @@ class TorchOps:
 
 class FunctionalDistribution(pdist.TorchDistribution):
     """A distribution given by functions (the families' 8-bit likelihoods and the local
-    autoregressive decoder): ``log_prob(x)``, ``sample(draw)`` where ``draw(d)`` samples a
-    library distribution, and ``mean()``. Only single draws (``sample_shape = ()``)."""
+    autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
+    ``draw(d)`` samples a library distribution, and ``mean()``. Only single draws
+    (``sample_shape = ()``) unless ``any_sample_shape``: ``sample`` then maps draws of any
+    leading shape, and ``draw(d)`` draws ``sample_shape`` of them. ``variance()``: optional."""
 
     arg_constraints: dict = {}
 
     def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any) -> None:
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
+                 variance: Any = None) -> None:
         self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        self._any_sample_shape, self._variance = any_sample_shape, variance
         super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=False)
 
     @property
@@ -128,15 +138,22 @@ class FunctionalDistribution(pdist.TorchDistribution):
     def mean(self) -> torch.Tensor:
         return self._mean()
 
+    @property
+    def variance(self) -> torch.Tensor:
+        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
+        if self._variance is None:
+            raise NotImplementedError("this distribution has no closed-form variance")
+        return self._variance()
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return self._log_prob(value)
 
     def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
-        if tuple(sample_shape):
+        if tuple(sample_shape) and not self._any_sample_shape:
             raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
                              "batch of z instead of a sample_shape")
         with torch.no_grad():
-            return self._sample(lambda d: d.sample())
+            return self._sample(lambda d: d.sample(sample_shape))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -287,6 +304,7 @@ class PyroVAE(VAECore):
               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         xb, ib = self.as_tensor(x), self.as_index(idx)
         hb = None if h is None else self.as_tensor(h)
+        prior = self.prior(xb)  # once for all chunks
         parts = []
         for k0 in range(0, num_samples, per_chunk):
             k1 = min(k0 + per_chunk, num_samples)
@@ -294,7 +312,7 @@ class PyroVAE(VAECore):
                 lat = self.sample_latents(xb, k1 - k0, ib, h=hb)
             else:
                 lat = {s: self.as_tensor(v[k0:k1]) for s, v in latents.items()}
-            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws)
+            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, prior=prior)
             if keep_draws:
                 values |= {f"draw:{s}": v for s, v in lat.items()}
             parts.append(values)

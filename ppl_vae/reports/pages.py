@@ -110,7 +110,8 @@ _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
              ("ais_log_likelihood", "log p(x), AIS (nats)", 1.0),
              ("bits_per_dim", "bits/dim", 1.0), ("elbo", "ELBO (nats)", 1.0),
              ("iwae_gap", "log p(x) − ELBO (nats)", 1.0),
-             ("kl", "rate KL(q ‖ p) (bits)", 1 / math.log(2.0)),
+             ("rate_bits", "rate KL(q ‖ p), closed form (bits)", 1.0),
+             ("rate_bits_mc", "rate KL(q ‖ p), Monte Carlo (bits)", 1.0),
              ("is_ess", "importance ESS", 1.0))
 
 
@@ -132,6 +133,9 @@ def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
         got = _value(rows, metric)
         if got is not None:
             value, se = got[0] * scale, got[1] * scale
+            if math.isnan(value):  # e.g. the rate of point codes: missing, not 0
+                out.append((label, "missing"))
+                continue
             out.append((label, f"{value:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")))
     active = _value(rows, "active_units")
     if active is not None:

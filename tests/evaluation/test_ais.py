@@ -111,3 +111,14 @@ def test_held_out_data_of_an_encoder_free_model_get_an_ais_estimate():
     value = table.set_index("metric")["value"]
     assert np.isfinite(value["ais_log_likelihood"]) and "elbo" not in value.index
     assert any("skipped" in note for note in notes)
+
+
+def test_ais_from_a_prior_without_a_closed_form_variance_says_to_start_at_q():
+    spec = load_spec("gaussian_flowprior").replace(data_shape=(6,), latent_dim=2,
+                                                   encoder=NetworkSpec(hidden=(4,)),
+                                                   decoder=NetworkSpec(hidden=(4,)))
+    vae = build(spec, "numpyro")
+    x = (np.random.default_rng(0).random((2, 6)) > 0.5).astype(np.float32)
+    with pytest.raises(ValueError, match="prior family 'flow' has none in closed form: use "
+                                         "start='q'"):
+        ais_log_likelihood(vae, x, num_steps=3, num_chains=2, start="prior")

@@ -344,3 +344,14 @@ def test_example_runs_with_ais(tmp_path):
     example.main(example.parse_args(["--smoke", "--ais-points", "2", "--out-dir",
                                      str(tmp_path)]))
     assert "AIS, 50 steps" in (tmp_path / "evaluate_likelihood.md").read_text()
+
+
+def test_chunks_shrink_for_priors_and_likelihoods_that_hold_more_numbers_per_draw():
+    """A pair holds D = 784 decoded numbers, D · 256 for the categorical, K · d = 10⁴ for the
+    500-component VampPrior's log-density: the chunk keeps budget · D numbers."""
+    from ppl_vae.evaluation.importance import pairs_per_chunk
+
+    assert pairs_per_chunk(load_spec("gaussian_gaussian"), 8192) == 8192
+    assert pairs_per_chunk(load_spec("gaussian_vampprior"), 8192) == 8192 * 784 // (500 * 20)
+    assert pairs_per_chunk(load_spec("conv_gaussian_dlogistic"), 8192) == 8192 // 15
+    assert pairs_per_chunk(load_spec("gaussian_vampprior"), 1) == 1
