@@ -8,7 +8,7 @@ import ppl_vae.data
 import ppl_vae.models
 from ppl_vae import spec as spec_module
 from ppl_vae.families import GaussianPosterior, LearnedLaplace
-from ppl_vae.spec import ModelSpec, NetworkSpec, SpecError
+from ppl_vae.spec import ConditionSpec, ModelSpec, NetworkSpec, SpecError
 
 GOOD = """
 name = "t"
@@ -167,3 +167,48 @@ def test_zoo_usable_from_an_installed_package(tmp_path):
 
 def test_the_spec_knows_the_binarizations_of_the_data_package():
     assert spec_module.BINARIZATIONS == ppl_vae.data.BINARIZATIONS
+
+
+CONDITIONED = GOOD + "[condition]\nclasses = 10\nprior = \"learned\"\n"
+
+
+def test_condition_table_loads_and_round_trips(tmp_path):
+    spec = spec_module.load(write(tmp_path, CONDITIONED))
+    assert spec.condition == ConditionSpec(classes=10, prior="learned")
+    assert spec.condition.learned_prior
+    assert spec.to_dict()["condition"] == {"classes": 10, "prior": "learned"}
+    assert spec_module.from_dict(spec.to_dict()) == spec
+    fixed = spec_module.load(write(tmp_path, CONDITIONED.replace('"learned"\n', '"fixed"\n')))
+    assert not fixed.condition.learned_prior
+    assert "condition" not in spec_module.load(write(tmp_path, GOOD)).to_dict()
+
+
+@pytest.mark.parametrize("text, words", [
+    (CONDITIONED.replace("classes = 10", "classes = 1"),
+     ["[condition] classes must be an integer >= 2", "got 1"]),
+    (CONDITIONED.replace("classes = 10", "classes = true"), ["classes must be an integer >= 2"]),
+    (CONDITIONED.replace("classes = 10\n", ""), ["classes must be an integer >= 2", "got 0"]),
+    (CONDITIONED.replace('"learned"\n', '"per-class"\n'),
+     ["[condition] prior must be one of fixed, learned", "'per-class'"]),
+    (CONDITIONED + "labels = 3\n", ["[condition] unknown field", "labels", "classes, prior"]),
+    (CONDITIONED.replace('family = "learned-laplace"', 'family = "standard-normal"'),
+     ["prior = 'learned'", "'standard-normal'", "learned-normal, learned-laplace",
+      "[condition] prior = 'fixed'"]),
+    (CONDITIONED.replace('family = "gaussian"', 'family = "none"')
+     .replace("[encoder]\nhidden = [8]\n", ""),
+     ["[condition] needs an encoder", "family 'gaussian'", "remove the [condition] table"]),
+])
+def test_bad_condition_tables_say_the_fix(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        spec_module.load(path)
+    message = str(err.value)
+    assert message.startswith(str(path))
+    for word in words:
+        assert word in message
+
+
+def test_condition_refuses_a_local_autoregressive_decoder():
+    spec = ppl_vae.models.load_spec("vlae_local")
+    with pytest.raises(SpecError, match="local autoregressive decoder"):
+        spec.replace(condition=ConditionSpec(10))
