@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_labels", "class_prior_params", "class_rows"]
+__all__ = ["check_labels", "class_prior_params", "class_rows", "require_unconditioned"]
 
 
 def class_prior_params(spec: Any, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -39,6 +39,14 @@ def class_prior_params(spec: Any, params: dict[str, np.ndarray]) -> dict[str, np
 def class_rows(params: dict[str, Any], one_hot: Any) -> dict[str, Any]:
     """Each ``(C, d)`` table's row of each datapoint's class: ``one_hot (B, C) @ table``."""
     return {name: one_hot @ table for name, table in params.items()}
+
+
+def require_unconditioned(spec: Any, what: str) -> None:
+    """Refuse a conditioned spec in a tool that does not take class labels (yet)."""
+    if spec.condition is not None:
+        raise ValueError(f"{what} does not take class labels yet, so it cannot run on the "
+                         f"conditional VAE {spec.name!r} ([condition]); its log p(x | c) comes "
+                         "from ppl-vae evaluate without --ais (importance_sample(..., c=))")
 
 
 def check_labels(spec: Any, labels: Any, num_data: int, name: str = "labels"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.conditioning import check_labels
+from ppl_vae.conditioning import check_labels, require_unconditioned
 from ppl_vae.evaluation import metrics
 from ppl_vae.evaluation.ais import ais_log_likelihood
 from ppl_vae.evaluation.importance import DEFAULT_BUDGET, check_x, importance_sample
@@ -101,9 +101,8 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     spec = vae.spec
     x = check_x(spec, x)
     c = check_labels(spec, c, x.shape[0])
-    if c is not None and config.ais_points > 0:
-        raise ValueError("AIS is not available for a conditioned model ([condition]) yet; "
-                         "evaluate it without AIS (ais_points=0; CLI: drop --ais)")
+    if config.ais_points > 0:
+        require_unconditioned(spec, "AIS (ais_points > 0; CLI: --ais)")
     units = units or likelihood_units(spec.likelihood.name, spec.data_dim)
     rows = _Rows(run, split)
     notes = [f"units: {units.note}"]
