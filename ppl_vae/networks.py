@@ -6,6 +6,10 @@ Parameters are named ``{prefix}.{layer}.weight`` (shape ``(out, in)``, as in
 ``torch.nn.Linear``) and ``{prefix}.{layer}.bias``. Initial values come from NumPy with
 ``torch.nn.Linear``'s default rule, U(−1/√fan_in, 1/√fan_in) for weights and biases, so the
 two backends start from bit-identical weights for the same seed.
+
+A conditional VAE's networks take ``extra_inputs`` more inputs: one_hot(c) concatenated to
+x (after the convolutions, before the MLP head, for a conv encoder) and to z (Sohn et al.
+2015), which only widens the first linear layer.
 """
 
 from __future__ import annotations
@@ -130,45 +134,58 @@ def _flatten_batch(x: Any, event_shape: tuple[int, ...]) -> tuple[Any, tuple[int
     return x.reshape((-1, *event_shape)), batch
 
 
+def _append(ops: Any, h: Any, y: Any) -> Any:
+    """``[h, y]`` along the last axis, ``y`` broadcast over ``h``'s leading (particle) dims;
+    ``h`` itself when ``y`` is None."""
+    if y is None:
+        return h
+    return ops.concat([h, ops.broadcast_to(y, (*h.shape[:-1], y.shape[-1]))])
+
+
 def init_encoder(net: NetworkSpec, data_shape: tuple[int, ...], out_size: int,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Initial weights of the encoder: an MLP, or convolutions and an MLP head."""
+                 rng: np.random.Generator, extra_inputs: int = 0) -> dict[str, np.ndarray]:
+    """Initial weights of the encoder: an MLP, or convolutions and an MLP head (whose input
+    is ``extra_inputs`` wider for a conditional VAE)."""
     if net.kind == "mlp":
-        return init_mlp("encoder", math.prod(data_shape), net, out_size, rng)
+        return init_mlp("encoder", math.prod(data_shape) + extra_inputs, net, out_size, rng)
     channels, height, width = image_geometry(data_shape)
     params: dict[str, np.ndarray] = {}
     for i, ch in enumerate(net.channels):
         _init_conv(params, f"encoder.conv.{i}", (ch, channels, net.kernel, net.kernel), ch, rng)
         channels = ch
     flat = channels * conv_sizes(height, net)[-1] * conv_sizes(width, net)[-1]
-    return params | init_mlp("encoder", flat, _head_net(net), out_size, rng)
+    return params | init_mlp("encoder", flat + extra_inputs, _head_net(net), out_size, rng)
 
 
 def apply_encoder(ops: Any, param: Any, net: NetworkSpec, data_shape: tuple[int, ...],
-                  x: Any) -> Any:
-    """h(x) for ``x`` of shape ``(..., D)``."""
+                  x: Any, y: Any = None) -> Any:
+    """h(x) for ``x`` of shape ``(..., D)``; h(x, y) with the condition ``y`` ``(..., C)``."""
     if net.kind == "mlp":
-        return apply_mlp(ops, param, "encoder", net, x)
+        return apply_mlp(ops, param, "encoder", net, _append(ops, x, y))
     activation = ops.activations[net.activation]
     h, batch = _flatten_batch(x, image_geometry(data_shape))
     for i in range(len(net.channels)):
         h = activation(ops.conv2d(h, param(f"encoder.conv.{i}.weight"),
                                   param(f"encoder.conv.{i}.bias"), net.stride,
                                   conv_padding(net)))
-    return apply_mlp(ops, param, "encoder", _head_net(net), h.reshape((*batch, -1)))
+    return apply_mlp(ops, param, "encoder", _head_net(net),
+                     _append(ops, h.reshape((*batch, -1)), y))
 
 
 def init_decoder(net: NetworkSpec, latent_dim: int, data_shape: tuple[int, ...],
-                 outputs_per_value: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Initial weights of the decoder (``outputs_per_value`` outputs per data value), plus
-    the masked convolutions of a local autoregressive decoder."""
+                 outputs_per_value: int, rng: np.random.Generator,
+                 extra_inputs: int = 0) -> dict[str, np.ndarray]:
+    """Initial weights of the decoder (``outputs_per_value`` outputs per data value; input
+    ``latent_dim + extra_inputs``), plus the masked convolutions of a local autoregressive
+    decoder."""
     size = math.prod(data_shape) * outputs_per_value
+    in_size = latent_dim + extra_inputs
     if net.kind == "mlp":
-        params = init_mlp("decoder", latent_dim, net, size, rng)
+        params = init_mlp("decoder", in_size, net, size, rng)
     else:
         channels, height, width = image_geometry(data_shape)
         start = net.channels[0] * conv_sizes(height, net)[-1] * conv_sizes(width, net)[-1]
-        params = init_mlp("decoder", latent_dim, _head_net(net), start, rng)
+        params = init_mlp("decoder", in_size, _head_net(net), start, rng)
         widths = [*net.channels, channels * outputs_per_value]
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             _init_conv(params, f"decoder.deconv.{i}", (c_in, c_out, net.kernel, net.kernel),
@@ -179,8 +196,10 @@ def init_decoder(net: NetworkSpec, latent_dim: int, data_shape: tuple[int, ...],
 
 
 def apply_decoder(ops: Any, param: Any, net: NetworkSpec, data_shape: tuple[int, ...],
-                  outputs_per_value: int, z: Any) -> Any:
-    """f(z) for ``z`` of shape ``(..., d)``: ``(..., D · P)``, value-major (D then P)."""
+                  outputs_per_value: int, z: Any, y: Any = None) -> Any:
+    """f(z) for ``z`` of shape ``(..., d)``: ``(..., D · P)``, value-major (D then P);
+    f(z, y) with the condition ``y`` ``(..., C)``."""
+    z = _append(ops, z, y)
     if net.kind == "mlp":
         return apply_mlp(ops, param, "decoder", net, z)
     activation = ops.activations[net.activation]

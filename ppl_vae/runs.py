@@ -105,7 +105,8 @@ class EvaluationData:
     ``x`` is the chosen split; ``idx`` its rows in the training set where the model stores
     one code per training point (encoder-free posteriors, training split), else None;
     ``train`` and ``valid`` are prepared the same way (for nearest neighbours and Parzen
-    bandwidths); ``notes`` say what was done to the data, for reports.
+    bandwidths); ``notes`` say what was done to the data, for reports; ``c`` the class labels
+    of ``x`` where the model is conditioned on them (``[condition]``), else None.
     """
 
     split: str
@@ -115,6 +116,7 @@ class EvaluationData:
     valid: np.ndarray
     splits: Any
     notes: list[str] = field(default_factory=list)
+    c: np.ndarray | None = None
 
 
 @dataclass
@@ -187,8 +189,10 @@ class Run:
           Bernoulli likelihood scores binary data;
         * an encoder-free model's posterior is one stored code per training point: the
           training split comes with its indices ``idx``; other splits have none (only the
-          prior-started AIS can score them).
+          prior-started AIS can score them);
+        * a conditioned model's data come with the split's labels ``c``.
         """
+        from ppl_vae.conditioning import check_labels
         from ppl_vae.data import binarize_static
 
         split = split or self.default_split()
@@ -209,8 +213,17 @@ class Run:
             else:
                 notes.append(f"no encoder: the {split} split has no stored codes, so no "
                              "q(z | x) for it")
+        c = None
+        if self.spec.condition is not None:
+            labels = getattr(splits, f"{split}_labels")
+            if labels is None:
+                raise CheckpointError(f"{self.path} holds a conditioned model, but its data "
+                                      f"({self.config['data'].get('source')}) rebuild without "
+                                      "labels; evaluate it on labelled data through the API "
+                                      "(evaluate_split(..., c=labels))")
+            c = check_labels(self.spec, labels[:max_points], x.shape[0], f"{split} labels")
         return EvaluationData(split=split, x=x, idx=idx, train=arrays["train"],
-                              valid=arrays["valid"], splits=splits, notes=notes)
+                              valid=arrays["valid"], splits=splits, notes=notes, c=c)
 
 
 def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",

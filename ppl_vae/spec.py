@@ -21,6 +21,8 @@ A spec file looks like::
     hidden = [400]
     [training]
     estimator = "analytic-kl"
+    # [condition]                   a conditional VAE p(x | z, c) p(z | c), q(z | x, c)
+    # classes = 10; prior = "learned"   (p(z | c) per class; "fixed": p(z) ignores c)
 
 Every error is a :class:`SpecError` naming the file, the field and the allowed values.
 """
@@ -40,6 +42,10 @@ from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
 ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
 NETWORK_KINDS = ("mlp", "conv")
 KL_CHOICES = ("analytic", "monte-carlo")
+CONDITION_PRIORS = ("fixed", "learned")
+CLASS_PRIOR_FAMILIES = ("learned-normal", "learned-laplace")
+"""Prior families with per-dimension location and scale, which ``[condition] prior = "learned"``
+turns into per-class tables (:mod:`ppl_vae.conditioning`)."""
 BINARIZATIONS = ("static", "threshold", "dynamic", "none")  # ppl_vae.data.BINARIZATIONS
 
 
@@ -145,6 +151,32 @@ class TrainingDefaults:
 
 
 @dataclass(frozen=True)
+class ConditionSpec:
+    """A class label c ∈ {0, …, classes − 1} the model is conditioned on (a conditional VAE,
+    Sohn et al. 2015): the encoder reads [x, one_hot(c)], the decoder [z, one_hot(c)].
+
+    ``prior = "learned"``: p(z | c) is the ``[prior]`` family with a location and a scale per
+    class (a linear map of one_hot(c)); ``"fixed"``: p(z | c) = p(z), the ``[prior]`` as is.
+    """
+
+    classes: int = 0
+    prior: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if not (_is_count(self.classes) and self.classes >= 2):
+            raise ValueError(f"classes must be an integer >= 2 (the number of labels, e.g. "
+                             f"classes = 10 for digits), got {self.classes!r}")
+        if self.prior not in CONDITION_PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(CONDITION_PRIORS)}; got "
+                             f"{self.prior!r}")
+
+    @property
+    def learned_prior(self) -> bool:
+        """Whether p(z | c) depends on c."""
+        return self.prior == "learned"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A VAE: latent size, families, networks and the KL choice.
 
@@ -156,6 +188,7 @@ class ModelSpec:
     encoder, decoder : MLP specs; an encoder-free posterior (``none``) takes no encoder.
     kl : ``"analytic"`` (closed form; the pair must have one) or ``"monte-carlo"``.
     scale_floor : added after softplus to every scale the networks emit.
+    condition : the class label the model is conditioned on, or None (an ordinary VAE).
     """
 
     name: str
@@ -170,6 +203,7 @@ class ModelSpec:
     scale_floor: float = 1e-5
     description: str = ""
     training: TrainingDefaults = field(default_factory=TrainingDefaults)
+    condition: ConditionSpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(self.data_shape))
@@ -206,6 +240,29 @@ class ModelSpec:
         if not _is_positive_number(self.scale_floor):
             raise SpecError(f"scale_floor must be a finite number > 0, got {self.scale_floor!r}")
         self._check_image_networks()
+        self._check_condition()
+
+    def _check_condition(self) -> None:
+        cond = self.condition
+        if cond is None:
+            return
+        if not self.posterior.amortized:
+            raise SpecError("[condition] needs an encoder that reads the label; posterior "
+                            "family 'none' has none: use family 'gaussian' (with an "
+                            "[encoder]) or remove the [condition] table")
+        if self.decoder.masked_layers:
+            raise SpecError("[condition] is not supported with a local autoregressive "
+                            "decoder ([decoder] masked_layers); remove one of them")
+        if self.prior.uses_encoder:
+            raise SpecError(f"[condition] is not supported with prior family "
+                            f"{self.prior.name!r}: its components are the encoder's posterior "
+                            "at pseudo-inputs, which carry no label; use a learned-normal "
+                            "prior with [condition] prior = 'learned', or remove [condition]")
+        if cond.learned_prior and self.prior.name not in CLASS_PRIOR_FAMILIES:
+            raise SpecError(f"[condition] prior = 'learned' gives each class its own location "
+                            f"and scale, which prior family {self.prior.name!r} does not have; "
+                            f"set [prior] family to one of {', '.join(CLASS_PRIOR_FAMILIES)}, "
+                            "or [condition] prior = 'fixed'")
 
     def _check_image_networks(self) -> None:
         from ppl_vae import networks
@@ -253,11 +310,13 @@ class ModelSpec:
             if net is not None:
                 out[role] = net.to_dict()
         out["training"] = dataclasses.asdict(self.training)
+        if self.condition is not None:
+            out["condition"] = dataclasses.asdict(self.condition)
         return out
 
 
 _TOP_LEVEL = {"name", "description", "latent_dim", "data_shape", "kl", "scale_floor",
-              "posterior", "prior", "likelihood", "encoder", "decoder", "training"}
+              "posterior", "prior", "likelihood", "encoder", "decoder", "training", "condition"}
 _REQUIRED = ("name", "latent_dim", "data_shape", "posterior", "prior", "likelihood", "decoder")
 
 
@@ -288,6 +347,8 @@ def from_dict(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         kwargs["decoder"] = _section(raw["decoder"], "decoder", NetworkSpec, fail)
         if "training" in raw:
             kwargs["training"] = _section(raw["training"], "training", TrainingDefaults, fail)
+        if "condition" in raw:
+            kwargs["condition"] = _section(raw["condition"], "condition", ConditionSpec, fail)
         return ModelSpec(**kwargs)
     except SpecError as err:
         if str(err).startswith(source):

@@ -8,7 +8,7 @@ import ppl_vae.data
 import ppl_vae.models
 from ppl_vae import spec as spec_module
 from ppl_vae.families import GaussianPosterior, LearnedLaplace
-from ppl_vae.spec import ModelSpec, NetworkSpec, SpecError
+from ppl_vae.spec import ConditionSpec, ModelSpec, NetworkSpec, SpecError
 
 GOOD = """
 name = "t"
@@ -211,3 +211,55 @@ def test_flow_prior_hidden_takes_a_number_or_a_list(tmp_path):
                                                         flow + "[16]")))
     assert one.prior == two.prior and one.prior.hidden == (16,) and one.prior.layers == 3
     assert spec_module.from_dict(one.to_dict()) == one
+
+
+CONDITIONED = GOOD + "[condition]\nclasses = 10\nprior = \"learned\"\n"
+
+
+def test_condition_refuses_the_vampprior(tmp_path):
+    text = CONDITIONED.replace("family = \"learned-laplace\"", "family = \"vamp\"", 1) \
+        .replace("prior = \"learned\"", "prior = \"fixed\"")
+    with pytest.raises(SpecError, match="pseudo-inputs, which carry no label"):
+        spec_module.load(write(tmp_path, text))
+
+
+def test_condition_table_loads_and_round_trips(tmp_path):
+    spec = spec_module.load(write(tmp_path, CONDITIONED))
+    assert spec.condition == ConditionSpec(classes=10, prior="learned")
+    assert spec.condition.learned_prior
+    assert spec.to_dict()["condition"] == {"classes": 10, "prior": "learned"}
+    assert spec_module.from_dict(spec.to_dict()) == spec
+    fixed = spec_module.load(write(tmp_path, CONDITIONED.replace('"learned"\n', '"fixed"\n')))
+    assert not fixed.condition.learned_prior
+    assert "condition" not in spec_module.load(write(tmp_path, GOOD)).to_dict()
+
+
+@pytest.mark.parametrize("text, words", [
+    (CONDITIONED.replace("classes = 10", "classes = 1"),
+     ["[condition] classes must be an integer >= 2", "got 1"]),
+    (CONDITIONED.replace("classes = 10", "classes = true"), ["classes must be an integer >= 2"]),
+    (CONDITIONED.replace("classes = 10\n", ""), ["classes must be an integer >= 2", "got 0"]),
+    (CONDITIONED.replace('"learned"\n', '"per-class"\n'),
+     ["[condition] prior must be one of fixed, learned", "'per-class'"]),
+    (CONDITIONED + "labels = 3\n", ["[condition] unknown field", "labels", "classes, prior"]),
+    (CONDITIONED.replace('family = "learned-laplace"', 'family = "standard-normal"'),
+     ["prior = 'learned'", "'standard-normal'", "learned-normal, learned-laplace",
+      "[condition] prior = 'fixed'"]),
+    (CONDITIONED.replace('family = "gaussian"', 'family = "none"')
+     .replace("[encoder]\nhidden = [8]\n", ""),
+     ["[condition] needs an encoder", "family 'gaussian'", "remove the [condition] table"]),
+])
+def test_bad_condition_tables_say_the_fix(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as err:
+        spec_module.load(path)
+    message = str(err.value)
+    assert message.startswith(str(path))
+    for word in words:
+        assert word in message
+
+
+def test_condition_refuses_a_local_autoregressive_decoder():
+    spec = ppl_vae.models.load_spec("vlae_local")
+    with pytest.raises(SpecError, match="local autoregressive decoder"):
+        spec.replace(condition=ConditionSpec(10))

@@ -21,7 +21,8 @@ DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampl
 (K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), the rate
 KL(q || p) in bits per image (closed form or Monte Carlo), KL per latent dimension, active
 units, code sparsity, reconstruction error, nearest training neighbours of samples;
-optionally AIS on a subset and a Parzen-window estimate. Writes RUN_DIR/metrics.csv."""
+optionally AIS on a subset and a Parzen-window estimate. A conditional VAE is evaluated given
+the split's labels: log p(x | c). Writes RUN_DIR/metrics.csv."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split, idx=data.idx,
                                  units=units,
                                  train=data.train if args.model_samples > 0 else None,
-                                 valid=data.valid, config=config)
+                                 valid=data.valid, config=config, c=data.c)
     notes += more
     table.loc[len(table)] = [name, data.split, STEP_METRIC,
                              float(trained_step(args.run_dir) or 0), float("nan")]

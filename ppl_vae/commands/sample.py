@@ -1,6 +1,12 @@
 """``ppl-vae sample RUN_DIR``: PNG grids of a trained model's samples and reconstructions, and
 for models with an encoder the latent views of the run report (``latents.csv``,
-``traversals.png``, ``interpolations.png``)."""
+``traversals.png``, ``interpolations.png``).
+
+A conditional VAE draws z ~ p(z | c) and shows E[x | z, c]: with ``--label K`` every sample is
+of class K; without it the classes take turns, one class per grid column. Its reconstructions
+use each image's own label; its latent views are not drawn (a code means something only
+together with a label).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "reconstructions.png (images of a split, each row of originals above its "
                     "reconstructions E[x | E_q[z | x]]) into the run directory; with an "
                     "encoder also latents.csv (codes of the split with labels), "
-                    "traversals.png and interpolations.png.")
+                    "traversals.png and interpolations.png. A conditional VAE samples "
+                    "E[x | z, c] with z ~ p(z | c): of class --label, or one class per column.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
     parser.add_argument("--num-samples", type=positive_int, default=64)
     parser.add_argument("--num-reconstructions", type=non_negative_int, default=32,
@@ -35,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "train, the points with stored codes)")
     parser.add_argument("--num-codes", type=positive_int, default=500,
                         help="images of the split encoded for latents.csv (default: 500)")
+    parser.add_argument("--label", type=non_negative_int, default=None,
+                        help="conditional VAEs: draw every sample of this class (default: "
+                             "the classes in turn, one per column)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
     parser.set_defaults(func=run)
@@ -51,6 +61,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--num-reconstructions must be a multiple of "
                          f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
     run_ = load_run(args.run_dir)
+    condition = run_.spec.condition
+    if args.label is not None and condition is None:
+        raise UsageError(f"--label applies to conditional VAEs; the model of {args.run_dir} "
+                         "has no [condition] table in its spec: drop --label")
+    if args.label is not None and args.label >= condition.classes:
+        raise UsageError(f"--label {args.label} is out of range: the model has "
+                         f"{condition.classes} classes, labels 0..{condition.classes - 1}")
     warn_if_unfinished(run_, args.prog)
     vae = run_.vae
     data = (run_.evaluation_data(args.split, max_points=args.num_reconstructions,
@@ -58,9 +75,11 @@ def run(args: argparse.Namespace) -> int:
     image_shape = data.splits.image_shape if data is not None else None
     if image_shape is None and len(vae.spec.data_shape) >= 2:
         image_shape = vae.spec.data_shape
+    by_class = condition is not None and args.label is None
     written = [save_image_grid(out / SAMPLES_FILE,
-                               np.asarray(vae.sample(args.num_samples, seed=args.seed)),
-                               image_shape)]
+                               np.asarray(vae.sample(args.num_samples, seed=args.seed,
+                                                     c=args.label)),
+                               image_shape, num_columns=condition.classes if by_class else None)]
     if data is None:
         print(f"{args.prog}: run.json records no dataset, so no reconstructions",
               file=sys.stderr)
@@ -74,12 +93,16 @@ def run(args: argparse.Namespace) -> int:
                              f"{RECONSTRUCTION_COLUMNS} images")
         x = data.x[:count]
         idx = None if data.idx is None else data.idx[:count]
-        recon = np.asarray(vae.reconstruct(x, idx))
+        c = None if data.c is None else data.c[:count]
+        recon = np.asarray(vae.reconstruct(x, idx, c))
         written.append(save_image_grid(
             out / RECONSTRUCTIONS_FILE,
             interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
             num_columns=RECONSTRUCTION_COLUMNS))
-    if data is not None and vae.spec.posterior.amortized:
+    if condition is not None:
+        print(f"{args.prog}: a conditional VAE's codes mean something only with a label, so "
+              "no latent views (latents.csv, traversals, interpolations)", file=sys.stderr)
+    elif data is not None and vae.spec.posterior.amortized:
         written += _latent_views(run_, vae, data, image_shape, args)
     for path in written:
         print(path)

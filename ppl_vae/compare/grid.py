@@ -30,6 +30,7 @@ from ppl_vae.compare.summary import (
     paired_differences,
     summarize,
 )
+from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.io import write_csv_tables
 
 TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr"]
@@ -61,6 +62,8 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], **settings: Any) -> list[Ce
     from ppl_vae.models import load_spec
 
     loaded = [load_spec(s) for s in specs]
+    for spec in loaded:
+        require_unconditioned(spec, "the comparison grid")
     names = [s.name for s in loaded]
     if len(set(names)) != len(names):
         raise ValueError(f"two specs share a name ({', '.join(names)}): the grid keys cells by "

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.diagnostics import inference_data
 from ppl_vae.diagnostics.collapse import posterior_collapse
 from ppl_vae.diagnostics.gaps import GapResult, inference_gaps
@@ -142,6 +143,7 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     history : the run's training history (stored in the InferenceData).
     """
     spec = vae.spec
+    require_unconditioned(spec, "diagnose (PSIS, MCMC references, inference gaps)")
     if not spec.posterior.has_density:
         raise ValueError("point codes (codes = 'point') are a Dirac posterior: there is no "
                          "density q(z | x) to diagnose; use codes = 'gaussian'")

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.evaluation.importance import check_idx, check_x, log_mean_exp
 from ppl_vae.models import as_numpyro
 
@@ -108,6 +109,7 @@ def ais_log_likelihood(vae: Any, x: Any, *, num_steps: int = 500, num_chains: in
     idx : training-set indices for encoder-free models with ``start="q"``.
     seed : seeds the JAX key.
     """
+    require_unconditioned(vae.spec, "AIS")
     if start not in STARTS:
         raise ValueError(f"start must be one of {', '.join(STARTS)}; got {start!r}")
     if vae.sites != ("z",):

@@ -7,8 +7,9 @@ With K draws z_k ~ q(z | x) and log weights log w_k = log p(x, z_k) − log q(z_
     \mathrm{ELBO}(x) = \frac{1}{K} \sum_k \log w_k
     \;\;\text{or}\;\; \frac{1}{K}\sum_k \log p(x | z_k) - \mathrm{KL}(q \,\|\, p),
 
-the second form when the spec chose the closed-form KL. E[log p̂(x)] is the IWAE bound
-L_K ≤ log p(x), increasing in K (Burda et al. 2016); K = 5000 is their evaluation
+the second form when the spec chose the closed-form KL. For a conditional VAE every term is
+conditioned on the datapoint's label c, so the estimate is of log p(x | c). E[log p̂(x)] is
+the IWAE bound L_K ≤ log p(x), increasing in K (Burda et al. 2016); K = 5000 is their evaluation
 protocol. The standard error of log p̂ comes from the delta method,
 se² ≈ Var(w) / (K · mean(w)²) = (K / ESS − 1) / (K − 1), with Kish's effective sample
 size ESS = (Σ w)² / Σ w², all computed in float64 from weights normalised by their maximum.
@@ -41,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from ppl_vae.conditioning import check_labels
 from ppl_vae.data import check_data
 from ppl_vae.models import LOG_TERMS, to_numpy
 
@@ -143,7 +145,7 @@ class ImportanceEstimate:
 def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
                       idx: Any = None, budget: int = DEFAULT_BUDGET, latents: Any = None,
                       return_log_weights: bool = False, keep_draws: bool = False,
-                      encoder_output: Any = None) -> ImportanceEstimate:
+                      encoder_output: Any = None, c: Any = None) -> ImportanceEstimate:
     """Importance-sampled log p(x) and the ELBO, per datapoint, from the same K draws of q.
 
     Parameters
@@ -165,8 +167,11 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     encoder_output : ``(N, encoder size)`` guide parameters h that replace the encoder's
         output, q_h(z | x) (the inference gaps' optimized posteriors). Equal seeds give equal
         base noise for different h: common random numbers.
+    c : ``(N,)`` integer class labels of ``x``, required by a conditioned model (then every
+        estimate is of log p(x | c)); None otherwise.
     """
     x = _check_inputs(vae, x, idx)
+    c = check_labels(vae.spec, c, x.shape[0])
     if latents is not None:
         # Writable copies: torch warns when wrapping read-only buffers (e.g. from JAX).
         latents = {s: np.require(to_numpy(v), requirements="W") for s, v in latents.items()}
@@ -187,7 +192,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     terms: dict[str, np.ndarray] = {}
     draws: dict[str, np.ndarray] = {}
     for start, values, kl in _batches(vae, x, idx, num_samples, plan, seed, latents,
-                                      encoder_output, keep_draws):
+                                      encoder_output, keep_draws, c):
         log_w, log_lik = values["log_weight"], values["log_likelihood"]
         stop = start + log_w.shape[1]
         sl = slice(start, stop)
@@ -243,19 +248,20 @@ def _store(terms: dict, draws: dict, values: dict[str, np.ndarray], sl: slice,
 
 
 def log_likelihood(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
-                   idx: Any = None, budget: int = DEFAULT_BUDGET) -> np.ndarray:
-    """Importance-sampled log p(x) in nats, one float64 value per datapoint.
+                   idx: Any = None, budget: int = DEFAULT_BUDGET, c: Any = None) -> np.ndarray:
+    """Importance-sampled log p(x) (log p(x | c) given labels ``c``) in nats, one float64
+    value per datapoint.
 
     See :func:`importance_sample` for the arguments and for the standard error and ESS.
     """
-    return importance_sample(vae, x, num_samples, seed=seed, idx=idx,
-                             budget=budget).log_likelihood
+    return importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget,
+                             c=c).log_likelihood
 
 
 def elbo(vae: Any, x: Any, num_samples: int = 1000, *, seed: int = 0, idx: Any = None,
-         budget: int = DEFAULT_BUDGET) -> tuple[np.ndarray, np.ndarray]:
+         budget: int = DEFAULT_BUDGET, c: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-datapoint ELBO (the spec's KL choice) and its Monte Carlo standard error."""
-    est = importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget)
+    est = importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget, c=c)
     return est.elbo, est.elbo_stderr
 
 
@@ -301,7 +307,8 @@ Batch = tuple[int, dict[str, np.ndarray], np.ndarray]
 
 
 def _batches(vae: Any, x: np.ndarray, idx: Any, num_samples: int, plan: ChunkPlan, seed: int,
-             latents: dict | None, h: Any, keep_draws: bool) -> Iterator[Batch]:
+             latents: dict | None, h: Any, keep_draws: bool, c: np.ndarray | None
+             ) -> Iterator[Batch]:
     """Datapoints ``plan.data_per_batch`` at a time; where the backend compiles per shape the
     last batch is padded to the same size (repeating its last row) and the padding dropped."""
     b = plan.data_per_batch
@@ -317,7 +324,8 @@ def _batches(vae: Any, x: np.ndarray, idx: Any, num_samples: int, plan: ChunkPla
                             plan.particles_per_chunk, seed, number,
                             latents=None if latents is None else
                             {s: v[:, rows] for s, v in latents.items()},
-                            h=None if h is None else h[rows], keep_draws=keep_draws)
+                            h=None if h is None else h[rows], keep_draws=keep_draws,
+                            c=None if c is None else c[rows])
             # Dispatch the next batch before waiting on this one (JAX runs asynchronously).
             if pending is not None:
                 yield _finish(*pending, num_samples)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ppl_vae.conditioning import check_labels
 from ppl_vae.evaluation.importance import check_idx, check_x
 from ppl_vae.models import float64, to_numpy
 
@@ -57,12 +58,14 @@ class KLPerDimension:
 
 
 def kl_per_dimension(vae: Any, x: Any, *, idx: Any = None, num_samples: int = 100,
-                     seed: int = 0, batch_size: int = 500) -> KLPerDimension:
+                     seed: int = 0, batch_size: int = 500, c: Any = None) -> KLPerDimension:
     """Average KL(q(z_u | x) ‖ p(z_u)) for each latent dimension u.
 
     Needs a factorised prior (not a mixture) and a posterior with a density (not point
     codes). With ``spec.kl == "analytic"`` the closed form is used, otherwise the Monte
     Carlo mean of log q(z_u | x) − log p(z_u) over ``num_samples`` draws per datapoint.
+    A conditioned model takes the labels ``c`` (as every function here): KL(q(z_u | x, c) ‖
+    p(z_u | c)).
     """
     spec = vae.spec
     if not spec.prior.factorized:
@@ -71,13 +74,14 @@ def kl_per_dimension(vae: Any, x: Any, *, idx: Any = None, num_samples: int = 10
                          "use the total rate (importance_sample(...).rate)")
     x = check_x(spec, x)
     check_idx(spec, x.shape[0], idx)
+    c = check_labels(spec, c, x.shape[0])
     analytic = spec.kl == "analytic"
     per_point = []
     with vae.inference(seed):
         for i, sl in enumerate(_batches(x.shape[0], batch_size)):
             per_point.append(float64(vae.compute(_kl_dims, (analytic, num_samples),
                                                  vae.as_tensor(x[sl]), _rows(vae, idx, sl),
-                                                 vae.rng_key(seed + i))))
+                                                 _rows(vae, c, sl), vae.rng_key(seed + i))))
     per_point = np.concatenate(per_point)
     n = per_point.shape[0]
     stderr = per_point.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.full(
@@ -103,22 +107,24 @@ class ActiveUnits:
 
 
 def active_units(vae: Any, x: Any, *, idx: Any = None, threshold: float = ACTIVE_UNIT_THRESHOLD,
-                 batch_size: int = 1000) -> ActiveUnits:
+                 batch_size: int = 1000, c: Any = None) -> ActiveUnits:
     """Active units of Burda et al. (2016): dimensions whose posterior mean varies with x.
 
     For masked codes E_q[z_u] = q(m_u = 1 | x) · E_q[s_u | x].
     """
     x = check_x(vae.spec, x)
     check_idx(vae.spec, x.shape[0], idx)
+    c = check_labels(vae.spec, c, x.shape[0])
     if x.shape[0] < 2:
         raise ValueError("active units need at least 2 datapoints (a variance over x)")
     means = np.concatenate([
-        float64(vae.compute(_posterior_mean, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl)))
+        float64(vae.compute(_posterior_mean, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl),
+                            _rows(vae, c, sl)))
         for sl in _batches(x.shape[0], batch_size)])
     return ActiveUnits(means.var(axis=0), float(threshold))
 
 
-def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000) -> np.ndarray:
+def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000, c: Any = None) -> np.ndarray:
     """Masked codes: q(m_u = 1 | x) averaged over x, per dimension (float64, (d,)).
 
     The fraction of gates on is its mean over dimensions.
@@ -127,21 +133,24 @@ def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000) -> np.ndarray:
         raise ValueError(f"code sparsity applies to masked codes; posterior "
                          f"{vae.spec.posterior.name!r} has no gates")
     x = check_x(vae.spec, x)
+    c = check_labels(vae.spec, c, x.shape[0])
     total = np.zeros(vae.spec.latent_dim)
     for sl in _batches(x.shape[0], batch_size):
-        logits = float64(vae.compute(_gate_logits, (), vae.as_tensor(x[sl])))
+        logits = float64(vae.compute(_gate_logits, (), vae.as_tensor(x[sl]), _rows(vae, c, sl)))
         total += (1.0 / (1.0 + np.exp(-logits))).sum(axis=0)
     return total / x.shape[0]
 
 
 def reconstruction_error(vae: Any, x: Any, *, idx: Any = None,
-                         batch_size: int = 1000) -> np.ndarray:
+                         batch_size: int = 1000, c: Any = None) -> np.ndarray:
     """Mean squared error per dimension of decode(encode(x)) against x, per datapoint."""
     x = check_x(vae.spec, x)
     check_idx(vae.spec, x.shape[0], idx)
+    c = check_labels(vae.spec, c, x.shape[0])
     out = []
     for sl in _batches(x.shape[0], batch_size):
-        rec = float64(vae.compute(_reconstruct, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl)))
+        rec = float64(vae.compute(_reconstruct, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl),
+                                  _rows(vae, c, sl)))
         out.append(np.mean((rec - x[sl]) ** 2, axis=1))
     return np.concatenate(out)
 
@@ -207,7 +216,8 @@ def parzen_log_likelihood(samples: Any, x: Any, *, valid: Any = None,
 
 
 def model_samples(vae: Any, num_samples: int, seed: int = 0) -> np.ndarray:
-    """Decoder means E[x | z] of ``num_samples`` draws z ~ p(z), float64 ``(n, D)``.
+    """Decoder means E[x | z] of ``num_samples`` draws z ~ p(z), float64 ``(n, D)`` (for a
+    conditioned model the classes in turn, z ~ p(z | c); see ``vae.sample``).
 
     Pyro draws from a forked, seeded torch generator, so global RNG states are untouched.
     """
@@ -229,6 +239,7 @@ def _batches(num: int, size: int) -> Any:
 
 
 def _rows(vae: Any, idx: Any, sl: slice) -> Any:
+    """Rows ``sl`` of datapoint indices or class labels as the backend's array (None stays)."""
     return None if idx is None else vae.as_index(to_numpy(idx)[sl])
 
 
@@ -236,25 +247,26 @@ def _rows(vae: Any, idx: Any, sl: slice) -> Any:
 # static key of the compile cache.
 
 
-def _kl_dims(vae: Any, analytic: bool, num_samples: int, x: Any, idx: Any, key: Any) -> Any:
-    q, p = vae.posterior(x, idx), vae.prior(x)
+def _kl_dims(vae: Any, analytic: bool, num_samples: int, x: Any, idx: Any, c: Any,
+             key: Any) -> Any:
+    q, p = vae.posterior(x, idx, c=c), vae.prior(x, c)
     if analytic:
         return sum(vae.ops.kl_divergence(q[s].base_dist, p[s].base_dist) for s in vae.sites)
-    lat = vae.sample_latents(x, num_samples, idx, seed=key)
+    lat = vae.sample_latents(x, num_samples, idx, seed=key, c=c)
     return sum(q[s].base_dist.log_prob(lat[s]) - p[s].base_dist.log_prob(lat[s])
                for s in vae.sites).mean(0)
 
 
-def _posterior_mean(vae: Any, x: Any, idx: Any) -> Any:
-    return vae.posterior_mean(x, idx)
+def _posterior_mean(vae: Any, x: Any, idx: Any, c: Any) -> Any:
+    return vae.posterior_mean(x, idx, c)
 
 
-def _gate_logits(vae: Any, x: Any) -> Any:
-    return vae.posterior(x)["gate"].base_dist.logits
+def _gate_logits(vae: Any, x: Any, c: Any) -> Any:
+    return vae.posterior(x, c=c)["gate"].base_dist.logits
 
 
-def _reconstruct(vae: Any, x: Any, idx: Any) -> Any:
-    return vae.reconstruct(x, idx)
+def _reconstruct(vae: Any, x: Any, idx: Any, c: Any) -> Any:
+    return vae.reconstruct(x, idx, c)
 
 
 def _sample(vae: Any, num_samples: int, key: Any) -> Any:

@@ -21,6 +21,10 @@ over datapoints for other per-datapoint quantities, NaN for counts and settings)
 * with training data: ``nn_distance_samples`` and ``nn_distance_data`` (mean Euclidean
   distance to the nearest training point of model samples / of the split's data);
 * with ``parzen``: ``parzen_log_likelihood``, ``parzen_bandwidth``.
+
+A conditional VAE is evaluated given the labels ``c`` of the split: the likelihood rows are
+log p(x | c), the KL rows KL(q(z | x, c) ‖ p(z | c)), reconstructions decode with c, and the
+model samples take the classes in turn.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ppl_vae.conditioning import check_labels, require_unconditioned
 from ppl_vae.evaluation import metrics
 from ppl_vae.evaluation.ais import ais_log_likelihood
 from ppl_vae.evaluation.importance import DEFAULT_BUDGET, check_x, importance_sample
@@ -85,7 +90,7 @@ class _Rows:
 def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx: Any = None,
                    units: LikelihoodUnits | None = None, train: Any = None, valid: Any = None,
                    config: EvaluationConfig | None = None, estimate: Any = None,
-                   ais_estimate: Any = None) -> tuple[pd.DataFrame, list[str]]:
+                   ais_estimate: Any = None, c: Any = None) -> tuple[pd.DataFrame, list[str]]:
     """All metrics of ``vae`` on data ``x``, as a tidy DataFrame, and notes for the reader.
 
     ``idx`` gives the training-set rows of ``x`` for encoder-free models (without it only
@@ -95,10 +100,14 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     :class:`~ppl_vae.evaluation.importance.ImportanceEstimate` of ``x``) and ``ais_estimate``
     (an :class:`~ppl_vae.evaluation.ais.AISEstimate` of the first ``config.ais_points`` rows)
     are used instead of drawing them again, for callers that keep the per-datapoint values.
+    ``c``: the labels of ``x``, required by a conditioned model.
     """
     config = config or EvaluationConfig()
     spec = vae.spec
     x = check_x(spec, x)
+    c = check_labels(spec, c, x.shape[0])
+    if config.ais_points > 0:
+        require_unconditioned(spec, "AIS (ais_points > 0; CLI: --ais)")
     units = units or likelihood_units(spec.likelihood.name, spec.data_dim)
     rows = _Rows(run, split)
     notes = [f"units: {units.note}"]
@@ -109,9 +118,12 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
         is_est = estimate
         if is_est is None:
             is_est = importance_sample(vae, x, config.num_samples, seed=config.seed, idx=idx,
-                                       budget=config.budget)
+                                       budget=config.budget, c=c)
         _likelihood_rows(rows, is_est, units)
-        _posterior_rows(rows, vae, x, idx, config, notes)
+        _posterior_rows(rows, vae, x, idx, config, notes, c)
+        if c is not None:
+            notes.append("conditional VAE: likelihoods are log p(x | c) given each datapoint's "
+                         "label c, KL rows KL(q(z | x, c) ‖ p(z | c))")
     else:
         notes.append("no q(z | x) with a density for these data (no encoder; held-out data or "
                      "point codes): importance sampling, ELBO, rate and posterior metrics "
@@ -154,28 +166,28 @@ def _likelihood_rows(rows: _Rows, est: Any, units: LikelihoodUnits) -> None:
 
 
 def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: EvaluationConfig,
-                    notes: list[str]) -> None:
+                    notes: list[str], c: np.ndarray | None) -> None:
     spec = vae.spec
     if not spec.prior.factorized:
         notes.append(f"KL per dimension skipped: prior family {spec.prior.name!r} (a mixture "
                      "or a flow) does not factorise over latent dimensions")
     else:
-        kl = metrics.kl_per_dimension(vae, x, idx=idx, seed=config.seed)
+        kl = metrics.kl_per_dimension(vae, x, idx=idx, seed=config.seed, c=c)
         for u, (value, se) in enumerate(zip(kl.kl, kl.stderr, strict=True)):
             rows.add(f"kl_dim_{u}", value, se)
         notes.append(f"KL per dimension: {kl.method}")
     if x.shape[0] > 1:
-        au = metrics.active_units(vae, x, idx=idx)
+        au = metrics.active_units(vae, x, idx=idx, c=c)
         for u, value in enumerate(au.activity):
             rows.add(f"activity_dim_{u}", value)
         rows.add("active_units", au.count)
     if spec.posterior.gated:
-        on = metrics.code_sparsity(vae, x)
+        on = metrics.code_sparsity(vae, x, c=c)
         for u, value in enumerate(on):
             rows.add(f"gate_on_dim_{u}", value)
         rows.add("gate_on_fraction", on.mean())
     if vae.has_decoder_mean:
-        rows.add_mean("reconstruction_mse", metrics.reconstruction_error(vae, x, idx=idx))
+        rows.add_mean("reconstruction_mse", metrics.reconstruction_error(vae, x, idx=idx, c=c))
     else:
         notes.append("reconstruction error skipped: a local autoregressive decoder has no "
                      "decoder mean E[x | z]")
@@ -214,7 +226,9 @@ def _sample_rows(rows: _Rows, vae: Any, x: np.ndarray, train: Any, valid: Any,
         d_data, _ = metrics.nearest_training_neighbours(x, train)
         rows.add_mean("nn_distance_samples", d_samples[:, 0])
         rows.add_mean("nn_distance_data", d_data[:, 0])
-        notes.append("nearest neighbours: samples are decoder means E[x | z], z ~ p(z)")
+        notes.append("nearest neighbours: samples are decoder means E[x | z], z ~ p(z)"
+                     + ("" if vae.spec.condition is None else
+                        " (conditioned: E[x | z, c], z ~ p(z | c), the classes in turn)"))
     if config.parzen:
         if valid is None:
             raise ValueError("the Parzen estimate chooses its bandwidth on validation data: "

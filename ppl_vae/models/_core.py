@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ppl_vae.conditioning import check_labels, class_prior_params, class_rows
 from ppl_vae.networks import (
     apply_decoder,
     apply_encoder,
@@ -50,17 +51,18 @@ def init_params(spec: ModelSpec, *, seed: int = 0,
     """Initial values (float64 NumPy) of every parameter of a VAE, keyed by flat name."""
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
+    classes = spec.condition.classes if spec.condition is not None else 0
     if spec.posterior.amortized:
         params |= init_encoder(spec.encoder, spec.data_shape,
-                               spec.posterior.encoder_size(spec.latent_dim), rng)
+                               spec.posterior.encoder_size(spec.latent_dim), rng, classes)
     else:
         if num_data is None:
             raise ValueError("posterior family 'none' stores one code per datapoint: "
                              "pass num_data=<size of the training set> to build()")
         params |= spec.posterior.init_params(spec.latent_dim, num_data, rng)
     params |= init_decoder(spec.decoder, spec.latent_dim, spec.data_shape,
-                           spec.likelihood.outputs_per_value, rng)
-    params |= prior_init_params(spec, rng)
+                           spec.likelihood.outputs_per_value, rng, classes)
+    params |= class_prior_params(spec, prior_init_params(spec, rng))
     params |= spec.likelihood.init_params()
     return params
 
@@ -72,6 +74,23 @@ def prior_init_params(spec: ModelSpec, rng: np.random.Generator) -> dict[str, np
         return spec.prior.init_params(spec.latent_dim, rng)
     return spec.prior.init_params(spec.latent_dim, rng, data_shape=spec.data_shape,
                                   data_range=spec.likelihood.data_range)
+
+
+def sample_labels(spec: ModelSpec, num_samples: int, c: Any = None) -> np.ndarray | None:
+    """The labels of ``vae.sample``: None for an unconditioned spec; for a conditioned one
+    ``c`` (one label for every sample, or one per sample), by default the classes in turn
+    0, 1, …, C − 1, 0, … (equal numbers per class when C divides ``num_samples``)."""
+    if spec.condition is not None and c is None:
+        c = np.arange(num_samples) % spec.condition.classes
+    elif c is not None and np.ndim(c) == 0:
+        c = np.full(num_samples, c)
+    return check_labels(spec, c, num_samples)
+
+
+def prior_sample_shape(d: Any, num_samples: int) -> tuple[int, ...]:
+    """Sample shape that gives ``num_samples`` draws of a prior site: one per row of a
+    class-conditional prior (batch shape ``(num_samples,)``), else ``(num_samples,)``."""
+    return () if tuple(d.batch_shape) else (num_samples,)
 
 
 def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
@@ -87,6 +106,8 @@ class VAECore(abc.ABC):
 
     Shapes: ``x`` is ``(..., B, D)``; latent values may carry extra leading particle
     dimensions ``(K, B, d)``; every log-density returned is per datapoint, ``(..., B)``.
+    ``c``: the integer class labels ``(B,)`` of a conditioned spec (``[condition]``), which
+    every method that reaches a network or the prior takes; None otherwise.
     """
 
     ops: ClassVar[Any]
@@ -127,14 +148,31 @@ class VAECore(abc.ABC):
         return str(self.dtype).removeprefix("torch.")
 
     # -- distributions
-    def encoder_output(self, x: Any) -> Any:
-        """h(x): the encoder network's output, which the posterior family maps to q(z | x);
-        the encoder reads ``x · likelihood.input_scale`` (8-bit pixels as x / 255)."""
+    def condition_input(self, like: Any, c: Any) -> Any:
+        """one_hot(c) ``(B, C)`` in ``like``'s dtype for a conditioned spec, None otherwise;
+        a conditioned model without labels (or labels for an unconditioned one) is an error."""
+        cond = self.spec.condition
+        if cond is None:
+            if c is not None:
+                raise ValueError(f"model {self.spec.name!r} is not conditioned on a label (no "
+                                 "[condition] table in its spec); call it without c=")
+            return None
+        if c is None:
+            raise ValueError(f"model {self.spec.name!r} is conditioned on a class label "
+                             f"([condition] classes = {cond.classes}): pass c= the integer "
+                             "labels, one per datapoint, e.g. model(x, idx, num_data, c=labels)")
+        return self.ops.one_hot(like, c, cond.classes)
+
+    def encoder_output(self, x: Any, c: Any = None) -> Any:
+        """h(x) (h(x, c) when conditioned): the encoder network's output, which the posterior
+        family maps to q(z | x); the encoder reads ``x · likelihood.input_scale`` (8-bit
+        pixels as x / 255)."""
         scale = self.spec.likelihood.input_scale
         return apply_encoder(self.ops, self.param, self.spec.encoder, self.spec.data_shape,
-                             x if scale == 1 else x * scale)
+                             x if scale == 1 else x * scale, self.condition_input(x, c))
 
-    def posterior(self, x: Any, idx: Any = None, h: Any = None) -> dict[str, Any]:
+    def posterior(self, x: Any, idx: Any = None, h: Any = None, c: Any = None
+                  ) -> dict[str, Any]:
         """q(· | x) for each latent site; ``idx`` (datapoint indices) for encoder-free codes.
 
         ``h`` replaces the encoder's output (per-datapoint optimization of the guide's
@@ -142,7 +180,7 @@ class VAECore(abc.ABC):
         """
         spec, ops = self.spec, self.ops
         if spec.posterior.amortized:
-            h = self.encoder_output(x) if h is None else h
+            h = self.encoder_output(x, c) if h is None else h
             dists = spec.posterior.distributions(ops, h, spec.scale_floor)
         else:
             if idx is None:
@@ -153,12 +191,15 @@ class VAECore(abc.ABC):
         return {site: (ops.score_function(d) if site in self.score_function_sites else d)
                 for site, d in dists.items()}
 
-    def prior(self, like: Any) -> dict[str, Any]:
-        """p(·) for each latent site (broadcastable over the data plate). A prior that reads
-        the encoder (``uses_encoder``: the VampPrior) gets the encoder, the posterior family
-        and the data range."""
+    def prior(self, like: Any, c: Any = None) -> dict[str, Any]:
+        """p(·) (p(· | c) when conditioned) for each latent site (broadcastable over the data
+        plate). A prior that reads the encoder (``uses_encoder``: the VampPrior) gets the
+        encoder, the posterior family and the data range."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
+        y = self.condition_input(like, c)
+        if y is not None and spec.condition.learned_prior:
+            params = class_rows(params, y)
         extra = {"encoder": self.encoder_output, "posterior": spec.posterior,
                  "data_range": spec.likelihood.data_range} if spec.prior.uses_encoder else {}
         value = spec.prior.distribution(ops, params, like, spec.latent_dim, spec.scale_floor,
@@ -169,14 +210,14 @@ class VAECore(abc.ABC):
         """The code z fed to the decoder (``gate * slab`` for masked codes)."""
         return self.spec.posterior.code(latents)
 
-    def decoder_output(self, z: Any) -> Any:
-        """Decoder network output: Bernoulli logits, Gaussian means or the 8-bit likelihoods'
-        ``outputs_per_value`` outputs per value."""
+    def decoder_output(self, z: Any, c: Any = None) -> Any:
+        """Decoder network output f(z) (f(z, c) when conditioned): Bernoulli logits, Gaussian
+        means or the 8-bit likelihoods' ``outputs_per_value`` outputs per value."""
         spec = self.spec
         return apply_decoder(self.ops, self.param, spec.decoder, spec.data_shape,
-                             spec.likelihood.outputs_per_value, z)
+                             spec.likelihood.outputs_per_value, z, self.condition_input(z, c))
 
-    def likelihood(self, z: Any) -> Any:
+    def likelihood(self, z: Any, c: Any = None) -> Any:
         """p(x | z): factorized, or locally autoregressive with ``[decoder] masked_layers``."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._likelihood_param_names}
@@ -184,23 +225,25 @@ class VAECore(abc.ABC):
         def pixel(out: Any) -> Any:
             return spec.likelihood.distribution(ops, params, out, spec.scale_floor)
 
-        out = self.decoder_output(z)
+        out = self.decoder_output(z, c)
         if not spec.decoder.masked_layers:
             return pixel(out)
         return local_autoregressive(ops, self.param, spec.decoder, spec.data_shape, pixel, out)
 
-    def log_likelihood(self, x: Any, z: Any) -> Any:
+    def log_likelihood(self, x: Any, z: Any, c: Any = None) -> Any:
         """log p(x | z) per datapoint: the family's fused ``log_density`` where it has one
         and the decoder is factorized, else the distribution's ``log_prob``."""
         lik = self.spec.likelihood
         if not hasattr(lik, "log_density") or self.spec.decoder.masked_layers:
-            return self.likelihood(z).log_prob(x)
+            return self.likelihood(z, c).log_prob(x)
         params = {name: self.param(name) for name in self._likelihood_param_names}
-        return lik.log_density(self.ops, params, self.decoder_output(z), self.spec.scale_floor, x)
+        return lik.log_density(self.ops, params, self.decoder_output(z, c), self.spec.scale_floor,
+                               x)
 
     # -- per-datapoint log-densities
     def log_prob_terms(self, x: Any, latents: dict[str, Any], idx: Any = None,
-                       h: Any = None, prior: dict[str, Any] | None = None) -> dict[str, Any]:
+                       h: Any = None, c: Any = None, prior: dict[str, Any] | None = None
+                       ) -> dict[str, Any]:
         """log p(x | z), log p(z) and log q(z | x) per datapoint at the given latent values.
 
         The Monte Carlo ELBO of one draw is ``log_likelihood + log_prior - log_q``
@@ -208,34 +251,34 @@ class VAECore(abc.ABC):
         :meth:`prior`, when the caller built it once for many chunks of draws (the VampPrior
         encodes its K pseudo-inputs each time it is built).
         """
-        q = self.posterior(x, idx, h)
-        p = self.prior(x) if prior is None else prior
+        q = self.posterior(x, idx, h, c)
+        p = self.prior(x, c) if prior is None else prior
         return {
-            "log_likelihood": self.log_likelihood(x, self.code(latents)),
+            "log_likelihood": self.log_likelihood(x, self.code(latents), c),
             "log_prior": sum(p[s].log_prob(latents[s]) for s in self.sites),
             "log_q": sum(q[s].log_prob(latents[s]) for s in self.sites),
         }
 
-    def kl(self, x: Any, idx: Any = None, h: Any = None) -> Any:
+    def kl(self, x: Any, idx: Any = None, h: Any = None, c: Any = None) -> Any:
         """Closed-form KL(q(z | x) ‖ p(z)) per datapoint; only for specs with ``kl='analytic'``."""
         if self.spec.kl != "analytic":
             raise ValueError(f"spec {self.spec.name!r} has kl = {self.spec.kl!r}; the closed-form "
                              "KL is used only when the spec says kl = 'analytic'")
-        q = self.posterior(x, idx, h)
-        p = self.prior(x)
+        q = self.posterior(x, idx, h, c)
+        p = self.prior(x, c)
         return sum(self.ops.kl_divergence(q[s], p[s]) for s in self.sites)
 
-    def posterior_mean(self, x: Any, idx: Any = None) -> Any:
+    def posterior_mean(self, x: Any, idx: Any = None, c: Any = None) -> Any:
         """E_q[z | x] (the family's ``code_mean``)."""
-        return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx))
+        return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx, c=c))
 
     def weigh_chunk(self, x: Any, latents: dict[str, Any], idx: Any = None, h: Any = None,
-                    all_terms: bool = False, prior: dict[str, Any] | None = None
+                    all_terms: bool = False, c: Any = None, prior: dict[str, Any] | None = None
                     ) -> dict[str, Any]:
         """One chunk of importance sampling at given draws: ``log_weight`` and
         ``log_likelihood`` ``(K, B)``, in the working dtype; with ``all_terms`` also
         ``log_prior`` and ``log_q``. ``prior``: see :meth:`log_prob_terms`."""
-        terms = self.log_prob_terms(x, latents, idx, h, prior)
+        terms = self.log_prob_terms(x, latents, idx, h, c, prior)
         out = {"log_weight": terms["log_likelihood"] + terms["log_prior"] - terms["log_q"],
                "log_likelihood": terms["log_likelihood"]}
         if all_terms:
@@ -245,7 +288,8 @@ class VAECore(abc.ABC):
     # -- what each backend adds for code that runs on either
     @abc.abstractmethod
     def as_index(self, idx: Any) -> Any:
-        """Datapoint indices as the backend's integer array (None stays None)."""
+        """Datapoint indices (or class labels) as the backend's integer array (None stays
+        None)."""
 
     @abc.abstractmethod
     def rng_key(self, seed: int) -> Any:
@@ -264,11 +308,11 @@ class VAECore(abc.ABC):
 
     @abc.abstractmethod
     def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
-              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False
-              ) -> tuple[dict[str, Any], Any]:
+              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False,
+              c: Any = None) -> tuple[dict[str, Any], Any]:
         """Importance weights of ``num_samples`` draws of q for each row of ``x``, drawn
         ``per_chunk`` at a time (call inside :meth:`inference`): the :meth:`weigh_chunk`
         values (all terms and the draws ``draw:<site>`` with ``keep_draws``) and the
         closed-form KL (0 unless the spec's ``kl`` is analytic). ``batch`` numbers the call,
-        so that JAX draws a fresh key per batch. Returns backend arrays, possibly with more
-        than ``num_samples`` rows (the caller keeps the first)."""
+        so that JAX draws a fresh key per batch; ``c`` the rows' labels. Returns backend
+        arrays, possibly with more than ``num_samples`` rows (the caller keeps the first)."""

@@ -27,7 +27,13 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.primitives import Messenger
 
 from ppl_vae.families import laplace_kl
-from ppl_vae.models._core import DeviceError, VAECore, check_param_names
+from ppl_vae.models._core import (
+    DeviceError,
+    VAECore,
+    check_param_names,
+    prior_sample_shape,
+    sample_labels,
+)
 from ppl_vae.spec import ModelSpec
 
 
@@ -108,6 +114,14 @@ class JaxOps:
     @staticmethod
     def log_softmax(x: jax.Array) -> jax.Array:
         return jax.nn.log_softmax(x, axis=-1)
+
+    @staticmethod
+    def one_hot(like: jax.Array, labels: jax.Array, n: int) -> jax.Array:
+        return jax.nn.one_hot(labels, n, dtype=jnp.result_type(like))
+
+    @staticmethod
+    def concat(parts: list[jax.Array]) -> jax.Array:
+        return jnp.concatenate(parts, axis=-1)
 
     @staticmethod
     def take_level(table: jax.Array, level: jax.Array) -> jax.Array:
@@ -292,18 +306,18 @@ class NumPyroVAE(VAECore):
 
     # -- the NumPyro programs
     def model(self, x: jax.Array, idx: jax.Array | None = None,
-              num_data: int | None = None) -> None:
+              num_data: int | None = None, c: jax.Array | None = None) -> None:
         with self._data_plate(x, idx, num_data):
-            latents = {site: numpyro.sample(site, d) for site, d in self.prior(x).items()}
+            latents = {site: numpyro.sample(site, d) for site, d in self.prior(x, c).items()}
             z = self.code(latents)
             if "z" not in latents:
                 numpyro.deterministic("z", z)
-            numpyro.sample("x", self.likelihood(z), obs=x)
+            numpyro.sample("x", self.likelihood(z, c), obs=x)
 
     def guide(self, x: jax.Array, idx: jax.Array | None = None,
-              num_data: int | None = None) -> None:
+              num_data: int | None = None, c: jax.Array | None = None) -> None:
         with self._data_plate(x, idx, num_data) as ind:
-            for site, d in self.posterior(x, ind).items():
+            for site, d in self.posterior(x, ind, c=c).items():
                 numpyro.sample(site, d)
 
     def _data_plate(self, x: jax.Array, idx: jax.Array | None, num_data: int | None):
@@ -314,32 +328,35 @@ class NumPyroVAE(VAECore):
             return numpyro.plate("data", num_data or batch, subsample_size=batch, dim=-1)
 
     # -- conveniences
-    def encode(self, x: Any, idx: Any = None) -> jax.Array:
-        """E_q[z | x]."""
-        return self.posterior_mean(self.as_tensor(x), self.as_index(idx))
+    def encode(self, x: Any, idx: Any = None, c: Any = None) -> jax.Array:
+        """E_q[z | x] (E_q[z | x, c] when conditioned)."""
+        return self.posterior_mean(self.as_tensor(x), self.as_index(idx), self.as_index(c))
 
-    def decode(self, z: Any) -> jax.Array:
-        """E[x | z]: Bernoulli probabilities or Gaussian means."""
-        return self.likelihood(self.as_tensor(z)).mean
+    def decode(self, z: Any, c: Any = None) -> jax.Array:
+        """E[x | z] (E[x | z, c]): Bernoulli probabilities or Gaussian means."""
+        return self.likelihood(self.as_tensor(z), self.as_index(c)).mean
 
-    def reconstruct(self, x: Any, idx: Any = None) -> jax.Array:
+    def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> jax.Array:
         """decode(encode(x))."""
-        return self.decode(self.encode(x, idx))
+        return self.decode(self.encode(x, idx, c), c)
 
-    def sample(self, num_samples: int, seed: int | jax.Array = 0) -> jax.Array:
-        """Means E[x | z] of ``num_samples`` draws z ~ p(z)."""
+    def sample(self, num_samples: int, seed: int | jax.Array = 0, c: Any = None) -> jax.Array:
+        """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
+        z ~ p(z | c_n) for the ``num_samples`` labels ``c``."""
         like = jnp.zeros((), dtype=self.dtype)
-        prior = self.prior(like)
+        c = self.as_index(sample_labels(self.spec, num_samples, c))
+        prior = self.prior(like, c)
         keys = jax.random.split(_as_key(seed), len(prior))
-        latents = {s: d.sample(k, (num_samples,)) for (s, d), k in zip(prior.items(), keys,
-                                                                          strict=True)}
-        return self.decode(self.code(latents))
+        latents = {s: d.sample(k, prior_sample_shape(d, num_samples))
+                   for (s, d), k in zip(prior.items(), keys, strict=True)}
+        return self.decode(self.code(latents), c)
 
     def sample_latents(self, x: Any, num_samples: int, idx: Any = None,
-                       seed: int | jax.Array = 0, h: Any = None) -> dict[str, jax.Array]:
+                       seed: int | jax.Array = 0, h: Any = None,
+                       c: Any = None) -> dict[str, jax.Array]:
         """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``; ``seed``
         is an integer or a JAX key."""
-        q = self.posterior(self.as_tensor(x), self.as_index(idx), h)
+        q = self.posterior(self.as_tensor(x), self.as_index(idx), h, self.as_index(c))
         keys = jax.random.split(_as_key(seed), len(q))
         return {s: d.sample(k, (num_samples,)) for (s, d), k in zip(q.items(), keys, strict=True)}
 
@@ -357,21 +374,21 @@ class NumPyroVAE(VAECore):
         return compiled(_substituted, (0, 1, 2))(self, fn, tuple(static), self.params, *args)
 
     def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
-              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False
-              ) -> tuple[dict[str, jax.Array], jax.Array]:
+              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False,
+              c: Any = None) -> tuple[dict[str, jax.Array], jax.Array]:
         chunks = -(-num_samples // per_chunk)
-        xb, ib = self.as_tensor(x), self.as_index(idx)
+        xb, ib, cb = self.as_tensor(x), self.as_index(idx), self.as_index(c)
         hb = None if h is None else self.as_tensor(h)
         if latents is None:
             key = jax.random.fold_in(jax.random.PRNGKey(seed), batch)
             return compiled(_weigh_sampled, (0, 1, 2))(
-                self, per_chunk, keep_draws, self.params, xb, ib, hb,
+                self, per_chunk, keep_draws, self.params, xb, ib, hb, cb,
                 jax.random.split(key, chunks))
         # Given draws (e.g. the same on both backends), padded to whole chunks.
         rows = np.minimum(np.arange(per_chunk * chunks), num_samples - 1)
         lat = {s: self.as_tensor(np.asarray(v)[rows]).reshape(chunks, per_chunk, *v.shape[1:])
                for s, v in latents.items()}
-        return compiled(_weigh_given, (0, 1))(self, keep_draws, self.params, xb, ib, hb, lat)
+        return compiled(_weigh_given, (0, 1))(self, keep_draws, self.params, xb, ib, hb, cb, lat)
 
 
 def _as_key(seed: int | jax.Array) -> jax.Array:
@@ -396,14 +413,14 @@ def _substituted(vae: NumPyroVAE, fn: Any, static: tuple, params: dict, *args: A
         return fn(vae, *static, *args)
 
 
-def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any,
+def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any, c: Any,
                   lat: dict, prior: dict) -> dict:
-    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, prior=prior)
+    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, c=c, prior=prior)
     return values | ({f"draw:{s}": v for s, v in lat.items()} if keep_draws else {})
 
 
-def _kl_or_zero(vae: NumPyroVAE, x: Any, idx: Any, h: Any) -> jax.Array:
-    return vae.kl(x, idx, h) if vae.spec.kl == "analytic" else jnp.zeros((), vae.dtype)
+def _kl_or_zero(vae: NumPyroVAE, x: Any, idx: Any, h: Any, c: Any) -> jax.Array:
+    return vae.kl(x, idx, h, c) if vae.spec.kl == "analytic" else jnp.zeros((), vae.dtype)
 
 
 def _flatten_chunks(values: dict) -> dict:
@@ -411,23 +428,23 @@ def _flatten_chunks(values: dict) -> dict:
 
 
 def _weigh_sampled(vae: NumPyroVAE, per_chunk: int, keep_draws: bool, params: dict, x: Any,
-                   idx: Any, h: Any, keys: jax.Array) -> tuple[dict, jax.Array]:
+                   idx: Any, h: Any, c: Any, keys: jax.Array) -> tuple[dict, jax.Array]:
     def chunk(key: jax.Array) -> dict:
-        lat = vae.sample_latents(x, per_chunk, idx, seed=key, h=h)
-        return _chunk_values(vae, keep_draws, x, idx, h, lat, prior)
+        lat = vae.sample_latents(x, per_chunk, idx, seed=key, h=h, c=c)
+        return _chunk_values(vae, keep_draws, x, idx, h, c, lat, prior)
 
     with handlers.substitute(data=params):
-        prior = vae.prior(x)  # once for all chunks
-        return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h)
+        prior = vae.prior(x, c)  # once for all chunks
+        return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h, c)
 
 
 def _weigh_given(vae: NumPyroVAE, keep_draws: bool, params: dict, x: Any, idx: Any, h: Any,
-                 lat: dict) -> tuple[dict, jax.Array]:
+                 c: Any, lat: dict) -> tuple[dict, jax.Array]:
     with handlers.substitute(data=params):
-        prior = vae.prior(x)  # once for all chunks
+        prior = vae.prior(x, c)  # once for all chunks
         values = jax.lax.map(
-            lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, chunk, prior), lat)
-        return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h)
+            lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, c, chunk, prior), lat)
+        return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h, c)
 
 
 class _ScoreFunction(Messenger):

@@ -19,7 +19,13 @@ import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from ppl_vae.models._core import DeviceError, VAECore, check_param_names
+from ppl_vae.models._core import (
+    DeviceError,
+    VAECore,
+    check_param_names,
+    prior_sample_shape,
+    sample_labels,
+)
 from ppl_vae.spec import ModelSpec
 
 
@@ -81,6 +87,14 @@ class TorchOps:
     @staticmethod
     def log_softmax(x: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(x, dim=-1)
+
+    @staticmethod
+    def one_hot(like: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+        return F.one_hot(labels.long(), n).to(dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=-1)
 
     @staticmethod
     def take_level(table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
@@ -171,10 +185,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class PyroVAE(VAECore):
     """A VAE whose ``model`` and ``guide`` are Pyro programs.
 
-    ``model(x, idx=None, num_data=None)`` and ``guide(...)`` take a minibatch ``x`` of
-    shape ``(B, D)``, the datapoint indices ``idx`` (needed by encoder-free codes; they
-    also fix the plate's subsample) and the dataset size ``num_data`` (the plate scales
-    the minibatch by ``num_data / B``). Site names: see :mod:`ppl_vae.families`.
+    ``model(x, idx=None, num_data=None, c=None)`` and ``guide(...)`` take a minibatch ``x``
+    of shape ``(B, D)``, the datapoint indices ``idx`` (needed by encoder-free codes; they
+    also fix the plate's subsample), the dataset size ``num_data`` (the plate scales
+    the minibatch by ``num_data / B``) and, for a conditioned spec, the integer labels ``c``
+    ``(B,)``. Site names: see :mod:`ppl_vae.families`.
     """
 
     ops = TorchOps
@@ -223,18 +238,18 @@ class PyroVAE(VAECore):
 
     # -- the Pyro programs
     def model(self, x: torch.Tensor, idx: torch.Tensor | None = None,
-              num_data: int | None = None) -> None:
+              num_data: int | None = None, c: torch.Tensor | None = None) -> None:
         with self._data_plate(x, idx, num_data):
-            latents = {site: pyro.sample(site, d) for site, d in self.prior(x).items()}
+            latents = {site: pyro.sample(site, d) for site, d in self.prior(x, c).items()}
             z = self.code(latents)
             if "z" not in latents:
                 pyro.deterministic("z", z, event_dim=1)
-            pyro.sample("x", self.likelihood(z), obs=x)
+            pyro.sample("x", self.likelihood(z, c), obs=x)
 
     def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None,
-              num_data: int | None = None) -> None:
+              num_data: int | None = None, c: torch.Tensor | None = None) -> None:
         with self._data_plate(x, idx, num_data) as ind:
-            for site, d in self.posterior(x, ind).items():
+            for site, d in self.posterior(x, ind, c=c).items():
                 pyro.sample(site, d)
 
     def _data_plate(self, x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None):
@@ -245,36 +260,39 @@ class PyroVAE(VAECore):
 
     # -- conveniences (no gradients)
     @torch.no_grad()
-    def encode(self, x: Any, idx: Any = None) -> torch.Tensor:
-        """E_q[z | x]."""
-        return self.posterior_mean(self.as_tensor(x), self.as_index(idx))
+    def encode(self, x: Any, idx: Any = None, c: Any = None) -> torch.Tensor:
+        """E_q[z | x] (E_q[z | x, c] when conditioned)."""
+        return self.posterior_mean(self.as_tensor(x), self.as_index(idx), self.as_index(c))
 
     @torch.no_grad()
-    def decode(self, z: Any) -> torch.Tensor:
-        """E[x | z]: Bernoulli probabilities or Gaussian means."""
-        return self.likelihood(self.as_tensor(z)).mean
+    def decode(self, z: Any, c: Any = None) -> torch.Tensor:
+        """E[x | z] (E[x | z, c]): Bernoulli probabilities or Gaussian means."""
+        return self.likelihood(self.as_tensor(z), self.as_index(c)).mean
 
-    def reconstruct(self, x: Any, idx: Any = None) -> torch.Tensor:
+    def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> torch.Tensor:
         """decode(encode(x))."""
-        return self.decode(self.encode(x, idx))
+        return self.decode(self.encode(x, idx, c), c)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, seed: int | None = None) -> torch.Tensor:
-        """Means E[x | z] of ``num_samples`` draws z ~ p(z)."""
+    def sample(self, num_samples: int, seed: int | None = None, c: Any = None) -> torch.Tensor:
+        """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
+        z ~ p(z | c_n) for the ``num_samples`` labels ``c``."""
         if seed is not None:
             pyro.set_rng_seed(seed)
         like = torch.zeros((), dtype=self.dtype, device=self.device)
-        latents = {s: d.sample((num_samples,)) for s, d in self.prior(like).items()}
-        return self.decode(self.code(latents))
+        c = self.as_index(sample_labels(self.spec, num_samples, c))
+        latents = {s: d.sample(prior_sample_shape(d, num_samples))
+                   for s, d in self.prior(like, c).items()}
+        return self.decode(self.code(latents), c)
 
     @torch.no_grad()
     def sample_latents(self, x: Any, num_samples: int, idx: Any = None, seed: int | None = None,
-                       h: Any = None) -> dict[str, torch.Tensor]:
+                       h: Any = None, c: Any = None) -> dict[str, torch.Tensor]:
         """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``, from torch's
         generator (a forked one seeded by ``seed`` when given)."""
         with self._seeded(seed):
             q = self.posterior(self.as_tensor(x), self.as_index(idx),
-                               None if h is None else self.as_tensor(h))
+                               None if h is None else self.as_tensor(h), self.as_index(c))
             return {site: d.sample((num_samples,)) for site, d in q.items()}
 
     # -- backend-independent evaluation (see VAECore)
@@ -300,24 +318,24 @@ class PyroVAE(VAECore):
             return fn(self, *static, *args)
 
     def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
-              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False
-              ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        xb, ib = self.as_tensor(x), self.as_index(idx)
+              *, latents: dict | None = None, h: Any = None, keep_draws: bool = False,
+              c: Any = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        xb, ib, cb = self.as_tensor(x), self.as_index(idx), self.as_index(c)
         hb = None if h is None else self.as_tensor(h)
-        prior = self.prior(xb)  # once for all chunks
+        prior = self.prior(xb, cb)  # once for all chunks
         parts = []
         for k0 in range(0, num_samples, per_chunk):
             k1 = min(k0 + per_chunk, num_samples)
             if latents is None:
-                lat = self.sample_latents(xb, k1 - k0, ib, h=hb)
+                lat = self.sample_latents(xb, k1 - k0, ib, h=hb, c=cb)
             else:
                 lat = {s: self.as_tensor(v[k0:k1]) for s, v in latents.items()}
-            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, prior=prior)
+            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, c=cb, prior=prior)
             if keep_draws:
                 values |= {f"draw:{s}": v for s, v in lat.items()}
             parts.append(values)
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        kl = self.kl(xb, ib, hb) if self.spec.kl == "analytic" else torch.zeros(())
+        kl = self.kl(xb, ib, hb, cb) if self.spec.kl == "analytic" else torch.zeros(())
         return out, kl
 
     def _seeded(self, seed: int | None) -> contextlib.AbstractContextManager:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ppl_vae import data as data_module
+from ppl_vae.conditioning import check_labels
 from ppl_vae.data import DataError, Splits
 
 VALID_BINARIZATION_SEED = 0
@@ -30,13 +31,17 @@ class TrainingData:
     """Checked float32 ``(N, D)`` arrays and how to draw each epoch's training set.
 
     ``train`` holds grey levels when ``dynamic`` is True (dynamic binarization) and final
-    values otherwise; ``valid`` is final (binarized once if needed) or None.
+    values otherwise; ``valid`` is final (binarized once if needed) or None. A conditioned
+    spec's class labels (int64 ``(N,)``) ride along in ``train_labels`` / ``valid_labels``,
+    row for row, so a minibatch's indices pick its labels too; None otherwise.
     """
 
     train: np.ndarray
     valid: np.ndarray | None
     dynamic: bool
     seed: int
+    train_labels: np.ndarray | None = None
+    valid_labels: np.ndarray | None = None
 
     @property
     def num_data(self) -> int:
@@ -50,9 +55,12 @@ class TrainingData:
         return data_module.binarize_dynamic(self.train, rng)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the training array (shape, dtype and bytes) and the binarization mode."""
+        """SHA-256 of the training array (shape, dtype and bytes), the binarization mode and
+        the training labels where the model reads them."""
         digest = hashlib.sha256(f"{self.train.shape}{self.train.dtype}{self.dynamic}".encode())
         digest.update(self.train.tobytes())
+        if self.train_labels is not None:
+            digest.update(self.train_labels.tobytes())
         return digest.hexdigest()
 
 
@@ -62,7 +70,8 @@ def prepare_training_data(spec: Any, data: Any, validation_data: Any = None, *,
 
     Raises :class:`~ppl_vae.data.DataError` for a wrong number of values per datapoint, NaN or
     infinite values, and non-binary data under a Bernoulli likelihood (prepare the data with
-    ``ppl_vae.data.prepare(..., binarization="static" | "threshold" | "dynamic")``).
+    ``ppl_vae.data.prepare(..., binarization="static" | "threshold" | "dynamic")``), and for
+    a conditioned spec without class labels (they come with :class:`~ppl_vae.data.Splits`).
     """
     likelihood = spec.likelihood.name if spec.likelihood.name in data_module.LIKELIHOOD_NAMES \
         else None
@@ -92,7 +101,25 @@ def prepare_training_data(spec: Any, data: Any, validation_data: Any = None, *,
             valid = data_module.binarize_static(valid, VALID_BINARIZATION_SEED)
     else:
         valid = None
-    return TrainingData(train=train, valid=valid, dynamic=dynamic, seed=seed)
+    train_labels, valid_labels = _labels(spec, data, train, valid)
+    return TrainingData(train=train, valid=valid, dynamic=dynamic, seed=seed,
+                        train_labels=train_labels, valid_labels=valid_labels)
+
+
+def _labels(spec: Any, data: Any, train: np.ndarray, valid: np.ndarray | None
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The train and valid labels of a conditioned spec (None, None for others), checked."""
+    if spec.condition is None:
+        return None, None
+    where = f"{data.name} train split" if isinstance(data, Splits) else "a plain array"
+    if not isinstance(data, Splits) or data.train_labels is None:
+        raise DataError(f"spec {spec.name!r} is conditioned on a class label ([condition]) but "
+                        f"{where} has no labels; train on a labelled dataset (mnist5k, digits) "
+                        "or pass ppl_vae.data.prepare(x, labels=y, likelihood=...) as the data")
+    train_labels = check_labels(spec, data.train_labels, len(train), "training labels")
+    valid_labels = None if valid is None else check_labels(spec, data.valid_labels, len(valid),
+                                                           "validation labels")
+    return train_labels, valid_labels
 
 
 def steps_per_epoch(num_data: int, batch_size: int) -> int:

@@ -7,9 +7,10 @@ chunks it records the history, evaluates held-out data, writes checkpoints and u
 progress bar. Chunk boundaries depend only on the global step, so a resumed run replays the
 chunks of an uninterrupted one.
 
-An engine provides ``set_epoch_data(x)``, ``run(idx) -> ChunkResult`` (stopping *before* a step
-whose loss or gradients are not finite), ``evaluate(x, step)``, ``get_params()``,
-``finalize()``, ``state()`` and ``load_state(params, arrays, meta)``.
+An engine provides ``set_epoch_data(x, c)``, ``run(idx) -> ChunkResult`` (stopping *before* a
+step whose loss or gradients are not finite), ``evaluate(x, step, c)``, ``get_params()``,
+``finalize()``, ``state()`` and ``load_state(params, arrays, meta)``; ``c`` are the class
+labels of a conditioned model (None otherwise), indexed by the same minibatch rows as ``x``.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
     postfix = {"loss": "", "valid": ""}
 
     def record_valid(at: int) -> None:
-        loss = engine.evaluate(data.valid, at)
+        loss = engine.evaluate(data.valid, at, data.valid_labels)
         history.add(np.array([at]), np.array([max(at - 1, 0) // plan.steps_per_epoch]), "valid",
                     np.array([loss]), np.array([time.perf_counter() - t0]))
         postfix["valid"] = f"{loss:.2f}"
@@ -192,7 +193,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
             epoch, pos = divmod(step, plan.steps_per_epoch)
             if epoch != epoch_loaded:
                 order = batches.epoch_order(plan.seed, epoch, num_data, plan.batch_size)
-                engine.set_epoch_data(data.epoch_train(epoch))
+                engine.set_epoch_data(data.epoch_train(epoch), data.train_labels)
                 epoch_loaded = epoch
             end = plan.chunk_end(step)
             result = engine.run(order[pos:pos + end - step])

@@ -52,7 +52,7 @@ class NumPyroEngine:
 
     def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
                  optimizer: Any, seed: int, num_data: int, example_batch: np.ndarray,
-                 max_chunk: int,
+                 max_chunk: int, example_labels: np.ndarray | None = None,
                  device: str | None = None) -> None:
         self.vae = vae
         self.device = resolve_device(device)
@@ -61,34 +61,40 @@ class NumPyroEngine:
         self.seed = seed
         self.max_chunk = max_chunk
         example_idx = jnp.arange(example_batch.shape[0])
+        example_c = vae.as_index(example_labels)
         self.elbo, self.guide = make_elbo(vae, estimator, num_particles,
                                           example_batch=example_batch, idx=example_idx,
-                                          num_data=num_data)
+                                          num_data=num_data, c=example_c)
         self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles,
                                                     example_batch=example_batch,
-                                                    idx=example_idx, num_data=num_data)
+                                                    idx=example_idx, num_data=num_data,
+                                                    c=example_c)
         self.svi = numpyro.infer.SVI(vae.model, self.guide, optimizer, self.elbo,
                                      num_data=num_data)
         self._x: jax.Array | None = None
         self._x_source: np.ndarray | None = None
+        self._c: jax.Array | None = None
         with jax.default_device(self.device):  # jitted: one compile instead of op by op
             state = jax.jit(self.svi.init)(jax.random.PRNGKey(seed),
-                                           vae.as_tensor(example_batch), example_idx)
+                                           vae.as_tensor(example_batch), example_idx,
+                                           c=example_c)
         self.svi_state = jax.device_put(state, self.device)
         self._chunk = jax.jit(self._chunk_fn)
         self._loss = jax.jit(self._eval_loss_fn)
 
     # -- data and steps
-    def set_epoch_data(self, x: np.ndarray) -> None:
+    def set_epoch_data(self, x: np.ndarray, c: np.ndarray | None = None) -> None:
         if x is not self._x_source:
             self._x = jax.device_put(self.vae.as_tensor(x), self.device)
             self._x_source = x
+            self._c = None if c is None else jax.device_put(self.vae.as_index(c), self.device)
 
-    def _chunk_fn(self, state: Any, x: jax.Array, idx: jax.Array, n: jax.Array) -> Any:
+    def _chunk_fn(self, state: Any, x: jax.Array, c: jax.Array | None, idx: jax.Array,
+                  n: jax.Array) -> Any:
         # Always max_chunk scan iterations, the steps past n skipped by lax.cond: one compiled
         # function serves every chunk length (and the replay after a bad step).
         def step(state: Any, ib: jax.Array) -> tuple[Any, Any]:
-            state, loss = self.svi.update(state, x[ib], ib)
+            state, loss = self.svi.update(state, x[ib], ib, c=None if c is None else c[ib])
             leaves = jax.tree_util.tree_leaves(self.svi.get_params(state))
             finite = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.isfinite(v).all()
                                                               for v in leaves]))
@@ -108,7 +114,7 @@ class NumPyroEngine:
         padded = np.zeros((self.max_chunk, idx.shape[1]), dtype=np.int32)
         padded[:n] = idx
         idx_j = jax.device_put(padded, self.device)
-        state, (losses, finite) = self._chunk(self.svi_state, self._x, idx_j, n)
+        state, (losses, finite) = self._chunk(self.svi_state, self._x, self._c, idx_j, n)
         losses, finite = np.asarray(losses)[:n], np.asarray(finite)[:n]
         now = time.perf_counter()
         if finite.all():
@@ -116,26 +122,29 @@ class NumPyroEngine:
             return ChunkResult(losses / self.num_data, np.full(n, now), None)
         bad = int(np.argmin(finite))
         if bad > 0:
-            self.svi_state, _ = self._chunk(self.svi_state, self._x, idx_j, bad)
+            self.svi_state, _ = self._chunk(self.svi_state, self._x, self._c, idx_j, bad)
         failure = self._diagnose(float(losses[bad]), idx_j[bad], bad)
         return ChunkResult(losses[:bad] / self.num_data, np.full(bad, now), failure)
 
-    def _loss_fn(self, params: dict, key: jax.Array, x: jax.Array, idx: jax.Array) -> jax.Array:
-        return self.elbo.loss(key, params, self.vae.model, self.guide, x, idx)
+    def _loss_fn(self, params: dict, key: jax.Array, x: jax.Array, idx: jax.Array,
+                 c: jax.Array | None) -> jax.Array:
+        return self.elbo.loss(key, params, self.vae.model, self.guide, x, idx, c=c)
 
     def _eval_loss_fn(self, params: dict, key: jax.Array, x: jax.Array,
-                      idx: jax.Array) -> jax.Array:
-        return self.eval_elbo.loss(key, params, self.vae.model, self.eval_guide, x, idx)
+                      idx: jax.Array, c: jax.Array | None) -> jax.Array:
+        return self.eval_elbo.loss(key, params, self.vae.model, self.eval_guide, x, idx, c=c)
 
-    def evaluate(self, x: np.ndarray, step: int) -> float:
-        """Per-datapoint loss (negative objective) on held-out ``x``, own RNG stream."""
+    def evaluate(self, x: np.ndarray, step: int, c: np.ndarray | None = None) -> float:
+        """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
+        stream."""
         params = self.svi.get_params(self.svi_state)
         key = jax.random.PRNGKey(eval_seed(self.seed, step))
         total = 0.0
         for i, start in enumerate(range(0, len(x), EVAL_BATCH)):
             xb = jax.device_put(self.vae.as_tensor(x[start:start + EVAL_BATCH]), self.device)
             ib = jnp.arange(start, start + xb.shape[0])
-            total += float(self._loss(params, jax.random.fold_in(key, i), xb, ib))
+            cb = None if c is None else self.vae.as_index(c[start:start + EVAL_BATCH])
+            total += float(self._loss(params, jax.random.fold_in(key, i), xb, ib, cb))
         return total / len(x)
 
     def get_params(self) -> dict[str, np.ndarray]:
@@ -169,25 +178,26 @@ class NumPyroEngine:
     def _diagnose(self, loss: float, ib: jax.Array, index: int) -> StepFailure:
         params = self.svi.get_params(self.svi_state)
         _, key = jax.random.split(self.svi_state.rng_key)  # the key SVI.update would use
+        cb = None if self._c is None else self._c[ib]
         bad_params, bad_sites, batch_max = jax.jit(self._report)(
-            params, self.svi_state.mutable_state or {}, key, self._x[ib], ib)
+            params, self.svi_state.mutable_state or {}, key, self._x[ib], ib, cb)
         return StepFailure(index=index, loss=loss,
                            sites=tuple(name for name, ok in bad_sites.items() if not ok),
                            parameters=tuple(name for name, ok in bad_params.items() if not ok),
                            batch_max_abs=float(batch_max))
 
     def _report(self, params: dict, mutable: dict, key: jax.Array, xb: jax.Array,
-                ib: jax.Array) -> tuple[dict, dict, jax.Array]:
+                ib: jax.Array, cb: jax.Array | None) -> tuple[dict, dict, jax.Array]:
         """Finiteness of each parameter with its gradient, and of each sample site's value
         and log-density, at ``params`` on one minibatch (jitted: one compile, not hundreds)."""
         # the baselines' running averages (mutable state) enter as constants, as in SVI
-        grads = jax.grad(lambda p: self._loss_fn({**p, **mutable}, key, xb, ib))(params)
+        grads = jax.grad(lambda p: self._loss_fn({**p, **mutable}, key, xb, ib, cb))(params)
         ok_params = {n: jnp.isfinite(params[n]).all() & jnp.isfinite(grads[n]).all()
                      for n in params}
         with handlers.substitute(data=params), handlers.seed(rng_seed=key):
-            guide_tr = handlers.trace(self.guide).get_trace(xb, ib, self.num_data)
+            guide_tr = handlers.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = handlers.trace(handlers.replay(self.vae.model, trace=guide_tr)) \
-                .get_trace(xb, ib, self.num_data)
+                .get_trace(xb, ib, self.num_data, c=cb)
         ok_sites = {f"{name} ({role})": jnp.isfinite(site["value"]).all()
                     & jnp.isfinite(site["fn"].log_prob(site["value"])).all()
                     for role, tr in (("guide", guide_tr), ("model", model_tr))

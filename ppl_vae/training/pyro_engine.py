@@ -155,6 +155,7 @@ class PyroEngine:
         self.device_name = str(vae.device)
         self._x = None
         self._x_source: np.ndarray | None = None
+        self._c: torch.Tensor | None = None
         cuda = vae.device.type == "cuda"
         self._devices = [vae.device.index or 0] if cuda else []
         self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles)
@@ -170,16 +171,18 @@ class PyroEngine:
             del store[name]  # a fresh run starts its baselines at zero
 
     # -- data and steps
-    def set_epoch_data(self, x: np.ndarray) -> None:
+    def set_epoch_data(self, x: np.ndarray, c: np.ndarray | None = None) -> None:
         if x is not self._x_source:
             self._x = self.vae.as_tensor(x)
             self._x_source = x
+            self._c = self.vae.as_index(c)
 
     def run(self, idx: np.ndarray) -> ChunkResult:
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
-        x, model, guide, elbo, num_data = self._x, self.vae.model, self.guide, self.elbo, \
-            self.num_data
+        x, c, model, guide, elbo, num_data = self._x, self._c, self.vae.model, self.guide, \
+            self.elbo, self.num_data
         chunk = x[idx_t]  # one gather for the chunk's minibatches
+        labels = None if c is None else c[idx_t]
         store = pyro.get_param_store()
         losses, times = [], []
         with self._own_rng(), warnings.catch_warnings(), pyro.validation_enabled(False):
@@ -191,16 +194,17 @@ class PyroEngine:
             captured: list[torch.Tensor] | None = None
             for i in range(idx_t.shape[0]):
                 ib, xb = idx_t[i], chunk[i]
+                cb = None if labels is None else labels[i]
                 if captured is None:
                     # what SVI.step optimizes: the parameters the step touched, captured once
                     # per chunk (the programs touch the same ones every step)
                     with poutine.trace(param_only=True) as capture:
-                        loss = elbo.loss_and_grads(model, guide, xb, ib, num_data)
+                        loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb)
                     captured = [site["value"].unconstrained()
                                 for site in capture.trace.nodes.values()]
                     store_size = len(store)
                 else:
-                    loss = elbo.loss_and_grads(model, guide, xb, ib, num_data)
+                    loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb)
                     if len(store) != store_size:  # a parameter was created: capture it too
                         seen = set(captured)
                         captured += [p for _, p in store.named_parameters() if p not in seen]
@@ -210,7 +214,7 @@ class PyroEngine:
                 if len(params) != self._num_captured:
                     self._note_extras(params)
                 if not (math.isfinite(loss) and _grads_finite(params)):
-                    failure = self._diagnose(loss, params, xb, ib, i)
+                    failure = self._diagnose(loss, params, xb, ib, cb, i)
                     _clear_grads(params)
                     return ChunkResult(np.asarray(losses), np.asarray(times), failure)
                 self.optim(params)
@@ -219,15 +223,18 @@ class PyroEngine:
                 times.append(time.perf_counter())
         return ChunkResult(np.asarray(losses), np.asarray(times), None)
 
-    def evaluate(self, x: np.ndarray, step: int) -> float:
-        """Per-datapoint loss (negative objective) on held-out ``x``, own RNG stream."""
+    def evaluate(self, x: np.ndarray, step: int, c: np.ndarray | None = None) -> float:
+        """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
+        stream."""
         total = 0.0
         with torch.no_grad(), torch.random.fork_rng(devices=self._devices):
             torch.manual_seed(eval_seed(self.seed, step))
             for start in range(0, len(x), EVAL_BATCH):
                 xb = self.vae.as_tensor(x[start:start + EVAL_BATCH])
                 ib = torch.arange(start, start + xb.shape[0], device=self.vae.device)
-                total += self.eval_elbo.loss(self.vae.model, self.eval_guide, xb, ib, None)
+                cb = None if c is None else self.vae.as_index(c[start:start + EVAL_BATCH])
+                total += self.eval_elbo.loss(self.vae.model, self.eval_guide, xb, ib, None,
+                                             c=cb)
         return total / len(x)
 
     def get_params(self) -> dict[str, np.ndarray]:
@@ -298,15 +305,15 @@ class PyroEngine:
         self._pending = {}
 
     def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,
-                  ib: torch.Tensor, index: int) -> StepFailure:
+                  ib: torch.Tensor, cb: torch.Tensor | None, index: int) -> StepFailure:
         store = pyro.get_param_store()
         bad_params = [store.param_name(p) or "?" for p in params
                       if not bool(torch.isfinite(p).all())
                       or not bool(torch.isfinite(p.grad).all())]
         with torch.no_grad():
-            guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data)
+            guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = poutine.trace(poutine.replay(self.vae.model, trace=guide_tr)) \
-                .get_trace(xb, ib, self.num_data)
+                .get_trace(xb, ib, self.num_data, c=cb)
         sites = [f"{name} ({role})" for role, tr in (("guide", guide_tr), ("model", model_tr))
                  for name, site in tr.nodes.items()
                  if site["type"] == "sample"

@@ -103,7 +103,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     vae : a VAE from :func:`ppl_vae.models.build` (either backend).
     data : an ``(N, D)`` (or ``(N, *image_shape)``) array, or :class:`ppl_vae.data.Splits`
         (trains on ``train``, validates on ``valid``, honours dynamic binarization by drawing
-        a fresh binarization every epoch). Checked against the spec before anything runs.
+        a fresh binarization every epoch). Checked against the spec before anything runs. A
+        conditioned spec (``[condition]``) reads the splits' ``train_labels`` and
+        ``valid_labels``, so it needs labelled :class:`~ppl_vae.data.Splits`.
     num_steps, num_epochs : length of training, at most one of them; an epoch is ``N // B``
         steps. Default: the spec's ``[training] num_steps``.
     batch_size, learning_rate, estimator, num_particles : default to the spec's ``[training]``
@@ -208,7 +210,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
                               eval_estimator=_value_estimator(estimator),
                               num_particles=num_particles, seed=seed, num_data=num_data,
-                              example_batch=training_data.train[:batch_size], device=device,
+                              example_batch=training_data.train[:batch_size],
+                              example_labels=None if training_data.train_labels is None
+                              else training_data.train_labels[:batch_size], device=device,
                               max_chunk=plan.max_chunk)
         training = {"estimator": getattr(estimator, "label", estimator.name),
                     "num_particles": num_particles,
@@ -247,7 +251,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
 
 
 def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
-                 example_batch: Any, device: str | None, max_chunk: int, **common: Any) -> Any:
+                 example_batch: Any, example_labels: Any, device: str | None, max_chunk: int,
+                 **common: Any) -> Any:
     if vae.backend == "pyro":
         from ppl_vae.training import pyro_engine
 
@@ -260,7 +265,8 @@ def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
     if isinstance(optimizer, str):
         optimizer = numpyro_engine.make_optimizer(optimizer, learning_rate, CLIP_NORM)
     return numpyro_engine.NumPyroEngine(vae, optimizer=optimizer, example_batch=example_batch,
-                                        device=device, max_chunk=max_chunk, **common)
+                                        example_labels=example_labels, device=device,
+                                        max_chunk=max_chunk, **common)
 
 
 def _value_estimator(estimator: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.estimators import get_estimator
 from ppl_vae.io import write_csv_tables
 from ppl_vae.variance.measure import measure_gradients, summarize
@@ -145,6 +146,7 @@ def load_target(source: Any, backend: str | None = None, *, batch_size: int = 12
         num_data = None if spec.posterior.amortized else len(splits.train)
         vae = build(spec, backend or "numpyro", seed=seed, num_data=num_data)
         stages, name = [("init", 0, vae.get_params())], spec.name
+    require_unconditioned(vae.spec, "the variance study")
     train = np.asarray(splits.train, dtype=np.float32)
     if batch_size > len(train):
         raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training points")

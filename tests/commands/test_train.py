@@ -150,3 +150,25 @@ def test_two_trainings_into_one_folder_the_second_is_refused_and_a_killed_one_ta
     assert load_run(out).config["training"]["num_steps"] == 4
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest",
                                                                        "step-00000004"]
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_a_conditional_vae_trains_and_evaluates_log_p_x_given_c(backend, tmp_path, capsys):
+    path = tmp_path / "cvae.toml"
+    path.write_text(textwrap.dedent(SPEC).replace('name = "tiny"', 'name = "tiny_cvae"')
+                    .replace('family = "standard-normal"', 'family = "learned-normal"')
+                    + "[condition]\nclasses = 10\nprior = \"learned\"\n")
+    out = tmp_path / "cvae"
+    assert main(["train", str(path), "--backend", backend, "--out", str(out)]) == 0
+    run = load_run(out)
+    data = run.evaluation_data(max_points=30)
+    np.testing.assert_array_equal(data.c, run.splits().test_labels[:30])
+    assert run.vae.get_params()["prior.loc"].shape == (10, 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--num-samples", "20", "--max-points", "30",
+                 "--model-samples", "10"]) == 0
+    assert "log p(x | c)" in capsys.readouterr().out
+    metrics = pd.read_csv(out / "metrics.csv").set_index("metric")["value"]
+    assert np.isfinite(metrics["log_likelihood_is"]) and np.isfinite(metrics["elbo"])
+    assert -64 * np.log(2) < metrics["log_likelihood_is"] < 0  # 64 binary pixels
+    assert metrics["log_likelihood_is"] >= metrics["elbo"] - 1.0

@@ -15,10 +15,24 @@ import torch
 
 import ppl_vae.models
 from ppl_vae.data import EIGHT_BIT_LIKELIHOODS
+from ppl_vae.spec import ConditionSpec
 
 RTOL = 1e-12  # float64 on both backends: the same arithmetic up to summation order
 ZOO = ppl_vae.models.zoo_names()
 B, K = 6, 3
+CONDITIONED = {  # conditioned variants beyond the zoo's cvae_mnist: conv nets, masked codes
+    "conditioned_conv_fixed_prior": ("conv_gaussian_dlogistic", ConditionSpec(4, "fixed")),
+    "conditioned_masked_learned_laplace": ("masked_laplace", ConditionSpec(3, "learned")),
+}
+PARITY = ZOO + sorted(CONDITIONED)
+
+
+def load(name):
+    """A zoo spec, or a conditioned variant of one (:data:`CONDITIONED`)."""
+    if name in CONDITIONED:
+        base, condition = CONDITIONED[name]
+        return ppl_vae.models.load_spec(base).replace(condition=condition)
+    return ppl_vae.models.load_spec(name)
 
 
 def _shrunk(net, hidden):
@@ -46,11 +60,24 @@ def data_for(spec, rng):
     return rng.normal(size=(B, spec.data_dim))
 
 
+def labels_for(spec, rng):
+    """Class labels of the B datapoints for a conditioned spec (classes 0 and C − 1 both
+    present), None otherwise."""
+    if spec.condition is None:
+        return None
+    return np.concatenate([[0, spec.condition.classes - 1],
+                           rng.integers(0, spec.condition.classes, B - 2)])
+
+
+def as_labels(vae, c):
+    return None if c is None else vae.as_index(c)
+
+
 @pytest.fixture
 def pair(request):
     """A float64 Pyro VAE and a NumPyro VAE with the Pyro one's weights, plus data and draws."""
     with jax.enable_x64(True):
-        spec = small(ppl_vae.models.load_spec(request.param))
+        spec = small(load(request.param))
         rng = np.random.default_rng(0)
         pyro_vae = ppl_vae.models.build(spec, "pyro", dtype="float64", num_data=B, seed=1)
         jax_vae = ppl_vae.models.build(spec, "numpyro", dtype="float64", num_data=B, seed=2)
@@ -58,20 +85,23 @@ def pair(request):
         pyro_vae.set_params(params)
         jax_vae.set_params(params)
         x = data_for(spec, rng)
+        c = labels_for(spec, rng)
         pyro.set_rng_seed(0)
-        latents = {k: v.numpy() for k, v in pyro_vae.sample_latents(x, K, idx=np.arange(B)).items()}
-        yield pyro_vae, jax_vae, x, latents
+        latents = {k: v.numpy() for k, v in pyro_vae.sample_latents(x, K, idx=np.arange(B),
+                                                                     c=c).items()}
+        yield pyro_vae, jax_vae, x, latents, c
 
 
-@pytest.mark.parametrize("pair", ZOO, indirect=True)
+@pytest.mark.parametrize("pair", PARITY, indirect=True)
 def test_backends_agree_on_log_densities_and_elbo(pair):
-    pyro_vae, jax_vae, x, latents = pair
+    pyro_vae, jax_vae, x, latents, c = pair
     idx = np.arange(B)
     pt = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x),
                                  {k: torch.as_tensor(v) for k, v in latents.items()},
-                                 torch.as_tensor(idx))
+                                 torch.as_tensor(idx), c=as_labels(pyro_vae, c))
     jt = jax_vae.log_prob_terms(jax_vae.as_tensor(x),
-                                {k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(idx))
+                                {k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(idx),
+                                c=as_labels(jax_vae, c))
     terms = {k: (pt[k].detach().numpy(), np.asarray(jt[k])) for k in pt}
     for name, (a, b) in terms.items():
         assert a.shape == (K, B), name
@@ -80,21 +110,22 @@ def test_backends_agree_on_log_densities_and_elbo(pair):
     np.testing.assert_allclose(elbo[0].detach().numpy(), np.asarray(elbo[1]), rtol=RTOL)
     assert np.all(np.isfinite(np.asarray(elbo[1])))
     if pyro_vae.spec.kl == "analytic":
-        np.testing.assert_allclose(pyro_vae.kl(pyro_vae.as_tensor(x)).detach().numpy(),
-                                   np.asarray(jax_vae.kl(jax_vae.as_tensor(x))), rtol=RTOL)
+        np.testing.assert_allclose(
+            pyro_vae.kl(pyro_vae.as_tensor(x), c=as_labels(pyro_vae, c)).detach().numpy(),
+            np.asarray(jax_vae.kl(jax_vae.as_tensor(x), c=as_labels(jax_vae, c))), rtol=RTOL)
 
 
 @pytest.mark.filterwarnings("ignore:Found non-auxiliary vars in guide")  # both sides conditioned
-@pytest.mark.parametrize("pair", ZOO, indirect=True)
+@pytest.mark.parametrize("pair", PARITY, indirect=True)
 def test_library_trace_elbo_equals_the_summed_terms(pair):
     """The model/guide programs themselves: Trace_ELBO of each library, with the guide fixed to
     one draw, is −Σ_b (log p(x_b, z_b) − log q(z_b | x_b)) on both backends."""
-    pyro_vae, jax_vae, x, latents = pair
+    pyro_vae, jax_vae, x, latents, c = pair
     idx = np.arange(B)
     one = {k: v[0] for k, v in latents.items()}
     terms = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x),
                                     {k: torch.as_tensor(v) for k, v in one.items()},
-                                    torch.as_tensor(idx))
+                                    torch.as_tensor(idx), c=as_labels(pyro_vae, c))
     expected = -float((terms["log_likelihood"] + terms["log_prior"] - terms["log_q"]).sum()
                       .detach())
 
@@ -102,13 +133,14 @@ def test_library_trace_elbo_equals_the_summed_terms(pair):
     fixed = {k: torch.as_tensor(v) for k, v in one.items()}
     pyro_loss = pyro.infer.Trace_ELBO().loss(pyro.poutine.condition(pyro_vae.model, fixed),
                                              pyro.poutine.condition(pyro_vae.guide, fixed),
-                                             pyro_vae.as_tensor(x), torch.as_tensor(idx))
+                                             pyro_vae.as_tensor(x), torch.as_tensor(idx),
+                                             c=as_labels(pyro_vae, c))
     with jax.enable_x64(True):
         jfixed = {k: jnp.asarray(v) for k, v in one.items()}
         jax_loss = numpyro.infer.Trace_ELBO().loss(
             jax.random.PRNGKey(0), {}, numpyro.handlers.condition(jax_vae.model, jfixed),
             numpyro.handlers.condition(jax_vae.guide, jfixed), jax_vae.as_tensor(x),
-            jnp.asarray(idx))
+            jnp.asarray(idx), c=as_labels(jax_vae, c))
     np.testing.assert_allclose(pyro_loss, expected, rtol=RTOL)
     np.testing.assert_allclose(float(jax_loss), expected, rtol=RTOL)
 
@@ -118,10 +150,12 @@ def test_data_plate_scales_minibatch_to_dataset_size(name):
     """With num_data = N, the minibatch log-likelihood is scaled by N / B (unbiased ELBO)."""
     spec = small(ppl_vae.models.load_spec(name))
     vae = ppl_vae.models.build(spec, "numpyro", num_data=40)
-    x = jnp.asarray(data_for(spec, np.random.default_rng(0)), dtype=jnp.float32)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(data_for(spec, rng), dtype=jnp.float32)
     idx = jnp.arange(B) + 10
     with numpyro.handlers.seed(rng_seed=0):
-        tr = numpyro.handlers.trace(vae.model).get_trace(x, idx, 40)
+        tr = numpyro.handlers.trace(vae.model).get_trace(x, idx, 40,
+                                                         c=as_labels(vae, labels_for(spec, rng)))
     np.testing.assert_allclose(tr["x"]["scale"], 40 / B)
     np.testing.assert_array_equal(tr["data"]["value"], idx)
 
@@ -134,21 +168,22 @@ def test_every_zoo_model_runs_two_svi_steps(name, backend):
     x = data_for(spec, rng).astype(np.float32)
     idx = np.arange(B)
     vae = ppl_vae.models.build(spec, backend, num_data=B)
+    c = as_labels(vae, labels_for(spec, rng))
     before = vae.get_params()
     estimator = spec.training.estimator
     if backend == "pyro":
         elbo, guide = ppl_vae.models.make_elbo(vae, estimator)
         svi = pyro.infer.SVI(vae.model, guide, pyro.optim.Adam({"lr": 1e-2}), elbo)
-        losses = [svi.step(vae.as_tensor(x), torch.as_tensor(idx), B) for _ in range(2)]
+        losses = [svi.step(vae.as_tensor(x), torch.as_tensor(idx), B, c) for _ in range(2)]
     else:
         elbo, guide = ppl_vae.models.make_elbo(vae, estimator, example_batch=x,
-                                               idx=jnp.asarray(idx))
+                                               idx=jnp.asarray(idx), c=c)
         svi = numpyro.infer.SVI(vae.model, guide, optax.adam(1e-2), elbo)
-        state = svi.init(jax.random.PRNGKey(0), vae.as_tensor(x), jnp.asarray(idx), B)
+        state = svi.init(jax.random.PRNGKey(0), vae.as_tensor(x), jnp.asarray(idx), B, c)
         update = jax.jit(svi.update, static_argnums=3)  # as the training engine runs it
         losses = []
         for _ in range(2):
-            state, loss = update(state, vae.as_tensor(x), jnp.asarray(idx), B)
+            state, loss = update(state, vae.as_tensor(x), jnp.asarray(idx), B, c)
             losses.append(float(loss))
         vae.set_params(svi.get_params(state))
     assert np.all(np.isfinite(losses))
@@ -215,25 +250,29 @@ def test_analytic_kl_estimator_uses_the_closed_form(name):
     analytic-KL ELBO is exact (no Monte Carlo noise) if and only if the KL is in closed form;
     a silent fallback to a Monte Carlo KL would differ draw to draw."""
     spec = small(ppl_vae.models.load_spec(name))
-    x = data_for(spec, np.random.default_rng(0)).astype(np.float64)
+    rng = np.random.default_rng(0)
+    x = data_for(spec, rng).astype(np.float64)
+    c = labels_for(spec, rng)
     params = ppl_vae.models.build(spec, "pyro", dtype="float64").get_params()
     params = {k: (np.zeros_like(v) if k.startswith("decoder") and k.endswith("weight") else v)
               for k, v in params.items()}
     pyro_vae = ppl_vae.models.build(spec, "pyro", dtype="float64")
     pyro_vae.set_params(params)
-    latents = {k: torch.as_tensor(v) for k, v in pyro_vae.sample_latents(x, 1).items()}
-    terms = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x), latents)
-    exact = -float((terms["log_likelihood"][0] - pyro_vae.kl(pyro_vae.as_tensor(x))).sum()
+    pc = as_labels(pyro_vae, c)
+    latents = {k: torch.as_tensor(v) for k, v in pyro_vae.sample_latents(x, 1, c=c).items()}
+    terms = pyro_vae.log_prob_terms(pyro_vae.as_tensor(x), latents, c=pc)
+    exact = -float((terms["log_likelihood"][0] - pyro_vae.kl(pyro_vae.as_tensor(x), c=pc)).sum()
                    .detach())
     elbo, guide = ppl_vae.models.make_elbo(pyro_vae, "analytic-kl")
-    losses = [elbo.loss(pyro_vae.model, guide, pyro_vae.as_tensor(x)) for _ in range(3)]
+    losses = [elbo.loss(pyro_vae.model, guide, pyro_vae.as_tensor(x), c=pc) for _ in range(3)]
     np.testing.assert_allclose(losses, exact, rtol=1e-9)
     with jax.enable_x64(True):
         jax_vae = ppl_vae.models.build(spec, "numpyro", dtype="float64")
         jax_vae.set_params(params)
-        elbo, guide = ppl_vae.models.make_elbo(jax_vae, "analytic-kl", example_batch=x)
+        jc = as_labels(jax_vae, c)
+        elbo, guide = ppl_vae.models.make_elbo(jax_vae, "analytic-kl", example_batch=x, c=jc)
         losses = [float(elbo.loss(jax.random.PRNGKey(s), {}, jax_vae.model, guide,
-                                  jax_vae.as_tensor(x))) for s in range(3)]
+                                  jax_vae.as_tensor(x), c=jc)) for s in range(3)]
     np.testing.assert_allclose(losses, exact, rtol=1e-9)
 
 

@@ -24,8 +24,9 @@ from ppl_vae.training import checkpoint, fit, loop
 TESTS = Path(__file__).parent
 
 
-def spec():
-    return ppl_vae.models.load_spec("gaussian_gaussian").replace(
+def spec(conditioned=False):
+    """The standard VAE, or cvae_mnist (class-conditional learned prior), shrunk to digits."""
+    return ppl_vae.models.load_spec("cvae_mnist" if conditioned else "gaussian_gaussian").replace(
         data_shape=(64,), latent_dim=2, encoder=NetworkSpec(hidden=(16,)),
         decoder=NetworkSpec(hidden=(16,)))
 
@@ -33,14 +34,17 @@ def spec():
 def splits():
     """96 digits with dynamic binarization (a fresh draw each epoch), 40 held out."""
     grey = data_module.prepare("digits", likelihood="bernoulli", binarization="dynamic")
-    return dataclasses.replace(grey, train=grey.train[:96], valid=grey.valid[:40])
+    return dataclasses.replace(grey, train=grey.train[:96], valid=grey.valid[:40],
+                               train_labels=grey.train_labels[:96],
+                               valid_labels=grey.valid_labels[:40])
 
 
-def train(backend, out, num_steps, *, estimator="reparam", num_particles=1, resume=False):
+def train(backend, out, num_steps, *, estimator="reparam", num_particles=1, resume=False,
+          conditioned=False):
     """Batch 32: 3 steps an epoch; checkpoints every 4 steps and at the end. Each call starts
     from an empty Pyro param store, as a resume in a new process does."""
     pyro.clear_param_store()
-    vae = ppl_vae.models.build(spec(), backend, seed=1)
+    vae = ppl_vae.models.build(spec(conditioned), backend, seed=1)
     return fit(vae, splits(), num_steps=num_steps, batch_size=32, estimator=estimator,
                num_particles=num_particles, seed=7, eval_every=3, checkpoint_every=4,
                out_dir=out, resume=resume, progress=False)
@@ -78,6 +82,17 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(backend, estimator, par
     train(backend, tmp_path / "parts", 10, **kw)  # stops in mid-epoch (step 10 of 3-step epochs)
     resumed = train(backend, tmp_path / "parts", 15, resume=True, **kw)
     assert_same_run(whole, resumed)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_resume_of_a_conditioned_run_is_exact(backend, tmp_path):
+    """A cVAE's labels travel with the minibatch order: the resumed run equals the whole one."""
+    kw = {"conditioned": True}
+    whole = train(backend, tmp_path / "whole", 15, **kw)
+    train(backend, tmp_path / "parts", 10, **kw)
+    resumed = train(backend, tmp_path / "parts", 15, resume=True, **kw)
+    assert_same_run(whole, resumed)
+    assert whole.vae.get_params()["prior.loc"].shape == (10, 2)
     assert resumed.num_steps == 15 and resumed.history["wall_time"].is_monotonic_increasing
 
 

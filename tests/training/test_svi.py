@@ -4,6 +4,8 @@ MNIST-5k."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -434,3 +436,18 @@ def test_short_run_on_mnist5k_improves_the_validation_elbo(backend):
     valid = result.history.query("split == 'valid'")["loss"].to_numpy()
     assert valid[0] > 500
     assert valid[0] - valid[-1] > 320
+
+
+def test_a_conditioned_spec_needs_labelled_data(digits):
+    spec = ppl_vae.models.load_spec("cvae_mnist").replace(
+        data_shape=(64,), latent_dim=2, encoder=NetworkSpec(hidden=(8,)),
+        decoder=NetworkSpec(hidden=(8,)))
+    vae = ppl_vae.models.build(spec, "pyro")
+    with pytest.raises(DataError, match="a plain array has no labels.*labels=y"):
+        quiet_fit(vae, digits.train, num_steps=1, batch_size=8)
+    unlabelled = dataclasses.replace(digits, train_labels=None)
+    with pytest.raises(DataError, match="digits train split has no labels"):
+        quiet_fit(vae, unlabelled, num_steps=1, batch_size=8)
+    bad = dataclasses.replace(digits, train_labels=digits.train_labels + 5)
+    with pytest.raises(ValueError, match=r"training labels must lie in 0\.\.9"):
+        quiet_fit(vae, bad, num_steps=1, batch_size=8)
