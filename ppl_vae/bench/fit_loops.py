@@ -37,7 +37,8 @@ class FitLoop:
         self.engine = _make_engine(vae, "adam", learning_rate, estimator=Reparam(),
                                    eval_estimator=Reparam(), num_particles=1, seed=seed,
                                    num_data=self.data.num_data, example_batch=x[:batch_size],
-                                   device=device, max_chunk=self.plan["max_chunk"])
+                                   example_labels=None, device=device,
+                                   max_chunk=self.plan["max_chunk"])
 
     def run_epoch(self, epoch: int) -> float:
         """Train epoch ``epoch`` (epochs must come in order); the mean per-datapoint loss."""
