@@ -49,20 +49,30 @@ def require_unconditioned(spec: Any, what: str) -> None:
                          "from ppl-vae evaluate without --ais (importance_sample(..., c=))")
 
 
-def check_labels(spec: Any, labels: Any, num_data: int, name: str = "labels"
-                 ) -> np.ndarray | None:
-    """Labels of ``num_data`` datapoints for ``spec``, checked: int64 ``(N,)`` in
-    ``[0, classes)``, or None for a model without ``[condition]`` (which takes none)."""
+def require_labels_iff_conditioned(spec: Any, labels: Any, name: str = "labels") -> bool:
+    """Whether ``spec`` is conditioned; raises if labels are missing for a conditioned model or
+    given to an unconditioned one (the one check of presence, for NumPy labels at the entry
+    points and for traced ones inside the model)."""
     cond = spec.condition
     if cond is None:
         if labels is not None:
             raise ValueError(f"model {spec.name!r} is not conditioned on a label (its spec has "
-                             "no [condition] table); drop the labels (c=)")
-        return None
+                             "no [condition] table); call it without c=")
+        return False
     if labels is None:
         raise ValueError(f"model {spec.name!r} is conditioned on a class label ([condition] "
-                         f"classes = {cond.classes}): pass the {name}, c= one integer in "
-                         f"0..{cond.classes - 1} per datapoint")
+                         f"classes = {cond.classes}): pass c= (the {name}: one integer in "
+                         f"0..{cond.classes - 1} per datapoint)")
+    return True
+
+
+def check_labels(spec: Any, labels: Any, num_data: int, name: str = "labels"
+                 ) -> np.ndarray | None:
+    """Labels of ``num_data`` datapoints for ``spec``, checked: int64 ``(N,)`` in
+    ``[0, classes)``, or None for a model without ``[condition]`` (which takes none)."""
+    if not require_labels_iff_conditioned(spec, labels, name):
+        return None
+    cond = spec.condition
     if hasattr(labels, "detach"):
         labels = labels.detach().cpu()
     values = np.asarray(labels)

@@ -15,7 +15,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae.conditioning import check_labels, class_prior_params, class_rows
+from ppl_vae.conditioning import (
+    check_labels,
+    class_prior_params,
+    class_rows,
+    require_labels_iff_conditioned,
+)
 from ppl_vae.networks import (
     apply_decoder,
     apply_encoder,
@@ -151,17 +156,9 @@ class VAECore(abc.ABC):
     def condition_input(self, like: Any, c: Any) -> Any:
         """one_hot(c) ``(B, C)`` in ``like``'s dtype for a conditioned spec, None otherwise;
         a conditioned model without labels (or labels for an unconditioned one) is an error."""
-        cond = self.spec.condition
-        if cond is None:
-            if c is not None:
-                raise ValueError(f"model {self.spec.name!r} is not conditioned on a label (no "
-                                 "[condition] table in its spec); call it without c=")
+        if not require_labels_iff_conditioned(self.spec, c):
             return None
-        if c is None:
-            raise ValueError(f"model {self.spec.name!r} is conditioned on a class label "
-                             f"([condition] classes = {cond.classes}): pass c= the integer "
-                             "labels, one per datapoint, e.g. model(x, idx, num_data, c=labels)")
-        return self.ops.one_hot(like, c, cond.classes)
+        return self.ops.one_hot(like, c, self.spec.condition.classes)
 
     def encoder_output(self, x: Any, c: Any = None) -> Any:
         """h(x) (h(x, c) when conditioned): the encoder network's output, which the posterior
