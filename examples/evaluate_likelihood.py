@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> Path:
 
     from ppl_vae.data import ppca as lg
     from ppl_vae.evaluation import ais_log_likelihood, importance_sample, likelihood_units
-    from ppl_vae.models import build
+    from ppl_vae.models import build, linear_gaussian
     from ppl_vae.reports import Report, machine_description
 
     if args.smoke:
@@ -65,8 +65,8 @@ def main(args: argparse.Namespace) -> Path:
          + ppca.sigma * rng.normal(size=(args.num_points, args.data_dim)))
     exact = lg.exact_log_likelihood(ppca.W, ppca.b, ppca.sigma, x)
 
-    vae = build(lg.linear_gaussian_spec(args.data_dim, args.latent_dim), args.backend)
-    lg.set_ppca_params(vae, ppca.W, ppca.b, ppca.sigma)
+    vae = build(linear_gaussian.linear_gaussian_spec(args.data_dim, args.latent_dim), args.backend)
+    linear_gaussian.set_ppca_params(vae, ppca.W, ppca.b, ppca.sigma)
     _spoil_guide(vae, lg, scale_factor=2.0, shift=0.2)
 
     rows = []

@@ -65,12 +65,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     :class:`DataError` and the commands' :class:`UsageError`; ``OSError`` an unreadable
     input or unwritable output.
     """
-    from ppl_vae.io import CheckpointError
+    from ppl_vae.io import FileReadError
     from ppl_vae.models._core import DeviceError
     from ppl_vae.runs import RunError
     from ppl_vae.training.loop import TrainingStoppedError
 
-    return (ValueError, OSError, CheckpointError, RunError, TrainingStoppedError, DeviceError)
+    return (ValueError, OSError, FileReadError, RunError, TrainingStoppedError, DeviceError)
 
 
 def describe(err: BaseException) -> str:

@@ -21,8 +21,8 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 
-class CheckpointError(RuntimeError):
-    """A parameter or checkpoint file that is missing, corrupt or does not fit the model."""
+class FileReadError(RuntimeError):
+    """A file that is missing, unreadable or not in its expected format; the message names it."""
 
 
 def current_umask() -> int:
@@ -90,9 +90,9 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
+        raise FileReadError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err}); the file is corrupt") from None
+        raise FileReadError(f"{path}: not valid JSON ({err}); the file is corrupt") from None
 
 
 def write_toml(path: str | Path, obj: dict[str, Any]) -> None:
@@ -113,7 +113,7 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     try:
         return st_load(path.read_bytes())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
+        raise FileReadError(f"{path}: file not found") from None
     except (SafetensorError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); "
+        raise FileReadError(f"{path}: not a readable safetensors file ({err}); "
                               "it is corrupt or was not written by ppl_vae") from None

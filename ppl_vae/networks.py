@@ -15,11 +15,82 @@ x (after the convolutions, before the MLP head, for a conv encoder) and to z (So
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ppl_vae.spec import NetworkSpec
+ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
+NETWORK_KINDS = ("mlp", "conv")
+
+
+def is_count(value: Any) -> bool:
+    """An integer >= 1 (TOML's ``true`` is a bool, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """An MLP: ``hidden`` sizes between input and output (``()`` is a linear map).
+
+    ``kind = "conv"``: an encoder of ``len(channels)`` convolutions (``kernel``, ``stride``,
+    padding ``(kernel − 1) // 2``) followed by the ``hidden`` MLP head; a decoder of the
+    ``hidden`` MLP from z to the smallest feature map (``channels[0]`` channels) followed by
+    transposed convolutions through ``channels[1:]`` to the image. ``masked_layers > 0``
+    (decoders only) makes the decoder locally autoregressive: that many PixelCNN masked
+    convolutions of ``masked_kernel`` and ``masked_channels`` (see
+    :func:`local_autoregressive`).
+    """
+
+    hidden: tuple[int, ...] = (400,)
+    activation: str = "relu"
+    kind: str = "mlp"
+    channels: tuple[int, ...] = ()
+    kernel: int = 4
+    stride: int = 2
+    masked_layers: int = 0
+    masked_kernel: int = 3
+    masked_channels: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not all(is_count(h) for h in self.hidden):
+            raise ValueError(f"hidden must be a list of positive integers, got {list(self.hidden)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; "
+                             f"got {self.activation!r}")
+        if self.kind not in NETWORK_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(NETWORK_KINDS)}; got {self.kind!r}")
+        if not all(isinstance(c, int) and c >= 1 for c in self.channels):
+            raise ValueError(f"channels must be a list of positive integers, got "
+                             f"{list(self.channels)}")
+        if (self.kind == "conv") != bool(self.channels):
+            raise ValueError("kind = 'conv' needs channels = [...] (one entry per convolution); "
+                             "an MLP takes no channels")
+        for name in ("kernel", "stride", "masked_kernel", "masked_channels"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.masked_layers, int) and self.masked_layers >= 0):
+            raise ValueError(f"masked_layers must be an integer >= 0, got {self.masked_layers!r}")
+        if self.masked_kernel % 2 == 0:
+            raise ValueError(f"masked_kernel must be odd (the mask is centred on the pixel), "
+                             f"got {self.masked_kernel}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML table: the MLP fields, plus the conv and masked fields when used."""
+        out: dict[str, Any] = {"hidden": list(self.hidden), "activation": self.activation}
+        if self.kind == "conv":
+            out |= {"kind": self.kind, "channels": list(self.channels), "kernel": self.kernel,
+                    "stride": self.stride}
+        if self.masked_layers:
+            out |= {"masked_layers": self.masked_layers, "masked_kernel": self.masked_kernel,
+                    "masked_channels": self.masked_channels}
+        return out
+
+
+
 
 
 def layer_sizes(in_size: int, net: NetworkSpec, out_size: int) -> list[tuple[int, int]]:

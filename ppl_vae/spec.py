@@ -36,93 +36,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppl_vae import families
+from ppl_vae import families, networks
 from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
+from ppl_vae.networks import NetworkSpec, is_count
 
-ACTIVATIONS = ("relu", "tanh", "softplus", "elu")
-NETWORK_KINDS = ("mlp", "conv")
 KL_CHOICES = ("analytic", "monte-carlo")
 CONDITION_PRIORS = ("fixed", "learned")
 CLASS_PRIOR_FAMILIES = ("learned-normal", "learned-laplace")
 """Prior families with per-dimension location and scale, which ``[condition] prior = "learned"``
-turns into per-class tables (:mod:`ppl_vae.conditioning`)."""
-BINARIZATIONS = ("static", "threshold", "dynamic", "none")  # ppl_vae.data.BINARIZATIONS
+turns into per-class tables (:func:`ppl_vae.families.class_rows`)."""
+BINARIZATIONS = ("static", "threshold", "dynamic", "none")
+"""How ``ppl_vae.data.prepare`` turns grey levels into binary data for a Bernoulli likelihood."""
 
 
 class SpecError(ValueError):
     """An invalid model spec; the message names the source, the field and the fix."""
 
 
-def _is_count(value: Any) -> bool:
-    """An integer >= 1 (TOML's ``true`` is a bool, not a count)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _is_positive_number(value: Any) -> bool:
     """A finite real number > 0."""
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0)
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """An MLP: ``hidden`` sizes between input and output (``()`` is a linear map).
-
-    ``kind = "conv"``: an encoder of ``len(channels)`` convolutions (``kernel``, ``stride``,
-    padding ``(kernel − 1) // 2``) followed by the ``hidden`` MLP head; a decoder of the
-    ``hidden`` MLP from z to the smallest feature map (``channels[0]`` channels) followed by
-    transposed convolutions through ``channels[1:]`` to the image. ``masked_layers > 0``
-    (decoders only) makes the decoder locally autoregressive: that many PixelCNN masked
-    convolutions of ``masked_kernel`` and ``masked_channels`` (see
-    :func:`ppl_vae.networks.local_autoregressive`).
-    """
-
-    hidden: tuple[int, ...] = (400,)
-    activation: str = "relu"
-    kind: str = "mlp"
-    channels: tuple[int, ...] = ()
-    kernel: int = 4
-    stride: int = 2
-    masked_layers: int = 0
-    masked_kernel: int = 3
-    masked_channels: int = 32
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        object.__setattr__(self, "channels", tuple(self.channels))
-        if not all(_is_count(h) for h in self.hidden):
-            raise ValueError(f"hidden must be a list of positive integers, got {list(self.hidden)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; "
-                             f"got {self.activation!r}")
-        if self.kind not in NETWORK_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(NETWORK_KINDS)}; got {self.kind!r}")
-        if not all(isinstance(c, int) and c >= 1 for c in self.channels):
-            raise ValueError(f"channels must be a list of positive integers, got "
-                             f"{list(self.channels)}")
-        if (self.kind == "conv") != bool(self.channels):
-            raise ValueError("kind = 'conv' needs channels = [...] (one entry per convolution); "
-                             "an MLP takes no channels")
-        for name in ("kernel", "stride", "masked_kernel", "masked_channels"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.masked_layers, int) and self.masked_layers >= 0):
-            raise ValueError(f"masked_layers must be an integer >= 0, got {self.masked_layers!r}")
-        if self.masked_kernel % 2 == 0:
-            raise ValueError(f"masked_kernel must be odd (the mask is centred on the pixel), "
-                             f"got {self.masked_kernel}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The TOML table: the MLP fields, plus the conv and masked fields when used."""
-        out: dict[str, Any] = {"hidden": list(self.hidden), "activation": self.activation}
-        if self.kind == "conv":
-            out |= {"kind": self.kind, "channels": list(self.channels), "kernel": self.kernel,
-                    "stride": self.stride}
-        if self.masked_layers:
-            out |= {"masked_layers": self.masked_layers, "masked_kernel": self.masked_kernel,
-                    "masked_channels": self.masked_channels}
-        return out
 
 
 @dataclass(frozen=True)
@@ -140,7 +74,7 @@ class TrainingDefaults:
     def __post_init__(self) -> None:
         for name in ("num_particles", "num_steps", "batch_size"):
             value = getattr(self, name)
-            if not _is_count(value):
+            if not is_count(value):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not _is_positive_number(self.learning_rate):
             raise ValueError(f"learning_rate must be a finite number > 0, got "
@@ -163,7 +97,7 @@ class ConditionSpec:
     prior: str = "fixed"
 
     def __post_init__(self) -> None:
-        if not (_is_count(self.classes) and self.classes >= 2):
+        if not (is_count(self.classes) and self.classes >= 2):
             raise ValueError(f"classes must be an integer >= 2 (the number of labels, e.g. "
                              f"classes = 10 for digits), got {self.classes!r}")
         if self.prior not in CONDITION_PRIORS:
@@ -207,9 +141,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(self.data_shape))
-        if not _is_count(self.latent_dim):
+        if not is_count(self.latent_dim):
             raise SpecError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
-        if not self.data_shape or not all(_is_count(d) for d in self.data_shape):
+        if not self.data_shape or not all(is_count(d) for d in self.data_shape):
             raise SpecError(f"data_shape must be a list of positive integers, "
                             f"got {list(self.data_shape)}")
         for role, table in (("posterior", POSTERIORS), ("prior", PRIORS),
@@ -265,8 +199,6 @@ class ModelSpec:
                             "or [condition] prior = 'fixed'")
 
     def _check_image_networks(self) -> None:
-        from ppl_vae import networks
-
         if self.encoder is not None and self.encoder.masked_layers:
             raise SpecError("[encoder] masked_layers applies to decoders only")
         for role in ("encoder", "decoder"):
@@ -284,9 +216,9 @@ class ModelSpec:
                     self.data_shape)[0] != 1:
                 raise SpecError(f"[decoder] masked_layers needs one-channel images, data_shape "
                                 f"= [H, W] or [1, H, W]; got {list(self.data_shape)}")
-            if self.likelihood.name != "bernoulli":
+            if self.likelihood.data_kind != "binary":
                 raise SpecError(f"[decoder] masked_layers supports the bernoulli likelihood "
-                                f"only, got {self.likelihood.name!r}")
+                                f"only (binary data), got {self.likelihood.name!r}")
 
     @property
     def data_dim(self) -> int:

@@ -1,13 +1,13 @@
-"""ppl_vae.conditioning: label checks, and the tools that refuse conditional VAEs by name."""
+"""ppl_vae.models.conditioning: label checks, and the tools that refuse conditional VAEs by name."""
 
 import numpy as np
 import pytest
 
 import ppl_vae.models
 from ppl_vae.compare import plan
-from ppl_vae.conditioning import check_labels
 from ppl_vae.diagnostics import diagnose
 from ppl_vae.evaluation import EvaluationConfig, ais_log_likelihood, evaluate_split
+from ppl_vae.models.conditioning import check_labels
 from ppl_vae.variance import load_target
 
 CVAE = ppl_vae.models.load_spec("cvae_mnist")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ppl_vae import io
-from ppl_vae.io import CheckpointError
+from ppl_vae.io import FileReadError
 
 
 def test_arrays_round_trip_exactly_including_scalars_and_views(tmp_path):
@@ -20,12 +20,12 @@ def test_arrays_round_trip_exactly_including_scalars_and_views(tmp_path):
 
 def test_corrupt_and_missing_files_raise_clear_errors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 12)
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(FileReadError, match="corrupt"):
         io.load_arrays(tmp_path / "bad.safetensors")
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(FileReadError, match="not found"):
         io.load_arrays(tmp_path / "absent.safetensors")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with pytest.raises(FileReadError, match="not valid JSON"):
         io.read_json(tmp_path / "bad.json")
 
 

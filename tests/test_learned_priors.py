@@ -8,8 +8,7 @@ import torch
 from scipy import special, stats
 
 import ppl_vae.models
-from ppl_vae import learned_priors
-from ppl_vae.families import Bernoulli, GaussianPosterior, LaplacePosterior
+from ppl_vae.families import Bernoulli, GaussianPosterior, LaplacePosterior, learned_priors
 from ppl_vae.models.numpyro_backend import JaxOps
 from ppl_vae.models.pyro_backend import TorchOps
 from ppl_vae.spec import ModelSpec, NetworkSpec

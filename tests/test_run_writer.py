@@ -1,4 +1,4 @@
-"""Tests for :mod:`ppl_vae.run_writer`: one writer per run folder (refused at once, naming the
+"""Tests for :mod:`ppl_vae.runs.writer`: one writer per run folder (refused at once, naming the
 holder; a lock of a process killed with SIGKILL is taken over), the swap of a new run, the
 recovery of a swap cut short, and the refusal of folders that are not runs."""
 
@@ -15,12 +15,12 @@ import pytest
 
 import ppl_vae
 from ppl_vae import runs
-from ppl_vae.run_writer import RunLockedError, RunWriter, check_replaceable, writer_home
+from ppl_vae.runs import RunLockedError, RunWriter, check_replaceable, writer_home
 from tests.conftest import folder_bytes
 
 HOLDER = """
 import sys, time
-from ppl_vae.run_writer import RunWriter
+from ppl_vae.runs import RunWriter
 
 with RunWriter(sys.argv[1]):
     print("locked", flush=True)

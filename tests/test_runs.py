@@ -9,8 +9,8 @@ import pytest
 from ppl_vae import runs
 from ppl_vae.cli import main
 from ppl_vae.data import binarize_static, prepare
-from ppl_vae.io import CheckpointError
 from ppl_vae.models import build, load_spec
+from ppl_vae.runs import CheckpointError
 from ppl_vae.spec import NetworkSpec
 
 DATA = {"source": "digits", "binarization": "static", "fractions": [0.8, 0.1, 0.1], "seed": 0,

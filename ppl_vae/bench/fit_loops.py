@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from ppl_vae.estimators import Reparam
+from ppl_vae.runs.checkpoints import Checkpoint
 from ppl_vae.training import batches
-from ppl_vae.training.checkpoint import Checkpoint
 from ppl_vae.training.loop import Plan, run_training
 from ppl_vae.training.svi import MAX_CHUNK, _make_engine
 

@@ -130,7 +130,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
 
     data = run.evaluation_data("test", max_points=cell.eval_points, seed=0)
     x = data.x
-    units = likelihood_units(vae.spec.likelihood.name, vae.spec.data_dim,
+    units = likelihood_units(vae.spec.likelihood, vae.spec.data_dim,
                              dequantized=splits.dequantized, max_value=splits.max_value)
     amortized = vae.spec.posterior.amortized
     config = EvaluationConfig(num_samples=cell.num_samples, seed=0,

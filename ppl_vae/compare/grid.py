@@ -30,8 +30,8 @@ from ppl_vae.compare.summary import (
     paired_differences,
     summarize,
 )
-from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.io import write_csv_tables
+from ppl_vae.models.conditioning import require_unconditioned
 
 TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr"]
 FAILURE_COLUMNS = ["spec", "seed", "key", "error"]

@@ -53,6 +53,8 @@ from ppl_vae.data.transforms import (
     dequantize,
     split,
 )
+from ppl_vae.families import likelihood_family
+from ppl_vae.spec import BINARIZATIONS
 
 __all__ = [
     "BINARIZATIONS", "BUILTIN_DATASETS", "EIGHT_BIT_LIKELIHOODS", "LIKELIHOOD_NAMES",
@@ -62,7 +64,6 @@ __all__ = [
     "load_image_folder", "load_mnist5k", "load_npz", "load_patches", "prepare", "split",
 ]
 
-BINARIZATIONS = ("static", "threshold", "dynamic", "none")
 
 
 def _as_raw(source, labels) -> RawData:
@@ -144,14 +145,13 @@ def prepare(
         order (``False``: how runs trained before splits were shuffled rebuild their data;
         see :func:`~ppl_vae.data.transforms.split`).
     """
-    if likelihood not in LIKELIHOOD_NAMES:
-        raise ValueError(f"likelihood must be one of {LIKELIHOOD_NAMES}, got {likelihood!r}")
+    kind = likelihood_family(likelihood).data_kind
     if binarization not in BINARIZATIONS:
         raise ValueError(f"binarization must be one of {BINARIZATIONS}, got {binarization!r}")
-    if dequantize and likelihood != "gaussian":
+    if dequantize and kind != "continuous":
         raise ValueError(
             "dequantize=True applies to the Gaussian likelihood; "
-            + ("for 'bernoulli' choose a binarization instead" if likelihood == "bernoulli"
+            + (f"for {likelihood!r} choose a binarization instead" if kind == "binary"
                else f"the {likelihood} likelihood models the integer pixels directly")
         )
     raw = _as_raw(source, labels)
@@ -160,7 +160,7 @@ def prepare(
     # from default_rng(seed).
     noise_seed = np.random.SeedSequence(seed).spawn(1)[0]
 
-    if likelihood in EIGHT_BIT_LIKELIHOODS:
+    if kind == "eight-bit":
         values = _eight_bit(raw, x, likelihood)
     elif raw.max_value is None:
         if dequantize:
@@ -174,9 +174,9 @@ def prepare(
     else:
         values = x / np.float32(raw.max_value)
 
-    if likelihood == "bernoulli" and binarization == "static":
+    if kind == "binary" and binarization == "static":
         values = transforms.binarize_static(values, noise_seed)
-    elif likelihood == "bernoulli" and binarization == "threshold":
+    elif kind == "binary" and binarization == "threshold":
         values = transforms.binarize_threshold(values)
 
     image_shape = raw.image_shape
@@ -185,7 +185,7 @@ def prepare(
     scaled = dataclasses.replace(raw, values=values, image_shape=image_shape)
     splits = transforms.split(scaled, fractions, seed, shuffle=shuffle)
 
-    dynamic = likelihood == "bernoulli" and binarization == "dynamic"
+    dynamic = kind == "binary" and binarization == "dynamic"
     for name in transforms.SPLIT_NAMES:
         check_data(
             getattr(splits, name),

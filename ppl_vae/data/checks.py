@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-EIGHT_BIT_LIKELIHOODS = ("discretized-logistic", "categorical")
+from ppl_vae.families import LIKELIHOODS, likelihood_family
+
+EIGHT_BIT_LIKELIHOODS = tuple(name for name, cls in LIKELIHOODS.items()
+                              if cls.data_kind == "eight-bit")
 """Likelihoods of 8-bit integer pixels 0..255 (exact probabilities, no dequantization)."""
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian", *EIGHT_BIT_LIKELIHOODS)
+LIKELIHOOD_NAMES = tuple(LIKELIHOODS)
 
 
 class DataError(ValueError):
@@ -21,7 +25,7 @@ def check_data(
     x,
     *,
     data_shape: Sequence[int] | None = None,
-    likelihood: str | None = None,
+    likelihood: Any = None,
     name: str = "data",
     max_value: float | None = None,
 ) -> np.ndarray:
@@ -34,9 +38,10 @@ def check_data(
     data_shape : sequence of int, optional
         Shape of one datapoint the model expects; only the number of values
         per datapoint must match, trailing image dimensions are flattened.
-    likelihood : {"bernoulli", "gaussian", "discretized-logistic", "categorical"}, optional
-        ``"bernoulli"`` requires values in ``{0, 1}``; the 8-bit likelihoods require integer
-        intensities in ``0..255`` that are not all in ``[0, 1]`` (binarized or scaled data).
+    likelihood : a likelihood family or its name, optional
+        Its ``data_kind`` decides: binary data (``"bernoulli"``) must lie in ``{0, 1}``; 8-bit
+        data (``"discretized-logistic"``, ``"categorical"``) must be integer intensities in
+        ``0..255`` that are not all in ``[0, 1]`` (binarized or scaled data).
     name : str
         Name used in error messages.
     max_value : float, optional
@@ -47,9 +52,8 @@ def check_data(
     DataError
         With a message naming the problem and how to fix it.
     """
-    if likelihood is not None and likelihood not in LIKELIHOOD_NAMES:
-        raise ValueError(f"likelihood must be one of {LIKELIHOOD_NAMES} or None, "
-                         f"got {likelihood!r}")
+    family = None if likelihood is None else likelihood_family(likelihood)
+    kind = None if family is None else family.data_kind
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
         raise DataError(
@@ -93,7 +97,7 @@ def check_data(
             "it to [0, 1] first, e.g. (x - x.min()) / (x.max() - x.min()), or pass "
             "RawData(values, max_value=...) with the true intensity maximum"
         )
-    if likelihood == "bernoulli":
+    if kind == "binary":
         if lo < 0 or hi > 1:
             raise DataError(
                 f"{name} has values in [{lo:g}, {hi:g}] but the Bernoulli likelihood needs "
@@ -106,8 +110,8 @@ def check_data(
                 "{0, 1}; binarize with binarization='static'|'threshold'|'dynamic', "
                 "or use a Gaussian likelihood"
             )
-    if likelihood in EIGHT_BIT_LIKELIHOODS:
-        _check_eight_bit(flat, lo, hi, name, likelihood)
+    if kind == "eight-bit":
+        _check_eight_bit(flat, lo, hi, name, family.name)
     return flat
 
 

@@ -1,5 +1,4 @@
-r"""Probabilistic PCA: synthetic data, its exact likelihood and posterior, and the
-linear-Gaussian VAE set to it.
+r"""Probabilistic PCA: synthetic data and its exact likelihood and posterior.
 
 The model ``z ~ N(0, I)``, ``x | z ~ N(W z + b, σ² I)`` has the closed forms
 (Tipping & Bishop 1999)
@@ -10,9 +9,9 @@ The model ``z ~ N(0, I)``, ``x | z ~ N(W z + b, σ² I)`` has the closed forms
 
 When the columns of ``W`` are orthogonal, ``M`` is diagonal, so the exact posterior is a
 diagonal Gaussian whose mean is a linear map of ``x``: the ``linear_gaussian`` zoo model's
-linear encoder represents it exactly. :func:`set_ppca_params` writes such a model's
-weights; estimators of log p(x) and posterior diagnostics are then checked against
-:func:`exact_log_likelihood` and :func:`exact_posterior`.
+linear encoder represents it exactly (:func:`ppl_vae.models.linear_gaussian.set_ppca_params`
+writes such a model's weights); estimators of log p(x) and posterior diagnostics are then
+checked against :func:`exact_log_likelihood` and :func:`exact_posterior`.
 
 References
 ----------
@@ -28,10 +27,9 @@ from typing import Any
 import numpy as np
 
 from ppl_vae.data.sources import RawData
-from ppl_vae.families import Gaussian, GaussianPosterior, StandardNormal
 
 __all__ = ["PPCAParams", "exact_log_likelihood", "exact_posterior", "inverse_softplus",
-           "linear_gaussian_spec", "orthogonal_ppca", "ppca_synthetic", "set_ppca_params"]
+           "orthogonal_ppca", "ppca_synthetic"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,83 +123,3 @@ def exact_posterior(W: Any, b: Any, sigma: float, x: Any) -> tuple[np.ndarray, n
     mean = np.linalg.solve(M, W.T @ centred.reshape(-1, W.shape[0]).T).T
     cov = sigma**2 * np.linalg.inv(M)
     return mean.reshape(*centred.shape[:-1], W.shape[1]), 0.5 * (cov + cov.T)
-
-
-def linear_gaussian_spec(data_dim: int, latent_dim: int) -> Any:
-    """The ``linear_gaussian`` zoo spec resized to ``data_dim`` and ``latent_dim``."""
-    from ppl_vae.models import load_spec
-
-    return load_spec("linear_gaussian").replace(data_shape=(data_dim,), latent_dim=latent_dim)
-
-
-def set_ppca_params(vae: Any, W: Any, b: Any, sigma: float, exact_posterior: bool = True) -> None:
-    r"""Set a linear-Gaussian VAE's decoder to PPCA(W, b, σ), and its encoder to p(z | x).
-
-    The decoder gets ``decoder.0.weight = W``, ``decoder.0.bias = b`` and the likelihood
-    scale σ (``likelihood.scale_raw = softplus⁻¹(σ − min_scale)``; a fixed-scale spec must
-    already have scale σ). With ``exact_posterior`` the encoder outputs the exact
-    posterior: mean half ``M⁻¹Wᵀ(x − b)``, scale half with zero weights and bias
-    ``softplus⁻¹(σ_post − scale_floor)``, σ_post² = σ² / diag(M). That needs orthogonal
-    columns of ``W`` (diagonal M); :func:`orthogonal_ppca` draws such parameters.
-
-    The VAE must have a linear encoder and decoder, a Gaussian posterior, a standard
-    normal prior and a Gaussian likelihood (the ``linear_gaussian`` zoo model, e.g.
-    :func:`linear_gaussian_spec`), on either backend.
-    """
-    spec = vae.spec
-    W = np.asarray(W, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    data_dim, latent_dim = spec.data_dim, spec.latent_dim
-    _check_linear_gaussian(spec)
-    if W.shape != (data_dim, latent_dim) or b.shape != (data_dim,):
-        raise ValueError(f"W must have shape ({data_dim}, {latent_dim}) and b ({data_dim},) for "
-                         f"this model; got {W.shape} and {b.shape}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    params = vae.get_params()
-    params["decoder.0.weight"] = W
-    params["decoder.0.bias"] = b
-    lik = spec.likelihood
-    if lik.learned:
-        if not sigma > lik.min_scale:
-            raise ValueError(f"sigma = {sigma} must exceed the likelihood's min_scale "
-                             f"{lik.min_scale}")
-        params["likelihood.scale_raw"] = inverse_softplus(sigma - lik.min_scale)
-    elif not np.isclose(float(lik.scale), sigma, rtol=1e-12, atol=0.0):
-        raise ValueError(f"the spec fixes the likelihood scale at {lik.scale}, but sigma = "
-                         f"{sigma}; use scale = 'learned' or pass sigma = {lik.scale}")
-    if exact_posterior:
-        gram = W.T @ W
-        off_diagonal = gram - np.diag(np.diag(gram))
-        if np.abs(off_diagonal).max(initial=0.0) > 1e-10 * max(np.abs(gram).max(), 1.0):
-            raise ValueError("the exact posterior is a diagonal Gaussian only when W has "
-                             "orthogonal columns (W^T W diagonal); draw W with "
-                             "orthogonal_ppca(...) or pass exact_posterior=False")
-        m_diag = np.diag(gram) + sigma**2
-        post_scale = sigma / np.sqrt(m_diag)
-        if np.any(post_scale <= spec.scale_floor):
-            raise ValueError(f"posterior scales {post_scale.min():g} fall below the spec's "
-                             f"scale_floor {spec.scale_floor}; increase sigma")
-        gain = W.T / m_diag[:, None]
-        params["encoder.0.weight"] = np.concatenate([gain, np.zeros_like(gain)])
-        params["encoder.0.bias"] = np.concatenate(
-            [-gain @ b, inverse_softplus(post_scale - spec.scale_floor)])
-    vae.set_params(params)
-
-
-def _check_linear_gaussian(spec: Any) -> None:
-    problems = []
-    if not isinstance(spec.posterior, GaussianPosterior):
-        problems.append(f"posterior {spec.posterior.name!r} (need 'gaussian')")
-    if not isinstance(spec.prior, StandardNormal):
-        problems.append(f"prior {spec.prior.name!r} (need 'standard-normal')")
-    if not isinstance(spec.likelihood, Gaussian):
-        problems.append(f"likelihood {spec.likelihood.name!r} (need 'gaussian')")
-    if spec.encoder is None or spec.encoder.hidden:
-        problems.append("encoder is not linear (need hidden = [])")
-    if spec.decoder.hidden:
-        problems.append("decoder is not linear (need hidden = [])")
-    if problems:
-        raise ValueError(f"spec {spec.name!r} is not a linear-Gaussian VAE: "
-                         f"{'; '.join(problems)}; build the 'linear_gaussian' zoo model "
-                         "(linear_gaussian_spec(data_dim, latent_dim))")

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.diagnostics import inference_data
 from ppl_vae.diagnostics.collapse import posterior_collapse
 from ppl_vae.diagnostics.gaps import GapResult, inference_gaps
@@ -35,6 +34,7 @@ from ppl_vae.diagnostics.psis import (
     khat_summary,
     psis,
 )
+from ppl_vae.models.conditioning import require_unconditioned
 
 __all__ = ["Diagnosis", "diagnose"]
 

@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.evaluation.importance import check_idx, check_x, log_mean_exp
 from ppl_vae.models import as_numpyro
+from ppl_vae.models.conditioning import require_unconditioned
 
 STARTS = ("q", "prior")
 

@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.conditioning import check_labels
 from ppl_vae.data import check_data
 from ppl_vae.models import LOG_TERMS, to_numpy
+from ppl_vae.models.conditioning import check_labels
 
 DEFAULT_BUDGET = 2**13
 """Default (particle × datapoint) pairs decoded at once: ~130 MB for a 784-400 decoder.
@@ -271,7 +271,7 @@ def elbo(vae: Any, x: Any, num_samples: int = 1000, *, seed: int = 0, idx: Any =
 def check_x(spec: Any, x: Any) -> np.ndarray:
     """Validate data for ``spec`` and flatten it to ``(N, D)``, keeping its dtype."""
     x = to_numpy(x)
-    check_data(x, data_shape=spec.data_shape, likelihood=spec.likelihood.name)
+    check_data(x, data_shape=spec.data_shape, likelihood=spec.likelihood)
     return np.require(x.reshape(x.shape[0], -1), requirements="W")
 
 

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.conditioning import check_labels
 from ppl_vae.evaluation.importance import check_idx, check_x
 from ppl_vae.models import float64, to_numpy
+from ppl_vae.models.conditioning import check_labels
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 """Burda et al. (2016)'s threshold on Cov_x(E_q[z_u])."""

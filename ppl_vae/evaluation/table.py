@@ -36,11 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.conditioning import check_labels, require_unconditioned
 from ppl_vae.evaluation import metrics
 from ppl_vae.evaluation.ais import ais_log_likelihood
 from ppl_vae.evaluation.importance import DEFAULT_BUDGET, check_x, importance_sample
 from ppl_vae.evaluation.units import LikelihoodUnits, likelihood_units
+from ppl_vae.models.conditioning import check_labels, require_unconditioned
 
 COLUMNS = ["run", "split", "metric", "value", "stderr"]
 
@@ -108,7 +108,7 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     c = check_labels(spec, c, x.shape[0])
     if config.ais_points > 0:
         require_unconditioned(spec, "AIS (ais_points > 0; CLI: --ais)")
-    units = units or likelihood_units(spec.likelihood.name, spec.data_dim)
+    units = units or likelihood_units(spec.likelihood, spec.data_dim)
     rows = _Rows(run, split)
     notes = [f"units: {units.note}"]
     has_q = metrics.has_encoder_codes(spec, idx)

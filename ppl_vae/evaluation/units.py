@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.data import EIGHT_BIT_LIKELIHOODS, dequantization_offset_nats
+from ppl_vae.data import dequantization_offset_nats
+from ppl_vae.families import likelihood_family
 
 __all__ = ["LikelihoodUnits", "bits_per_dim", "likelihood_units"]
 
@@ -59,31 +60,30 @@ class LikelihoodUnits:
                            self.data_dim)
 
 
-def likelihood_units(likelihood: str, data_dim: int, *, dequantized: bool = False,
+def likelihood_units(likelihood: Any, data_dim: int, *, dequantized: bool = False,
                      max_value: float | None = None) -> LikelihoodUnits:
     """The units convention for a likelihood family and how the data were prepared.
 
     Parameters
     ----------
-    likelihood : ``"bernoulli"`` (a probability of binary data: no offset), an 8-bit
-        likelihood (``"discretized-logistic"``, ``"categorical"``: exact probabilities of the
-        integer pixels, no offset) or ``"gaussian"`` (a density).
+    likelihood : a likelihood family or its name; its ``data_kind`` decides: binary
+        (``"bernoulli"``: a probability of binary data, no offset), eight-bit
+        (``"discretized-logistic"``, ``"categorical"``: exact probabilities of the integer
+        pixels, no offset) or continuous (``"gaussian"``: a density).
     data_dim : D, values per datapoint.
     dequantized : the data are uniformly dequantized integer intensities.
     max_value : the intensity maximum before scaling (255 for 8-bit), needed when
         ``dequantized``; see :class:`ppl_vae.data.Splits`.
     """
-    if likelihood == "bernoulli":
+    kind = likelihood_family(likelihood).data_kind
+    if kind == "binary":
         return LikelihoodUnits(data_dim, 0.0, True,
                                "log-probability of binary data; nats per image and bits/dim "
                                "need no offset")
-    if likelihood in EIGHT_BIT_LIKELIHOODS:
+    if kind == "eight-bit":
         return LikelihoodUnits(data_dim, 0.0, True,
                                "log-probability of the 8-bit pixels (256 levels per value); "
                                "nats per image and bits/dim need no offset")
-    if likelihood != "gaussian":
-        raise ValueError(f"likelihood must be one of bernoulli, gaussian, "
-                         f"{', '.join(EIGHT_BIT_LIKELIHOODS)}; got {likelihood!r}")
     if dequantized:
         if max_value is None:
             raise ValueError("dequantized data need max_value (e.g. 255 for 8-bit images) "

@@ -15,12 +15,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae.conditioning import (
-    check_labels,
-    class_prior_params,
-    class_rows,
-    require_labels_iff_conditioned,
-)
+from ppl_vae.families import class_prior_params, class_rows
+from ppl_vae.models.conditioning import check_labels, require_labels_iff_conditioned
 from ppl_vae.networks import (
     apply_decoder,
     apply_encoder,

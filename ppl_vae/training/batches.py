@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ppl_vae import data as data_module
-from ppl_vae.conditioning import check_labels
 from ppl_vae.data import DataError, Splits
+from ppl_vae.models.conditioning import check_labels
 
 VALID_BINARIZATION_SEED = 0
 """Seed of the one binarization of grey-level validation data, the same for every training seed
@@ -73,8 +73,7 @@ def prepare_training_data(spec: Any, data: Any, validation_data: Any = None, *,
     ``ppl_vae.data.prepare(..., binarization="static" | "threshold" | "dynamic")``), and for
     a conditioned spec without class labels (they come with :class:`~ppl_vae.data.Splits`).
     """
-    likelihood = spec.likelihood.name if spec.likelihood.name in data_module.LIKELIHOOD_NAMES \
-        else None
+    likelihood = spec.likelihood
     dynamic = False
     if isinstance(data, Splits):
         if validation_data is not None:
@@ -86,7 +85,7 @@ def prepare_training_data(spec: Any, data: Any, validation_data: Any = None, *,
     else:
         train, valid = data, validation_data
         name = "data"
-    if dynamic and likelihood != "bernoulli":
+    if dynamic and likelihood.data_kind != "binary":
         raise DataError(f"the splits ask for dynamic binarization but spec {spec.name!r} has a "
                         f"{spec.likelihood.name} likelihood; prepare the data with that likelihood")
     train = data_module.check_data(train, data_shape=spec.data_shape, name=name,

@@ -27,9 +27,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from ppl_vae.io import atomic_write_text, save_arrays
-from ppl_vae.runs import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
+from ppl_vae.runs.checkpoints import Checkpoint, write_checkpoint
+from ppl_vae.runs.layout import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
-from ppl_vae.training.checkpoint import Checkpoint, write_checkpoint
 
 HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time")
 

@@ -24,9 +24,9 @@ import numpyro.infer
 import optax
 from numpyro import handlers
 
-from ppl_vae.io import CheckpointError
 from ppl_vae.models import make_elbo
 from ppl_vae.models.numpyro_backend import resolve_device
+from ppl_vae.runs import CheckpointError
 from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
 
 EVAL_BATCH = 500

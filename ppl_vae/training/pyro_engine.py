@@ -30,7 +30,7 @@ from pyro import poutine
 from ppl_vae.estimators import is_baseline_average
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
-from ppl_vae.training.checkpoint import decode_tree, encode_tree
+from ppl_vae.runs.checkpoints import decode_tree, encode_tree
 from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
 
 EVAL_BATCH = 500

@@ -37,10 +37,10 @@ import pandas as pd
 from ppl_vae import runs
 from ppl_vae import spec as spec_module
 from ppl_vae.estimators import Reparam, get_estimator
-from ppl_vae.io import CheckpointError, read_json
-from ppl_vae.run_writer import RunWriter, check_replaceable
+from ppl_vae.io import read_json
+from ppl_vae.runs import CheckpointError, RunWriter, check_replaceable, checkpoints
 from ppl_vae.threads import set_threads
-from ppl_vae.training import batches, checkpoint
+from ppl_vae.training import batches
 from ppl_vae.training.loop import (
     DIVERGENCE_FACTOR,
     DivergenceError,
@@ -118,7 +118,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     validation_data : held-out array (only with an array ``data``).
     eval_every : steps between validation losses; default: every epoch.
     out_dir : run directory (spec, run.json, params, history, checkpoints); None writes nothing.
-        While training, this process holds the folder's lock (:mod:`ppl_vae.run_writer`); a
+        While training, this process holds the folder's lock (:mod:`ppl_vae.runs.writer`); a
         new run is built beside it and moved into place with its first checkpoint.
     checkpoint_every : steps between checkpoints (default 500), plus one at the end.
     resume : continue the run in ``out_dir`` from its last checkpoint; with the same device and
@@ -146,8 +146,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         Bernoulli likelihood.
     ppl_vae.runs.RunExistsError : ``out_dir`` holds a run and neither resume nor overwrite.
     ppl_vae.runs.NotARunError : ``out_dir`` is a file, or a non-empty folder that is no run.
-    ppl_vae.run_writer.RunLockedError : another process is writing ``out_dir``.
-    ppl_vae.io.CheckpointError : a corrupt checkpoint, one from a different configuration, or
+    ppl_vae.runs.RunLockedError : another process is writing ``out_dir``.
+    ppl_vae.runs.CheckpointError : a corrupt checkpoint, one from a different configuration, or
         ``resume`` without a checkpoint to resume from.
     NonFiniteLossError : a non-finite loss or gradient; names the step, sites and parameters.
     DivergenceError : a finite loss past the divergence guard's bound.
@@ -288,10 +288,10 @@ def _refuse_early(writer: RunWriter, *, resume: bool, overwrite: bool) -> None:
         check_replaceable(writer.path, overwrite=overwrite)
 
 
-def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoint.Checkpoint:
+def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoints.Checkpoint:
     """The checkpoint to continue ``run_dir`` from; refuses (changing nothing) without one."""
     _check_same_run(run_dir, vae, config)
-    latest = checkpoint.latest_checkpoint(run_dir)
+    latest = checkpoints.latest_checkpoint(run_dir)
     if latest is None:
         root = run_dir / runs.CHECKPOINT_DIR
         there = (f"{root} holds no complete checkpoint"
@@ -302,7 +302,7 @@ def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoint.
                               "state to continue from; nothing was changed. To train it again "
                               "from step 0 pass --overwrite (overwrite=True) instead of "
                               "--resume, or choose another --out")
-    found = checkpoint.load_checkpoint(latest)
+    found = checkpoints.load_checkpoint(latest)
     if found.state.get("data_fingerprint") != config["data_fingerprint"]:
         raise CheckpointError(f"checkpoint {latest} was trained on different data")
     total = config["training"]["num_steps"]

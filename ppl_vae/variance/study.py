@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.conditioning import require_unconditioned
 from ppl_vae.estimators import get_estimator
 from ppl_vae.io import write_csv_tables
+from ppl_vae.models.conditioning import require_unconditioned
 from ppl_vae.variance.measure import measure_gradients, summarize
 
 DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "vimco",
@@ -95,7 +95,7 @@ class StudyResult:
 def _checkpoint_stages(run: Any) -> tuple[list[tuple[str, int, dict]], list[str]]:
     """early / middle / end parameters of a run, from its checkpoints and final params."""
     from ppl_vae.runs import CHECKPOINT_DIR
-    from ppl_vae.training.checkpoint import load_checkpoint
+    from ppl_vae.runs.checkpoints import load_checkpoint
 
     final_step = int(run.config.get("training", {}).get("num_steps", 0))
     found = sorted((load_checkpoint(p) for p in (run.path / CHECKPOINT_DIR).glob("step-*")

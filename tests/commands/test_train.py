@@ -122,7 +122,7 @@ def test_two_trainings_into_one_folder_the_second_is_refused_and_a_killed_one_ta
     from pathlib import Path
 
     import ppl_vae
-    from ppl_vae.run_writer import HOLDER_FILE, writer_home
+    from ppl_vae.runs.writer import HOLDER_FILE, writer_home
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(ppl_vae.__file__).parents[1])}

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from ppl_vae.data import ppca as lg
-from ppl_vae.models import build, load_spec
+from ppl_vae.models import build, linear_gaussian, load_spec
 
 
 def _log_weights(vae, x, num_samples):
@@ -46,8 +46,8 @@ def test_exact_guide_makes_every_importance_weight_the_marginal_likelihood(backe
     params = lg.orthogonal_ppca(9, 3, noise_scale=0.5, seed=1)
     x = np.random.default_rng(1).normal(size=(6, 9)) * 2 + params.b
     with jax.enable_x64(True):
-        vae = build(lg.linear_gaussian_spec(9, 3), backend, dtype="float64")
-        lg.set_ppca_params(vae, params.W, params.b, params.sigma)
+        vae = build(linear_gaussian.linear_gaussian_spec(9, 3), backend, dtype="float64")
+        linear_gaussian.set_ppca_params(vae, params.W, params.b, params.sigma)
         log_w = _log_weights(vae, x, 20)
         mean, cov = lg.exact_posterior(params.W, params.b, params.sigma, x)
         np.testing.assert_allclose(np.asarray(vae.encode(x)), mean, rtol=1e-10, atol=1e-12)
@@ -57,24 +57,24 @@ def test_exact_guide_makes_every_importance_weight_the_marginal_likelihood(backe
 
 def test_set_ppca_params_without_exact_posterior_keeps_the_encoder():
     params = lg.orthogonal_ppca(5, 2, seed=0)
-    vae = build(lg.linear_gaussian_spec(5, 2), "pyro", dtype="float64")
+    vae = build(linear_gaussian.linear_gaussian_spec(5, 2), "pyro", dtype="float64")
     before = vae.get_params()
-    lg.set_ppca_params(vae, params.W, params.b, params.sigma, exact_posterior=False)
+    linear_gaussian.set_ppca_params(vae, params.W, params.b, params.sigma, exact_posterior=False)
     after = vae.get_params()
     np.testing.assert_array_equal(after["encoder.0.weight"], before["encoder.0.weight"])
     np.testing.assert_allclose(after["decoder.0.weight"], params.W, rtol=1e-15)
 
 
 def test_set_ppca_params_refuses_what_it_cannot_represent():
-    vae = build(lg.linear_gaussian_spec(5, 2), "pyro")
+    vae = build(linear_gaussian.linear_gaussian_spec(5, 2), "pyro")
     W = np.random.default_rng(0).normal(size=(5, 2))
     with pytest.raises(ValueError, match="orthogonal columns"):
-        lg.set_ppca_params(vae, W, np.zeros(5), 0.5)
+        linear_gaussian.set_ppca_params(vae, W, np.zeros(5), 0.5)
     with pytest.raises(ValueError, match=r"shape \(5, 2\)"):
-        lg.set_ppca_params(vae, W.T, np.zeros(5), 0.5)
+        linear_gaussian.set_ppca_params(vae, W.T, np.zeros(5), 0.5)
     deep = build(load_spec("gaussian_gaussian").replace(data_shape=(5,), latent_dim=2), "pyro")
     with pytest.raises(ValueError, match="not a linear-Gaussian VAE"):
-        lg.set_ppca_params(deep, W, np.zeros(5), 0.5)
+        linear_gaussian.set_ppca_params(deep, W, np.zeros(5), 0.5)
     with pytest.raises(ValueError, match="positive"):
         lg.inverse_softplus(0.0)
 

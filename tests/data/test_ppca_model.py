@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 import ppl_vae.models
-from ppl_vae.data.ppca import (
-    exact_log_likelihood,
-    linear_gaussian_spec,
-    orthogonal_ppca,
-    set_ppca_params,
-)
+from ppl_vae.data.ppca import exact_log_likelihood, orthogonal_ppca
+from ppl_vae.models.linear_gaussian import linear_gaussian_spec, set_ppca_params
 
 
 def npy(value):

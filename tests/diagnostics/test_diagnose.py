@@ -5,14 +5,9 @@ import pytest
 import scipy.stats as st
 
 from ppl_vae import diagnostics
-from ppl_vae.data.ppca import (
-    exact_log_likelihood,
-    inverse_softplus,
-    linear_gaussian_spec,
-    orthogonal_ppca,
-    set_ppca_params,
-)
+from ppl_vae.data.ppca import exact_log_likelihood, inverse_softplus, orthogonal_ppca
 from ppl_vae.models import build
+from ppl_vae.models.linear_gaussian import linear_gaussian_spec, set_ppca_params
 
 DATA_DIM, LATENT_DIM, B = 6, 2, 5
 

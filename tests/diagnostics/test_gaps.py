@@ -3,14 +3,10 @@
 import numpy as np
 import pytest
 
-from ppl_vae.data.ppca import (
-    exact_log_likelihood,
-    linear_gaussian_spec,
-    orthogonal_ppca,
-    set_ppca_params,
-)
+from ppl_vae.data.ppca import exact_log_likelihood, orthogonal_ppca
 from ppl_vae.diagnostics.gaps import inference_gaps
 from ppl_vae.models import build, load_spec
+from ppl_vae.models.linear_gaussian import linear_gaussian_spec, set_ppca_params
 
 DATA_DIM, LATENT_DIM, B = 6, 2, 4
 

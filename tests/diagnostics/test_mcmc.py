@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ppl_vae.data.ppca import exact_posterior, linear_gaussian_spec, set_ppca_params
+from ppl_vae.data.ppca import exact_posterior
 from ppl_vae.diagnostics import inference_data
 from ppl_vae.diagnostics.mcmc import (
     check_continuous_latents,
@@ -13,6 +13,7 @@ from ppl_vae.diagnostics.mcmc import (
     reference_distances,
 )
 from ppl_vae.models import build, load_spec
+from ppl_vae.models.linear_gaussian import linear_gaussian_spec, set_ppca_params
 
 DATA_DIM, LATENT_DIM = 6, 2
 

@@ -7,7 +7,7 @@ import pytest
 
 from ppl_vae.data import ppca as lg
 from ppl_vae.evaluation import ais_log_likelihood, importance_sample, sigmoid_schedule
-from ppl_vae.models import as_numpyro, build, load_spec
+from ppl_vae.models import as_numpyro, build, linear_gaussian, load_spec
 from ppl_vae.spec import NetworkSpec
 
 PPCA = lg.orthogonal_ppca(10, 3, noise_scale=0.3, seed=1)
@@ -22,8 +22,8 @@ def _data(num, seed):
 def _wrong_guide_vae(backend):
     """PPCA decoder; guide = exact posterior with scales doubled and means shifted by 0.1:
     an ELBO gap of about 3 nats for AIS to close."""
-    vae = build(lg.linear_gaussian_spec(10, 3), backend)
-    lg.set_ppca_params(vae, PPCA.W, PPCA.b, PPCA.sigma)
+    vae = build(linear_gaussian.linear_gaussian_spec(10, 3), backend)
+    linear_gaussian.set_ppca_params(vae, PPCA.W, PPCA.b, PPCA.sigma)
     params = vae.get_params()
     bias = np.array(params["encoder.0.bias"], dtype=np.float64)
     scale = np.log1p(np.exp(bias[3:])) + vae.spec.scale_floor

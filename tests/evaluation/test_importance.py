@@ -24,7 +24,7 @@ from ppl_vae.evaluation import (
     plan_chunks,
 )
 from ppl_vae.families import Gaussian
-from ppl_vae.models import build, load_spec
+from ppl_vae.models import build, linear_gaussian, load_spec
 from ppl_vae.runs import create_run
 from ppl_vae.spec import NetworkSpec
 
@@ -33,8 +33,9 @@ def _ppca_vae(backend, params, *, shift=0.0, inflate=1.0):
     """Linear-Gaussian VAE with PPCA decoder and the exact posterior, its mean shifted by
     ``shift`` posterior standard deviations and its scales multiplied by ``inflate``."""
     data_dim, latent_dim = params.W.shape
-    vae = build(lg.linear_gaussian_spec(data_dim, latent_dim), backend, dtype="float64")
-    lg.set_ppca_params(vae, params.W, params.b, params.sigma)
+    vae = build(linear_gaussian.linear_gaussian_spec(data_dim, latent_dim), backend,
+                dtype="float64")
+    linear_gaussian.set_ppca_params(vae, params.W, params.b, params.sigma)
     post_sd = np.sqrt(np.diag(lg.exact_posterior(params.W, params.b, params.sigma,
                                                  params.b)[1]))
     raw = vae.get_params()
@@ -82,8 +83,8 @@ def test_is_estimate_converges_to_ppca_closed_form_within_its_standard_error():
     # so the weights are bounded and the delta-method standard error is trustworthy).
     raw_w = np.random.default_rng(7).normal(size=(10, 3))
     b, sigma = np.linspace(-1, 1, 10), 0.5
-    vae = build(lg.linear_gaussian_spec(10, 3), "pyro", dtype="float64")
-    lg.set_ppca_params(vae, raw_w, b, sigma, exact_posterior=False)
+    vae = build(linear_gaussian.linear_gaussian_spec(10, 3), "pyro", dtype="float64")
+    linear_gaussian.set_ppca_params(vae, raw_w, b, sigma, exact_posterior=False)
     gain = np.linalg.solve(raw_w.T @ raw_w + sigma**2 * np.eye(3), raw_w.T)
     _, cov = lg.exact_posterior(raw_w, b, sigma, b)
     scale = lg.inverse_softplus(1.5 * np.sqrt(np.diag(cov)) - vae.spec.scale_floor)

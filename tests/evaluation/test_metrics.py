@@ -26,7 +26,7 @@ from ppl_vae.evaluation import (
     reconstruction_error,
 )
 from ppl_vae.evaluation.metrics import model_samples
-from ppl_vae.models import build, float64, load_spec
+from ppl_vae.models import build, float64, linear_gaussian, load_spec
 from ppl_vae.spec import NetworkSpec
 
 DEAD = [1, 3]
@@ -52,9 +52,9 @@ def _data(params, num, seed):
 
 
 def _vae(backend, kl="analytic"):
-    spec = lg.linear_gaussian_spec(8, 4).replace(kl=kl)
+    spec = linear_gaussian.linear_gaussian_spec(8, 4).replace(kl=kl)
     vae = build(spec, backend, dtype="float64")
-    lg.set_ppca_params(vae, PPCA.W, PPCA.b, PPCA.sigma)
+    linear_gaussian.set_ppca_params(vae, PPCA.W, PPCA.b, PPCA.sigma)
     return vae
 
 

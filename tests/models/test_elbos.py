@@ -27,14 +27,10 @@ import torch
 from scipy.special import expit, logsumexp
 
 import ppl_vae.models
-from ppl_vae.data.ppca import (
-    inverse_softplus,
-    linear_gaussian_spec,
-    orthogonal_ppca,
-    set_ppca_params,
-)
+from ppl_vae.data.ppca import inverse_softplus, orthogonal_ppca
 from ppl_vae.estimators import baseline_average_name, get_estimator
 from ppl_vae.models import numpyro_elbos, pyro_elbos
+from ppl_vae.models.linear_gaussian import linear_gaussian_spec, set_ppca_params
 from ppl_vae.variance import gradient_variance
 from tests.test_estimators import X, tiny_spec
 

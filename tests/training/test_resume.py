@@ -18,8 +18,9 @@ import pytest
 
 import ppl_vae.models
 from ppl_vae import data as data_module
+from ppl_vae.runs import checkpoints as checkpoint
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.training import checkpoint, fit, loop
+from ppl_vae.training import fit, loop
 
 TESTS = Path(__file__).parent
 
@@ -117,7 +118,6 @@ def test_resume_after_an_exception_past_a_checkpoint(tmp_path, monkeypatch):
 KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from ppl_vae.training import checkpoint
 from test_resume import train
 
 original = checkpoint.save_arrays

@@ -16,10 +16,10 @@ import ppl_vae.models
 from ppl_vae import data as data_module
 from ppl_vae import runs
 from ppl_vae.families import Gaussian
-from ppl_vae.io import CheckpointError
-from ppl_vae.run_writer import RunLockedError, RunWriter, writer_home
+from ppl_vae.runs import CheckpointError, RunLockedError, RunWriter, writer_home
+from ppl_vae.runs import checkpoints as checkpoint
 from ppl_vae.spec import NetworkSpec
-from ppl_vae.training import DivergenceError, NonFiniteLossError, checkpoint, fit, loop
+from ppl_vae.training import DivergenceError, NonFiniteLossError, fit, loop
 from tests.conftest import folder_bytes
 
 BACKENDS = ("pyro", "numpyro")

@@ -15,15 +15,14 @@ import ppl_vae.models
 from ppl_vae import data as data_module
 from ppl_vae.data import DataError
 from ppl_vae.families import Gaussian
-from ppl_vae.io import CheckpointError
-from ppl_vae.runs import RunExistsError, load_run
+from ppl_vae.runs import CheckpointError, RunExistsError, load_run
+from ppl_vae.runs import checkpoints as checkpoint
 from ppl_vae.spec import NetworkSpec
 from ppl_vae.training import (
     DivergenceError,
     FitResult,
     NonFiniteLossError,
     batches,
-    checkpoint,
     fit,
 )
 

@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ppl_vae.networks import NetworkSpec, apply_mlp, init_mlp
+
 PSEUDO_INPUT_NOISE = (0.05, 0.01)
 """Mean and standard deviation of the pseudo-inputs' initial values, as fractions of the data
 range (Tomczak & Welling 2018's N(0.05, 0.01) for binary images)."""
@@ -129,9 +131,7 @@ class AutoregressiveFlowPrior:
         """Numbers one log p(z) evaluation holds per draw (every MADE's activations)."""
         return self.layers * (sum(self.hidden) + 3 * latent_dim)
 
-    def _net(self) -> Any:
-        from ppl_vae.spec import NetworkSpec
-
+    def _net(self) -> NetworkSpec:
         return NetworkSpec(hidden=self.hidden, activation="relu")
 
     def masks(self, latent_dim: int) -> list[np.ndarray]:
@@ -148,8 +148,6 @@ class AutoregressiveFlowPrior:
         return [*masks, (out[:, None] > degrees[-1][None, :]).astype(np.float64)]
 
     def init_params(self, latent_dim: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        from ppl_vae.networks import init_mlp
-
         params: dict[str, np.ndarray] = {}
         last = len(self.hidden)
         for layer in range(self.layers):
@@ -162,8 +160,6 @@ class AutoregressiveFlowPrior:
 
     def shift_and_log_scale(self, ops: Any, params: dict, layer: int, x: Any) -> tuple[Any, Any]:
         """(μ(x_{<i}), α(x_{<i})) of one layer, each ``(..., d)``."""
-        from ppl_vae.networks import apply_mlp
-
         prefix = f"prior.flow.{layer}"
         masks = {f"{prefix}.{i}.weight": m for i, m in enumerate(self.masks(x.shape[-1]))}
 

@@ -1,4 +1,4 @@
-r"""Class-label conditioning (a conditional VAE): label checks and the class-conditional prior.
+r"""Class-label conditioning (a conditional VAE): the checks of the labels.
 
 A spec with a ``[condition]`` table (:class:`ppl_vae.spec.ConditionSpec`) defines
 
@@ -7,8 +7,12 @@ A spec with a ``[condition]`` table (:class:`ppl_vae.spec.ConditionSpec`) define
 with c ∈ {0, …, C − 1}; the networks read one_hot(c) concatenated to their input (x for the
 encoder, z for the decoder; :mod:`ppl_vae.networks`). Under ``prior = "learned"`` the prior
 family's location and scale parameters become ``(C, d)`` tables, and p(z | c) uses the rows
-one_hot(c) · table: N(μ_c, diag σ_c²) for ``learned-normal``. All bounds are then on
-log p(x | c).
+one_hot(c) · table: N(μ_c, diag σ_c²) for ``learned-normal``
+(:func:`ppl_vae.families.class_rows`). All bounds are then on log p(x | c).
+
+Labels are checked once, where they enter the package (``fit``, ``importance_sample``, the
+evaluation table, a run's data, ``vae.sample``); the programs only check that labels are
+given exactly when the model is conditioned.
 
 References
 ----------
@@ -24,21 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_labels", "class_prior_params", "class_rows", "require_unconditioned"]
-
-
-def class_prior_params(spec: Any, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The prior's initial parameters, one row per class under ``[condition] prior =
-    "learned"`` (every class starts at the unconditioned prior's values)."""
-    cond = spec.condition
-    if cond is None or not cond.learned_prior:
-        return params
-    return {name: np.tile(value, (cond.classes, 1)) for name, value in params.items()}
-
-
-def class_rows(params: dict[str, Any], one_hot: Any) -> dict[str, Any]:
-    """Each ``(C, d)`` table's row of each datapoint's class: ``one_hot (B, C) @ table``."""
-    return {name: one_hot @ table for name, table in params.items()}
+__all__ = ["check_labels", "require_labels_iff_conditioned", "require_unconditioned"]
 
 
 def require_unconditioned(spec: Any, what: str) -> None:
