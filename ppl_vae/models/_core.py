@@ -1,17 +1,21 @@
-"""What a VAE computes, independent of the backend.
+"""What a VAE computes, written once for both backends.
 
-:class:`VAECore` turns a spec and a parameter getter into the distributions of the model
-and the guide. The backends subclass it and add only what differs: parameter storage,
-the ``model`` / ``guide`` sample statements, random numbers, devices, and how a function runs
-without gradients (:meth:`VAECore.compute`, :meth:`VAECore.inference`) — so the evaluation and
-diagnostics code above them never asks which backend it has.
+:class:`VAECore` turns a spec and a parameter getter into the distributions of the model and
+the guide, and runs the programs themselves — ``model``, ``guide``, ``encode``, ``decode``,
+``reconstruct``, ``sample``, ``sample_latents`` — through ``ops``, the backend's namespace of
+array operations and primitives (``ops.sample``, ``ops.deterministic``, ``ops.draw``,
+``ops.no_grad``). A backend subclass adds only what differs: parameter storage, its data plate,
+random keys, devices, and how a function runs without gradients (:meth:`VAECore.compute`,
+:meth:`VAECore.inference`) — so the evaluation and diagnostics code above it never asks which
+backend it has. :class:`FunctionalDistributionBase` is the one definition of a distribution
+given by functions; each backend derives it from its library's ``Distribution``.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -94,6 +98,13 @@ def prior_sample_shape(d: Any, num_samples: int) -> tuple[int, ...]:
     return () if tuple(d.batch_shape) else (num_samples,)
 
 
+class OneHotLabels(NamedTuple):
+    """one_hot(c) of a conditioned model's labels, built once per program run and handed to
+    every method that takes ``c`` (the encoder, the prior and the decoder all read it)."""
+
+    value: Any
+
+
 def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
     """Raise if ``given`` does not have exactly the parameter names of ``own``."""
     missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
@@ -103,12 +114,13 @@ def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
 
 
 class VAECore(abc.ABC):
-    """Distributions of a VAE given ``self.param(name)``; see the backends for the rest.
+    """A VAE's distributions given ``self.param(name)``, and its programs, over ``self.ops``.
 
     Shapes: ``x`` is ``(..., B, D)``; latent values may carry extra leading particle
     dimensions ``(K, B, d)``; every log-density returned is per datapoint, ``(..., B)``.
-    ``c``: the integer class labels ``(B,)`` of a conditioned spec (``[condition]``), which
-    every method that reaches a network or the prior takes; None otherwise.
+    ``c``: the integer class labels ``(B,)`` of a conditioned spec (``[condition]``), or their
+    :class:`OneHotLabels` (:meth:`condition_input`), which every method that reaches a network
+    or the prior takes; None otherwise.
     """
 
     ops: ClassVar[Any]
@@ -148,13 +160,83 @@ class VAECore(abc.ABC):
         """``"float32"`` or ``"float64"``, whatever the backend's dtype object."""
         return str(self.dtype).removeprefix("torch.")
 
+    # -- the programs
+    def model(self, x: Any, idx: Any = None, num_data: int | None = None, c: Any = None) -> None:
+        """p(x, z) (p(x, z | c)) over a ``data`` plate (dim −1) of the minibatch ``x``
+        ``(B, D)``; ``idx`` are the datapoint indices (needed by encoder-free codes; they also
+        fix the plate's subsample), ``num_data`` the dataset size (the plate scales the
+        minibatch by ``num_data / B``), ``c`` the integer labels ``(B,)`` of a conditioned
+        spec. Sites: ``z`` (a deterministic site for masked codes), ``gate``, ``slab``, ``x``."""
+        ops, y = self.ops, self.condition_input(x, c)
+        with self.data_plate(x, idx, num_data):
+            latents = {site: ops.sample(site, d) for site, d in self.prior(x, y).items()}
+            z = self.code(latents)
+            if "z" not in latents:
+                ops.deterministic("z", z, event_dim=1)
+            ops.sample("x", self.likelihood(z, y), obs=x)
+
+    def guide(self, x: Any, idx: Any = None, num_data: int | None = None, c: Any = None) -> None:
+        """q(z | x) (q(z | x, c)) with the signature and plate of :meth:`model`."""
+        y = self.condition_input(x, c)
+        with self.data_plate(x, idx, num_data) as ind:
+            for site, d in self.posterior(x, ind, c=y).items():
+                self.ops.sample(site, d)
+
+    def encode(self, x: Any, idx: Any = None, c: Any = None) -> Any:
+        """E_q[z | x] (E_q[z | x, c] when conditioned), without gradients."""
+        with self.ops.no_grad():
+            return self.posterior_mean(self.as_tensor(x), self.as_index(idx), self._labels(c))
+
+    def decode(self, z: Any, c: Any = None) -> Any:
+        """E[x | z] (E[x | z, c]): Bernoulli probabilities, Gaussian means or 8-bit means."""
+        with self.ops.no_grad():
+            return self.likelihood(self.as_tensor(z), self._labels(c)).mean
+
+    def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> Any:
+        """decode(encode(x))."""
+        return self.decode(self.encode(x, idx, c), c)
+
+    def sample(self, num_samples: int, seed: Any = None, c: Any = None) -> Any:
+        """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
+        z ~ p(z | c_n) for the ``num_samples`` labels ``c`` (:func:`sample_labels`).
+        ``seed``: see :meth:`random_keys`."""
+        with self.ops.no_grad():
+            c = self.as_index(sample_labels(self.spec, num_samples, c))
+            prior = self.prior(self.as_tensor(np.zeros(())), c)
+            with self.random_keys(seed, len(prior)) as keys:
+                latents = {s: self.ops.draw(d, key, prior_sample_shape(d, num_samples))
+                           for (s, d), key in zip(prior.items(), keys, strict=True)}
+            return self.decode(self.code(latents), c)
+
+    def sample_latents(self, x: Any, num_samples: int, idx: Any = None, seed: Any = None,
+                       h: Any = None, c: Any = None) -> dict[str, Any]:
+        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``, without
+        gradients; ``seed``: see :meth:`random_keys`."""
+        with self.ops.no_grad():
+            q = self.posterior(self.as_tensor(x), self.as_index(idx),
+                               None if h is None else self.as_tensor(h), self._labels(c))
+            with self.random_keys(seed, len(q)) as keys:
+                return {s: self.ops.draw(d, key, (num_samples,))
+                        for (s, d), key in zip(q.items(), keys, strict=True)}
+
     # -- distributions
-    def condition_input(self, like: Any, c: Any) -> Any:
-        """one_hot(c) ``(B, C)`` in ``like``'s dtype for a conditioned spec, None otherwise;
-        a conditioned model without labels (or labels for an unconditioned one) is an error."""
+    def condition_input(self, like: Any, c: Any) -> OneHotLabels | None:
+        """:class:`OneHotLabels` of ``c`` ``(B, C)`` in ``like``'s dtype for a conditioned
+        spec (``c`` itself when it already is one), None otherwise; a conditioned model
+        without labels (or labels for an unconditioned one) is an error."""
+        if isinstance(c, OneHotLabels):
+            return c
         if not require_labels_iff_conditioned(self.spec, c):
             return None
-        return self.ops.one_hot(like, c, self.spec.condition.classes)
+        return OneHotLabels(self.ops.one_hot(like, c, self.spec.condition.classes))
+
+    def _labels(self, c: Any) -> Any:
+        """Labels as the backend's integer array; :class:`OneHotLabels` and None as they are."""
+        return c if c is None or isinstance(c, OneHotLabels) else self.as_index(c)
+
+    def _one_hot(self, like: Any, c: Any) -> Any:
+        y = self.condition_input(like, c)
+        return None if y is None else y.value
 
     def encoder_output(self, x: Any, c: Any = None) -> Any:
         """h(x) (h(x, c) when conditioned): the encoder network's output, which the posterior
@@ -162,7 +244,7 @@ class VAECore(abc.ABC):
         pixels as x / 255)."""
         scale = self.spec.likelihood.input_scale
         return apply_encoder(self.ops, self.param, self.spec.encoder, self.spec.data_shape,
-                             x if scale == 1 else x * scale, self.condition_input(x, c))
+                             x if scale == 1 else x * scale, self._one_hot(x, c))
 
     def posterior(self, x: Any, idx: Any = None, h: Any = None, c: Any = None
                   ) -> dict[str, Any]:
@@ -190,7 +272,7 @@ class VAECore(abc.ABC):
         encoder, the posterior family and the data range."""
         spec, ops = self.spec, self.ops
         params = {name: self.param(name) for name in self._prior_param_names}
-        y = self.condition_input(like, c)
+        y = self._one_hot(like, c)
         if y is not None and spec.condition.learned_prior:
             params = class_rows(params, y)
         extra = {"encoder": self.encoder_output, "posterior": spec.posterior,
@@ -208,7 +290,7 @@ class VAECore(abc.ABC):
         means or the 8-bit likelihoods' ``outputs_per_value`` outputs per value."""
         spec = self.spec
         return apply_decoder(self.ops, self.param, spec.decoder, spec.data_shape,
-                             spec.likelihood.outputs_per_value, z, self.condition_input(z, c))
+                             spec.likelihood.outputs_per_value, z, self._one_hot(z, c))
 
     def likelihood(self, z: Any, c: Any = None) -> Any:
         """p(x | z): factorized, or locally autoregressive with ``[decoder] masked_layers``."""
@@ -244,6 +326,7 @@ class VAECore(abc.ABC):
         :meth:`prior`, when the caller built it once for many chunks of draws (the VampPrior
         encodes its K pseudo-inputs each time it is built).
         """
+        c = self.condition_input(x, c)
         q = self.posterior(x, idx, h, c)
         p = self.prior(x, c) if prior is None else prior
         return {
@@ -257,32 +340,58 @@ class VAECore(abc.ABC):
         if self.spec.kl != "analytic":
             raise ValueError(f"spec {self.spec.name!r} has kl = {self.spec.kl!r}; the closed-form "
                              "KL is used only when the spec says kl = 'analytic'")
+        c = self.condition_input(x, c)
         q = self.posterior(x, idx, h, c)
         p = self.prior(x, c)
         return sum(self.ops.kl_divergence(q[s], p[s]) for s in self.sites)
+
+    def analytic_kl_or_zero(self, x: Any, idx: Any = None, h: Any = None, c: Any = None) -> Any:
+        """:meth:`kl` for a spec with ``kl = 'analytic'``, else a scalar 0 (what
+        :meth:`weigh` returns beside the weights)."""
+        if self.spec.kl == "analytic":
+            return self.kl(x, idx, h, c)
+        return self.ops.full(x, (), 0.0)
 
     def posterior_mean(self, x: Any, idx: Any = None, c: Any = None) -> Any:
         """E_q[z | x] (the family's ``code_mean``)."""
         return self.spec.posterior.code_mean(self.ops, self.posterior(x, idx, c=c))
 
     def weigh_chunk(self, x: Any, latents: dict[str, Any], idx: Any = None, h: Any = None,
-                    all_terms: bool = False, c: Any = None, prior: dict[str, Any] | None = None
-                    ) -> dict[str, Any]:
+                    all_terms: bool = False, c: Any = None, prior: dict[str, Any] | None = None,
+                    keep_draws: bool = False) -> dict[str, Any]:
         """One chunk of importance sampling at given draws: ``log_weight`` and
         ``log_likelihood`` ``(K, B)``, in the working dtype; with ``all_terms`` also
-        ``log_prior`` and ``log_q``. ``prior``: see :meth:`log_prob_terms`."""
+        ``log_prior`` and ``log_q``, with ``keep_draws`` also the draws (``draw:<site>``).
+        ``prior``: see :meth:`log_prob_terms`."""
         terms = self.log_prob_terms(x, latents, idx, h, c, prior)
         out = {"log_weight": terms["log_likelihood"] + terms["log_prior"] - terms["log_q"],
                "log_likelihood": terms["log_likelihood"]}
         if all_terms:
             out |= {"log_prior": terms["log_prior"], "log_q": terms["log_q"]}
+        if keep_draws:
+            out |= {f"draw:{s}": v for s, v in latents.items()}
         return out
 
     # -- what each backend adds for code that runs on either
     @abc.abstractmethod
+    def as_tensor(self, x: Any) -> Any:
+        """Data as the backend's array in this VAE's dtype (and device)."""
+
+    @abc.abstractmethod
     def as_index(self, idx: Any) -> Any:
         """Datapoint indices (or class labels) as the backend's integer array (None stays
         None)."""
+
+    @abc.abstractmethod
+    def data_plate(self, x: Any, idx: Any, num_data: int | None) -> Any:
+        """The ``data`` plate (dim −1) over the rows of ``x``, subsampled at ``idx`` (default
+        all rows) from ``num_data`` (default the batch size); entering it gives the indices."""
+
+    @abc.abstractmethod
+    def random_keys(self, seed: Any, count: int) -> contextlib.AbstractContextManager:
+        """A context giving ``count`` keys for ``ops.draw``: on JAX split from ``seed`` (an
+        integer or a key; 0 when None); on torch ``None`` each, the draws coming from torch's
+        generator, forked and seeded by ``seed`` when one is given."""
 
     @abc.abstractmethod
     def rng_key(self, seed: int) -> Any:
@@ -305,7 +414,49 @@ class VAECore(abc.ABC):
               c: Any = None) -> tuple[dict[str, Any], Any]:
         """Importance weights of ``num_samples`` draws of q for each row of ``x``, drawn
         ``per_chunk`` at a time (call inside :meth:`inference`): the :meth:`weigh_chunk`
-        values (all terms and the draws ``draw:<site>`` with ``keep_draws``) and the
-        closed-form KL (0 unless the spec's ``kl`` is analytic). ``batch`` numbers the call,
-        so that JAX draws a fresh key per batch; ``c`` the rows' labels. Returns backend
-        arrays, possibly with more than ``num_samples`` rows (the caller keeps the first)."""
+        values (all terms and the draws ``draw:<site>`` with ``keep_draws``) and
+        :meth:`analytic_kl_or_zero`. ``batch`` numbers the call, so that JAX draws a fresh
+        key per batch; ``c`` the rows' labels. Returns backend arrays, possibly with more than
+        ``num_samples`` rows (the caller keeps the first)."""
+
+
+class FunctionalDistributionBase:
+    """A distribution given by functions (the families' 8-bit likelihoods, the local
+    autoregressive decoder, the VampPrior and flow prior): ``log_prob(x)``, ``sample(draw)``
+    where ``draw(d)`` samples a library distribution, and ``mean()``; ``variance()`` optional.
+    Only single draws (``sample_shape = ()``) unless ``any_sample_shape``: ``sample`` then maps
+    draws of any leading shape, and ``draw(d)`` draws ``sample_shape`` of them. Each backend
+    derives it from its library's ``Distribution`` and adds ``sample`` with its signature."""
+
+    arg_constraints: ClassVar[dict] = {}
+    _shape: ClassVar[Any] = tuple
+
+    def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
+                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
+                 variance: Any = None) -> None:
+        self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
+        self._any_sample_shape, self._variance = any_sample_shape, variance
+        super().__init__(self._shape(batch_shape), self._shape(event_shape), validate_args=False)
+
+    @property
+    def support(self) -> Any:
+        return self._support
+
+    @property
+    def mean(self) -> Any:
+        return self._mean()
+
+    @property
+    def variance(self) -> Any:
+        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
+        if self._variance is None:
+            raise NotImplementedError("this distribution has no closed-form variance")
+        return self._variance()
+
+    def log_prob(self, value: Any) -> Any:
+        return self._log_prob(value)
+
+    def _check_sample_shape(self, sample_shape: tuple) -> None:
+        if tuple(sample_shape) and not self._any_sample_shape:
+            raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
+                             "batch of z instead of a sample_shape")

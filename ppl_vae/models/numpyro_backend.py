@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -29,10 +30,9 @@ from numpyro.primitives import Messenger
 from ppl_vae.families import laplace_kl
 from ppl_vae.models._core import (
     DeviceError,
+    FunctionalDistributionBase,
     VAECore,
     check_param_names,
-    prior_sample_shape,
-    sample_labels,
 )
 from ppl_vae.spec import ModelSpec
 
@@ -53,9 +53,11 @@ def _softplus_jvp(primals: tuple, tangents: tuple) -> tuple:
 
 
 class JaxOps:
-    """The array operations the families use, in JAX."""
+    """The array operations the families use, and NumPyro's primitives, in JAX."""
 
     dist = ndist
+    sample = staticmethod(numpyro.sample)
+    no_grad = staticmethod(contextlib.nullcontext)
     softplus = staticmethod(softplus)
     sigmoid = staticmethod(jax.nn.sigmoid)
     tanh = staticmethod(jnp.tanh)
@@ -73,6 +75,15 @@ class JaxOps:
     kl_divergence = staticmethod(kl_divergence)
     activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
                    "elu": jax.nn.elu}
+
+    @staticmethod
+    def deterministic(name: str, value: jax.Array, event_dim: int) -> jax.Array:
+        """``numpyro.deterministic`` (which infers the event dimensions itself)."""
+        return numpyro.deterministic(name, value)
+
+    @staticmethod
+    def draw(d: Any, key: jax.Array, sample_shape: tuple[int, ...]) -> jax.Array:
+        return d.sample(key, sample_shape)
 
     @staticmethod
     def linear(x: jax.Array, weight: jax.Array, bias: jax.Array) -> jax.Array:
@@ -164,45 +175,12 @@ class JaxOps:
         return FunctionalDistribution(**kwargs)
 
 
-class FunctionalDistribution(ndist.Distribution):
-    """A distribution given by functions (the families' 8-bit likelihoods and the local
-    autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
-    ``draw(d)`` samples a library distribution (keys folded in from the given one), and
-    ``mean()``. Only single draws (``sample_shape = ()``) unless ``any_sample_shape``:
-    ``sample`` then maps draws of any leading shape, and ``draw(d)`` draws ``sample_shape``
-    of them. ``variance()``: optional."""
-
-    arg_constraints: dict = {}
-
-    def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
-                 variance: Any = None) -> None:
-        self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
-        self._any_sample_shape, self._variance = any_sample_shape, variance
-        super().__init__(batch_shape, event_shape, validate_args=False)
-
-    @property
-    def support(self) -> Any:
-        return self._support
-
-    @property
-    def mean(self) -> jax.Array:
-        return self._mean()
-
-    @property
-    def variance(self) -> jax.Array:
-        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
-        if self._variance is None:
-            raise NotImplementedError("this distribution has no closed-form variance")
-        return self._variance()
-
-    def log_prob(self, value: jax.Array) -> jax.Array:
-        return self._log_prob(value)
+class FunctionalDistribution(FunctionalDistributionBase, ndist.Distribution):
+    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a NumPyro distribution;
+    ``draw(d)`` folds a fresh key into the given one at each call."""
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        if tuple(sample_shape) and not self._any_sample_shape:
-            raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
-                             "batch of z instead of a sample_shape")
+        self._check_sample_shape(sample_shape)
         count = itertools.count()
         return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count)),
                                                tuple(sample_shape)))
@@ -260,12 +238,9 @@ def resolve_device(device: str | None) -> jax.Device:
 
 
 class NumPyroVAE(VAECore):
-    """A VAE whose ``model`` and ``guide`` are NumPyro programs.
-
-    Same call signature and site names as :class:`ppl_vae.models.pyro_backend.PyroVAE`.
-    ``self.params`` holds the current values; ``numpyro.param`` returns them outside
-    inference and the optimizer's values inside it.
-    """
+    """A VAE whose ``model`` and ``guide`` (:class:`~ppl_vae.models._core.VAECore`) are
+    NumPyro programs. ``self.params`` holds the current values; ``numpyro.param`` returns them
+    outside inference and the optimizer's values inside it."""
 
     ops = JaxOps
     backend = "numpyro"
@@ -304,61 +279,16 @@ class NumPyroVAE(VAECore):
         """Data as a JAX array of this VAE's dtype."""
         return jnp.asarray(x, dtype=self.dtype)
 
-    # -- the NumPyro programs
-    def model(self, x: jax.Array, idx: jax.Array | None = None,
-              num_data: int | None = None, c: jax.Array | None = None) -> None:
-        with self._data_plate(x, idx, num_data):
-            latents = {site: numpyro.sample(site, d) for site, d in self.prior(x, c).items()}
-            z = self.code(latents)
-            if "z" not in latents:
-                numpyro.deterministic("z", z)
-            numpyro.sample("x", self.likelihood(z, c), obs=x)
-
-    def guide(self, x: jax.Array, idx: jax.Array | None = None,
-              num_data: int | None = None, c: jax.Array | None = None) -> None:
-        with self._data_plate(x, idx, num_data) as ind:
-            for site, d in self.posterior(x, ind, c=c).items():
-                numpyro.sample(site, d)
-
-    def _data_plate(self, x: jax.Array, idx: jax.Array | None, num_data: int | None):
+    def data_plate(self, x: jax.Array, idx: jax.Array | None, num_data: int | None):
         batch = x.shape[-2]
         idx = jnp.arange(batch) if idx is None else jnp.asarray(idx)
         # NumPyro's plate draws its subsample when constructed; substituting fixes it to idx.
         with handlers.substitute(data={"data": idx}):
             return numpyro.plate("data", num_data or batch, subsample_size=batch, dim=-1)
 
-    # -- conveniences
-    def encode(self, x: Any, idx: Any = None, c: Any = None) -> jax.Array:
-        """E_q[z | x] (E_q[z | x, c] when conditioned)."""
-        return self.posterior_mean(self.as_tensor(x), self.as_index(idx), self.as_index(c))
-
-    def decode(self, z: Any, c: Any = None) -> jax.Array:
-        """E[x | z] (E[x | z, c]): Bernoulli probabilities or Gaussian means."""
-        return self.likelihood(self.as_tensor(z), self.as_index(c)).mean
-
-    def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> jax.Array:
-        """decode(encode(x))."""
-        return self.decode(self.encode(x, idx, c), c)
-
-    def sample(self, num_samples: int, seed: int | jax.Array = 0, c: Any = None) -> jax.Array:
-        """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
-        z ~ p(z | c_n) for the ``num_samples`` labels ``c``."""
-        like = jnp.zeros((), dtype=self.dtype)
-        c = self.as_index(sample_labels(self.spec, num_samples, c))
-        prior = self.prior(like, c)
-        keys = jax.random.split(_as_key(seed), len(prior))
-        latents = {s: d.sample(k, prior_sample_shape(d, num_samples))
-                   for (s, d), k in zip(prior.items(), keys, strict=True)}
-        return self.decode(self.code(latents), c)
-
-    def sample_latents(self, x: Any, num_samples: int, idx: Any = None,
-                       seed: int | jax.Array = 0, h: Any = None,
-                       c: Any = None) -> dict[str, jax.Array]:
-        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``; ``seed``
-        is an integer or a JAX key."""
-        q = self.posterior(self.as_tensor(x), self.as_index(idx), h, self.as_index(c))
-        keys = jax.random.split(_as_key(seed), len(q))
-        return {s: d.sample(k, (num_samples,)) for (s, d), k in zip(q.items(), keys, strict=True)}
+    @contextlib.contextmanager
+    def random_keys(self, seed: int | jax.Array | None, count: int) -> Iterator[jax.Array]:
+        yield jax.random.split(_as_key(0 if seed is None else seed), count)
 
     # -- backend-independent evaluation (see VAECore)
     def as_index(self, idx: Any) -> jax.Array | None:
@@ -415,12 +345,8 @@ def _substituted(vae: NumPyroVAE, fn: Any, static: tuple, params: dict, *args: A
 
 def _chunk_values(vae: NumPyroVAE, keep_draws: bool, x: Any, idx: Any, h: Any, c: Any,
                   lat: dict, prior: dict) -> dict:
-    values = vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, c=c, prior=prior)
-    return values | ({f"draw:{s}": v for s, v in lat.items()} if keep_draws else {})
-
-
-def _kl_or_zero(vae: NumPyroVAE, x: Any, idx: Any, h: Any, c: Any) -> jax.Array:
-    return vae.kl(x, idx, h, c) if vae.spec.kl == "analytic" else jnp.zeros((), vae.dtype)
+    return vae.weigh_chunk(x, lat, idx, h, all_terms=keep_draws, c=c, prior=prior,
+                           keep_draws=keep_draws)
 
 
 def _flatten_chunks(values: dict) -> dict:
@@ -434,17 +360,19 @@ def _weigh_sampled(vae: NumPyroVAE, per_chunk: int, keep_draws: bool, params: di
         return _chunk_values(vae, keep_draws, x, idx, h, c, lat, prior)
 
     with handlers.substitute(data=params):
-        prior = vae.prior(x, c)  # once for all chunks
-        return _flatten_chunks(jax.lax.map(chunk, keys)), _kl_or_zero(vae, x, idx, h, c)
+        c = vae.condition_input(x, c)  # once for all chunks, as the prior
+        prior = vae.prior(x, c)
+        return _flatten_chunks(jax.lax.map(chunk, keys)), vae.analytic_kl_or_zero(x, idx, h, c)
 
 
 def _weigh_given(vae: NumPyroVAE, keep_draws: bool, params: dict, x: Any, idx: Any, h: Any,
                  c: Any, lat: dict) -> tuple[dict, jax.Array]:
     with handlers.substitute(data=params):
-        prior = vae.prior(x, c)  # once for all chunks
+        c = vae.condition_input(x, c)  # once for all chunks, as the prior
+        prior = vae.prior(x, c)
         values = jax.lax.map(
             lambda chunk: _chunk_values(vae, keep_draws, x, idx, h, c, chunk, prior), lat)
-        return _flatten_chunks(values), _kl_or_zero(vae, x, idx, h, c)
+        return _flatten_chunks(values), vae.analytic_kl_or_zero(x, idx, h, c)
 
 
 class _ScoreFunction(Messenger):

@@ -21,18 +21,20 @@ from pyro.poutine.subsample_messenger import _Subsample
 
 from ppl_vae.models._core import (
     DeviceError,
+    FunctionalDistributionBase,
     VAECore,
     check_param_names,
-    prior_sample_shape,
-    sample_labels,
 )
 from ppl_vae.spec import ModelSpec
 
 
 class TorchOps:
-    """The array operations the families use, in torch."""
+    """The array operations the families use, and Pyro's primitives, in torch."""
 
     dist = pdist
+    sample = staticmethod(pyro.sample)
+    deterministic = staticmethod(pyro.deterministic)
+    no_grad = staticmethod(torch.no_grad)
     softplus = staticmethod(F.softplus)
     sigmoid = staticmethod(torch.sigmoid)
     tanh = staticmethod(torch.tanh)
@@ -50,6 +52,11 @@ class TorchOps:
     logsumexp = staticmethod(torch.logsumexp)
     kl_divergence = staticmethod(torch.distributions.kl_divergence)
     activations = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus, "elu": F.elu}
+
+    @staticmethod
+    def draw(d: Any, key: None, sample_shape: tuple[int, ...]) -> torch.Tensor:
+        """A draw of ``sample_shape`` from torch's generator (``key`` is always None)."""
+        return d.sample(sample_shape)
 
     @staticmethod
     def flip(x: torch.Tensor) -> torch.Tensor:
@@ -128,44 +135,13 @@ class TorchOps:
         return FunctionalDistribution(**kwargs)
 
 
-class FunctionalDistribution(pdist.TorchDistribution):
-    """A distribution given by functions (the families' 8-bit likelihoods and the local
-    autoregressive decoder, the flow prior): ``log_prob(x)``, ``sample(draw)`` where
-    ``draw(d)`` samples a library distribution, and ``mean()``. Only single draws
-    (``sample_shape = ()``) unless ``any_sample_shape``: ``sample`` then maps draws of any
-    leading shape, and ``draw(d)`` draws ``sample_shape`` of them. ``variance()``: optional."""
+class FunctionalDistribution(FunctionalDistributionBase, pdist.TorchDistribution):
+    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a Pyro distribution."""
 
-    arg_constraints: dict = {}
-
-    def __init__(self, *, log_prob: Any, sample: Any, mean: Any, batch_shape: tuple,
-                 event_shape: tuple, support: Any, any_sample_shape: bool = False,
-                 variance: Any = None) -> None:
-        self._log_prob, self._sample, self._mean, self._support = log_prob, sample, mean, support
-        self._any_sample_shape, self._variance = any_sample_shape, variance
-        super().__init__(torch.Size(batch_shape), torch.Size(event_shape), validate_args=False)
-
-    @property
-    def support(self) -> Any:
-        return self._support
-
-    @property
-    def mean(self) -> torch.Tensor:
-        return self._mean()
-
-    @property
-    def variance(self) -> torch.Tensor:
-        """``variance()`` where given; otherwise NotImplementedError, as the libraries do."""
-        if self._variance is None:
-            raise NotImplementedError("this distribution has no closed-form variance")
-        return self._variance()
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return self._log_prob(value)
+    _shape = torch.Size
 
     def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
-        if tuple(sample_shape) and not self._any_sample_shape:
-            raise ValueError("this distribution draws one sample at a time; give p(x | z) a "
-                             "batch of z instead of a sample_shape")
+        self._check_sample_shape(sample_shape)
         with torch.no_grad():
             return self._sample(lambda d: d.sample(sample_shape))
 
@@ -183,14 +159,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class PyroVAE(VAECore):
-    """A VAE whose ``model`` and ``guide`` are Pyro programs.
-
-    ``model(x, idx=None, num_data=None, c=None)`` and ``guide(...)`` take a minibatch ``x``
-    of shape ``(B, D)``, the datapoint indices ``idx`` (needed by encoder-free codes; they
-    also fix the plate's subsample), the dataset size ``num_data`` (the plate scales
-    the minibatch by ``num_data / B``) and, for a conditioned spec, the integer labels ``c``
-    ``(B,)``. Site names: see :mod:`ppl_vae.families`.
-    """
+    """A VAE whose ``model`` and ``guide`` (:class:`~ppl_vae.models._core.VAECore`) are Pyro
+    programs."""
 
     ops = TorchOps
     backend = "pyro"
@@ -236,64 +206,16 @@ class PyroVAE(VAECore):
         return torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
                                dtype=self.dtype, device=self.device)
 
-    # -- the Pyro programs
-    def model(self, x: torch.Tensor, idx: torch.Tensor | None = None,
-              num_data: int | None = None, c: torch.Tensor | None = None) -> None:
-        with self._data_plate(x, idx, num_data):
-            latents = {site: pyro.sample(site, d) for site, d in self.prior(x, c).items()}
-            z = self.code(latents)
-            if "z" not in latents:
-                pyro.deterministic("z", z, event_dim=1)
-            pyro.sample("x", self.likelihood(z, c), obs=x)
-
-    def guide(self, x: torch.Tensor, idx: torch.Tensor | None = None,
-              num_data: int | None = None, c: torch.Tensor | None = None) -> None:
-        with self._data_plate(x, idx, num_data) as ind:
-            for site, d in self.posterior(x, ind, c=c).items():
-                pyro.sample(site, d)
-
-    def _data_plate(self, x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None):
+    def data_plate(self, x: torch.Tensor, idx: torch.Tensor | None, num_data: int | None):
         batch = x.shape[-2]
         if idx is None:
             idx = torch.arange(batch, device=x.device)
         return pyro.plate("data", num_data or batch, subsample=idx, dim=-1)
 
-    # -- conveniences (no gradients)
-    @torch.no_grad()
-    def encode(self, x: Any, idx: Any = None, c: Any = None) -> torch.Tensor:
-        """E_q[z | x] (E_q[z | x, c] when conditioned)."""
-        return self.posterior_mean(self.as_tensor(x), self.as_index(idx), self.as_index(c))
-
-    @torch.no_grad()
-    def decode(self, z: Any, c: Any = None) -> torch.Tensor:
-        """E[x | z] (E[x | z, c]): Bernoulli probabilities or Gaussian means."""
-        return self.likelihood(self.as_tensor(z), self.as_index(c)).mean
-
-    def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> torch.Tensor:
-        """decode(encode(x))."""
-        return self.decode(self.encode(x, idx, c), c)
-
-    @torch.no_grad()
-    def sample(self, num_samples: int, seed: int | None = None, c: Any = None) -> torch.Tensor:
-        """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
-        z ~ p(z | c_n) for the ``num_samples`` labels ``c``."""
-        if seed is not None:
-            pyro.set_rng_seed(seed)
-        like = torch.zeros((), dtype=self.dtype, device=self.device)
-        c = self.as_index(sample_labels(self.spec, num_samples, c))
-        latents = {s: d.sample(prior_sample_shape(d, num_samples))
-                   for s, d in self.prior(like, c).items()}
-        return self.decode(self.code(latents), c)
-
-    @torch.no_grad()
-    def sample_latents(self, x: Any, num_samples: int, idx: Any = None, seed: int | None = None,
-                       h: Any = None, c: Any = None) -> dict[str, torch.Tensor]:
-        """``num_samples`` draws from q(· | x) per datapoint, shape ``(K, B, ...)``, from torch's
-        generator (a forked one seeded by ``seed`` when given)."""
+    @contextlib.contextmanager
+    def random_keys(self, seed: int | None, count: int) -> Iterator[list[None]]:
         with self._seeded(seed):
-            q = self.posterior(self.as_tensor(x), self.as_index(idx),
-                               None if h is None else self.as_tensor(h), self.as_index(c))
-            return {site: d.sample((num_samples,)) for site, d in q.items()}
+            yield [None] * count
 
     # -- backend-independent evaluation (see VAECore)
     def as_index(self, idx: Any) -> torch.Tensor | None:
@@ -320,9 +242,10 @@ class PyroVAE(VAECore):
     def weigh(self, x: Any, idx: Any, num_samples: int, per_chunk: int, seed: int, batch: int,
               *, latents: dict | None = None, h: Any = None, keep_draws: bool = False,
               c: Any = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        xb, ib, cb = self.as_tensor(x), self.as_index(idx), self.as_index(c)
+        xb, ib = self.as_tensor(x), self.as_index(idx)
+        cb = self.condition_input(xb, self.as_index(c))  # once for all chunks, as the prior
         hb = None if h is None else self.as_tensor(h)
-        prior = self.prior(xb, cb)  # once for all chunks
+        prior = self.prior(xb, cb)
         parts = []
         for k0 in range(0, num_samples, per_chunk):
             k1 = min(k0 + per_chunk, num_samples)
@@ -330,13 +253,10 @@ class PyroVAE(VAECore):
                 lat = self.sample_latents(xb, k1 - k0, ib, h=hb, c=cb)
             else:
                 lat = {s: self.as_tensor(v[k0:k1]) for s, v in latents.items()}
-            values = self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, c=cb, prior=prior)
-            if keep_draws:
-                values |= {f"draw:{s}": v for s, v in lat.items()}
-            parts.append(values)
+            parts.append(self.weigh_chunk(xb, lat, ib, hb, all_terms=keep_draws, c=cb,
+                                          prior=prior, keep_draws=keep_draws))
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        kl = self.kl(xb, ib, hb, cb) if self.spec.kl == "analytic" else torch.zeros(())
-        return out, kl
+        return out, self.analytic_kl_or_zero(xb, ib, hb, cb)
 
     def _seeded(self, seed: int | None) -> contextlib.AbstractContextManager:
         if seed is None:

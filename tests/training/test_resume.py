@@ -119,6 +119,7 @@ KILLER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_resume import train
+from ppl_vae.runs import checkpoints as checkpoint
 
 original = checkpoint.save_arrays
 
