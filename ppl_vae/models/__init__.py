@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ppl_vae.estimators import get_estimator
+from ppl_vae.models import objectives
 from ppl_vae.models._core import LOG_TERMS, VAECore, float64, init_params, to_numpy
 from ppl_vae.models.zoo import load_spec, zoo_names
 from ppl_vae.spec import ModelSpec
@@ -117,10 +118,7 @@ def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
     discrete = [site for site in vae.sites if site in vae.score_function_sites
                 or (site == "gate" and not vae.spec.posterior.continuous)]
     if estimator.reparameterized_only and discrete:
-        raise ValueError(f"the {estimator.name} estimator differentiates through every sample, "
-                         f"but the guide's sites {discrete} are discrete or score-function; "
-                         "use 'vimco' for a multi-sample bound (or relaxed gates), or "
-                         "'reparam', 'score' or 'score-baseline'")
+        raise objectives.reparameterized_only_error(estimator.name, discrete)
     if estimator.closed_form_kl and vae.spec.kl != "analytic":
         raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
                          f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")

@@ -211,12 +211,12 @@ def mark_score_function(d: Any) -> Any:
     return d
 
 
-def has_non_reparameterized_sites(guide: Any, *args: Any, **kwargs: Any) -> bool:
-    """Whether one run of ``guide`` has a latent site without ``has_rsample``."""
+def non_reparameterized_sites(guide: Any, *args: Any, **kwargs: Any) -> list[str]:
+    """The latent sites without ``has_rsample`` in one run of ``guide``."""
     with handlers.block(), handlers.seed(rng_seed=0):
         tr = handlers.trace(guide).get_trace(*args, **kwargs)
-    return any(site["type"] == "sample" and not site["is_observed"]
-               and not site["fn"].has_rsample for site in tr.values())
+    return [name for name, site in tr.items() if site["type"] == "sample"
+            and not site["is_observed"] and not site["fn"].has_rsample]
 
 
 def resolve_device(device: str | None) -> jax.Device:

@@ -1,4 +1,5 @@
-"""NumPyro ELBOs for the estimators of :mod:`ppl_vae.estimators`.
+"""NumPyro ELBOs for the estimators of :mod:`ppl_vae.estimators`: trace flattening and the
+registry; the math is :mod:`ppl_vae.models.objectives`.
 
 NumPyro's ``Trace_ELBO``, ``TraceMeanField_ELBO`` and ``RenyiELBO`` differentiate through
 every sample path and add no score term on a non-reparameterized site: on a discrete or
@@ -15,11 +16,8 @@ objective as the Pyro backend's, VIMCO's score term for discrete sites).
 
 References
 ----------
-Mnih & Gregor (2014), Neural variational inference and learning in belief networks.
 Schulman, Heess, Weber & Abbeel (2015), Gradient estimation using stochastic computation
-graphs. Roeder, Wu & Duvenaud (2017), Sticking the landing. Tucker, Lawson, Gu & Maddison
-(2018), Doubly reparameterized gradient estimators for Monte Carlo objectives. Mnih & Rezende
-(2016), Variational inference for Monte Carlo objectives.
+graphs. Roeder, Wu & Duvenaud (2017), Sticking the landing.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ from ppl_vae.estimators import (
     baseline_average_name,
 )
 from ppl_vae.models import objectives
-from ppl_vae.models.numpyro_backend import JaxOps, has_non_reparameterized_sites, score_function
+from ppl_vae.models.numpyro_backend import JaxOps, non_reparameterized_sites, score_function
 
 _PATHWISE_ONLY = (numpyro.infer.Trace_ELBO, numpyro.infer.TraceMeanField_ELBO,
                   numpyro.infer.RenyiELBO)
@@ -62,7 +60,7 @@ _PATHWISE_ONLY = (numpyro.infer.Trace_ELBO, numpyro.infer.TraceMeanField_ELBO,
 
 def check_elbo(elbo: Any, guide: Any, *args: Any, **kwargs: Any) -> None:
     """Raise ``TypeError`` if ``elbo`` would give a biased gradient for ``guide``."""
-    if isinstance(elbo, _PATHWISE_ONLY) and has_non_reparameterized_sites(guide, *args, **kwargs):
+    if isinstance(elbo, _PATHWISE_ONLY) and non_reparameterized_sites(guide, *args, **kwargs):
         raise TypeError(
             f"NumPyro's {type(elbo).__name__} adds no score-function term for the guide's "
             "non-reparameterized sites (discrete or score-function-marked), so its gradient "
@@ -86,6 +84,15 @@ def _require_reparameterized(tr: dict, estimator: str) -> None:
 
 def _scale(site: dict) -> Any:
     return 1.0 if site["scale"] is None else site["scale"]
+
+
+def _log_weights(model_trace: dict, guide_trace: dict) -> tuple[jax.Array, float, jax.Array]:
+    """:func:`ppl_vae.models.objectives.log_weights` of the two traces' sample sites."""
+    return objectives.log_weights(JaxOps, [
+        objectives.WeightedSite(sign, site["fn"].log_prob(site["value"]),
+                                frozenset(f.dim for f in site["cond_indep_stack"]),
+                                site["scale"], site["fn"].has_rsample)
+        for sign, tr in ((1.0, model_trace), (-1.0, guide_trace)) for site in _sample_sites(tr)])
 
 
 # ------------------------------------------------------------------ STL and DReG
@@ -155,41 +162,17 @@ def _scale_path_bwd(weight: jax.Array, cotangent: jax.Array) -> tuple[jax.Array,
 _scale_path.defvjp(_scale_path_fwd, _scale_path_bwd)
 
 
-def _log_weights(model_trace: dict, guide_trace: dict) -> tuple[jax.Array, float, jax.Array]:
-    """log w per element of the plates shared by every sample site (as ``RenyiELBO``), unscaled;
-    the one plate-subsampling scale to apply after averaging the weights; and Σ log q of the
-    guide's non-reparameterized sites per element of the same plates."""
-    sites = [(1.0, s) for s in _sample_sites(model_trace)] + [
-        (-1.0, s) for s in _sample_sites(guide_trace)]
-    shared = set.intersection(*(set(s["cond_indep_stack"]) for _, s in sites))
-    keep = {f.dim for f in shared}
-    log_w = objectives.shared_plate_log_weight(
-        JaxOps, [(sign, site["fn"].log_prob(site["value"])) for sign, site in sites], keep)
-    log_q_score = jnp.zeros_like(log_w) + objectives.shared_plate_log_weight(
-        JaxOps, [(1.0, site["fn"].log_prob(site["value"])) for sign, site in sites
-                 if sign < 0 and not site["fn"].has_rsample], keep)
-    return log_w, objectives.common_scale(site["scale"] for _, site in sites), log_q_score
-
-
 def _broadcast_weight(weight: jax.Array, value: jax.Array, event_dim: int) -> jax.Array:
     weight = jnp.reshape(weight, jnp.shape(weight) + (1,) * event_dim)
     return jnp.broadcast_to(weight, jnp.shape(value))
 
 
 class DReG_ELBO(ELBO):
-    r"""Importance-weighted bound with the doubly reparameterized gradient (Tucker et al. 2018).
-
-    With log w_k = log p(x, z_k) − log q(z_k | x), z_k = g(ε_k, φ) and w̃_k = w_k / Σ_j w_j,
-    the objective log (1/K) Σ_k w_k (per element of the plates shared by every site, like
-    ``RenyiELBO``; subsampling scales applied after the log-mean-exp) gets
-
-    .. math:: ∇_θ = Σ_k w̃_k ∇_θ \log w_k,\qquad
-              ∇_φ = Σ_k w̃_k^2 \frac{∂ \log w_k}{∂ z_k} \frac{∂ z_k}{∂ φ},
-
-    with log q re-scored under stop-gradient parameters. The surrogate Σ_k w̃_k log w_k is
-    evaluated at values whose path cotangent is multiplied by w̃_k (a custom VJP), which
-    needs the weights first: log w is computed once for the values, once for the gradient.
-    At K = 1 this is :class:`TraceSTL_ELBO`.
+    r"""Importance-weighted bound with the doubly reparameterized gradient (Tucker et al. 2018;
+    :func:`~ppl_vae.models.objectives.doubly_reparameterized`). The surrogate is evaluated at
+    values whose path cotangent is multiplied by w̃_k (a custom VJP), which needs the weights
+    first: log w is computed once for the values, once for the gradient. At K = 1 this is
+    :class:`TraceSTL_ELBO`.
     """
 
     def loss(self, rng_key: jax.Array, param_map: dict, model: Any, guide: Any, *args: Any,
@@ -210,12 +193,10 @@ class DReG_ELBO(ELBO):
             return _log_weights(model_trace, guide_trace)
 
         log_w, scale, _ = jax.vmap(log_weight)(score_keys, values)
-        log_mean, weights = objectives.normalized_weights(JaxOps, stop_gradient(log_w),
-                                                          self.num_particles)
-        log_w_path, _, _ = jax.vmap(log_weight)(score_keys, values, weights)
-        surrogate = jnp.sum(weights * log_w_path, axis=0)
-        objective = log_mean + surrogate - stop_gradient(surrogate)
-        return -scale[0] * jnp.sum(objective)
+        bound, surrogate = objectives.doubly_reparameterized(
+            JaxOps, log_w, self.num_particles, scale[0],
+            lambda weights: jax.vmap(log_weight)(score_keys, values, weights)[0])
+        return objectives.surrogate_loss(bound, surrogate, stop_gradient)
 
 
 class _ScorePathsStopped(numpyro.primitives.Messenger):
@@ -228,15 +209,12 @@ class _ScorePathsStopped(numpyro.primitives.Messenger):
 
 
 class IWAE_ELBO(ELBO):
-    r"""The importance-weighted bound (Burda et al. 2016) and its plain gradient,
-    Σ_k w̃_k ∇ log w_k through every sample path, scaled by N/B after the log-mean-exp: the
-    same objective as the Pyro backend's ``IWAE_ELBO``.
+    r"""The importance-weighted bound (Burda et al. 2016) with its plain gradient
+    (:func:`~ppl_vae.models.objectives.importance_weighted`), the Pyro backend's objective.
+    Refuses guides with non-reparameterized sites (their parameters would get no gradient):
+    use :class:`VIMCO_ELBO`."""
 
-    Refuses guides with non-reparameterized sites (their parameters would get no gradient);
-    use :class:`VIMCO_ELBO`.
-    """
-
-    estimator = "iwae"
+    vimco = False
 
     def loss(self, rng_key: jax.Array, param_map: dict, model: Any, guide: Any, *args: Any,
              **kwargs: Any) -> jax.Array:
@@ -244,7 +222,8 @@ class IWAE_ELBO(ELBO):
             model_key, guide_key = random.split(key)
             guide_trace = trace(seed(substitute(_ScorePathsStopped(guide), data=param_map),
                                      guide_key)).get_trace(*args, **kwargs)
-            self._check_sites(guide_trace)
+            if not self.vimco:
+                _require_reparameterized(guide_trace, "iwae")
             model_trace = trace(seed(replay(substitute(model, data=param_map), guide_trace),
                                      model_key)).get_trace(*args, **kwargs)
             check_model_guide_match(model_trace, guide_trace)
@@ -252,34 +231,18 @@ class IWAE_ELBO(ELBO):
 
         log_w, scale, log_q_score = jax.vmap(particle)(random.split(rng_key,
                                                                     self.num_particles))
-        log_mean, _ = objectives.normalized_weights(JaxOps, log_w, self.num_particles)
-        bound = jnp.sum(log_mean)
-        surrogate = bound + self._score_term(log_w, log_q_score)
-        return -scale[0] * (stop_gradient(bound) + surrogate - stop_gradient(surrogate))
-
-    def _check_sites(self, guide_trace: dict) -> None:
-        _require_reparameterized(guide_trace, self.estimator)
-
-    def _score_term(self, log_w: jax.Array, log_q_score: Any) -> Any:
-        return 0.0
+        bound, surrogate = objectives.importance_weighted(
+            JaxOps, log_w, log_q_score, self.num_particles, scale[0], vimco=self.vimco)
+        return objectives.surrogate_loss(bound, surrogate, stop_gradient)
 
 
 class VIMCO_ELBO(IWAE_ELBO):
-    r"""The importance-weighted bound with VIMCO's gradient (Mnih & Rezende 2016): the IWAE
-    gradient through reparameterized sites plus Σ_k L̂(k | −k) ∇ log q(z_k) for the
-    non-reparameterized ones (:func:`ppl_vae.models.objectives.leave_one_out_signals`).
-    Needs K ≥ 2; on a fully reparameterized guide it is :class:`IWAE_ELBO`.
-    """
+    r"""The importance-weighted bound with VIMCO's gradient (Mnih & Rezende 2016): leave-one-out
+    score terms for the non-reparameterized sites. Needs K ≥ 2; on a fully reparameterized
+    guide it is :class:`IWAE_ELBO`."""
 
-    estimator = "vimco"
+    vimco = True
     can_infer_discrete = True
-
-    def _check_sites(self, guide_trace: dict) -> None:
-        """Every site is welcome: the non-reparameterized ones get the score term."""
-
-    def _score_term(self, log_w: jax.Array, log_q_score: Any) -> Any:
-        signals = objectives.leave_one_out_signals(JaxOps, log_w, self.num_particles)
-        return jnp.sum(signals * log_q_score)
 
 
 def _event_dims(params: dict, guide: Any, args: tuple, kwargs: dict) -> dict[str, int]:
@@ -292,31 +255,17 @@ def _event_dims(params: dict, guide: Any, args: tuple, kwargs: dict) -> dict[str
 # ------------------------------------------------------------------ score function + baseline
 
 
-def _subsampled_frame(tr: dict, site: dict) -> Any:
-    """The one plate of ``site`` that is subsampled (or None): its averages are indexed by
-    the minibatch's datapoint indices (the plate site's value)."""
-    frames = [f for f in site["cond_indep_stack"]
-              if f.name in tr and tr[f.name]["args"][0] != tr[f.name]["args"][1]]
-    if len(frames) > 1:
-        raise ValueError("score-baseline keeps one average per datapoint of one subsampled "
-                         f"plate; site {site['name']!r} is in several: {[f.name for f in frames]}")
-    return frames[0] if frames else None
-
-
-def _table_index(tr: dict, site: dict, ndim: int) -> tuple:
-    index: list[Any] = [slice(None)] * ndim
-    frame = _subsampled_frame(tr, site)
-    if frame is not None:
-        index[frame.dim] = tr[frame.name]["value"]
-    return tuple(index)
-
-
-def _features(args: tuple) -> jax.Array:
-    if not args:
-        raise ValueError("the neural baseline reads the guide's first positional argument "
-                         "(the data batch); call the guide as guide(x, ...)")
-    x = stop_gradient(jnp.asarray(args[0]))
-    return jnp.reshape(x, (x.shape[0], -1)) if x.ndim > 1 else jnp.reshape(x, (1, -1))
+def _baseline_frames(tr: dict, site: dict) -> list[objectives.BaselineFrame]:
+    """The site's plates; a subsampled one carries the minibatch's indices (its plate site's
+    value)."""
+    frames = []
+    for f in site["cond_indep_stack"]:
+        plate = tr.get(f.name)
+        full = plate["args"][0] if plate is not None else f.size
+        subsampled = plate is not None and plate["args"][0] != plate["args"][1]
+        frames.append(objectives.BaselineFrame(f.name, f.dim, full,
+                                               plate["value"] if subsampled else None))
+    return frames
 
 
 def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
@@ -335,13 +284,12 @@ def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
             if site["fn"].has_rsample:
                 continue
             dtype = jnp.result_type(float)
-            shape = [1] * -min([f.dim for f in site["cond_indep_stack"]], default=0)
-            for frame in site["cond_indep_stack"]:
-                shape[frame.dim] = tr[frame.name]["args"][0] if frame.name in tr else frame.size
+            shape = objectives.baseline_table_shape(_baseline_frames(tr, site))
             numpyro.primitives.mutable(baseline_average_name(name), jnp.zeros(shape, dtype))
             if estimator.neural:
                 prefix = f"{BASELINE_PREFIX}{name}"
-                for param, value in networks.init_baseline(prefix, _features(args).shape[-1],
+                features = objectives.baseline_features(JaxOps, args)
+                for param, value in networks.init_baseline(prefix, features.shape[-1],
                                                            estimator.hidden).items():
                     numpyro.param(param, jnp.asarray(value, dtype))
 
@@ -393,12 +341,14 @@ class TraceGraph_ELBO(ELBO):
             for node, cost in costs.items():
                 site = guide_trace[node]
                 signal = stop_gradient(cost.sum_to(site["cond_indep_stack"]))
-                index = _table_index(guide_trace, site, jnp.ndim(signal))
+                index = objectives.baseline_index(_baseline_frames(guide_trace, site),
+                                                  jnp.ndim(signal))
                 baseline = self._baseline(param_map, node, args, signal, index)
                 log_q = site["fn"].log_prob(site["value"])  # unscaled: f carries N/B
-                surrogate = jnp.sum(log_q * stop_gradient(signal - baseline))
+                surrogate, loss = objectives.score_term(JaxOps, log_q, signal, baseline,
+                                                        neural=self.neural)
                 elbo = elbo + surrogate - stop_gradient(surrogate)
-                baseline_loss = baseline_loss + self._baseline_loss(signal, baseline)
+                baseline_loss = baseline_loss + loss
                 signals[node] = (signal, [i for i in index if not isinstance(i, slice)])
                 slots[node] = [isinstance(i, slice) for i in index]
             return elbo, baseline_loss, signals
@@ -413,11 +363,10 @@ class TraceGraph_ELBO(ELBO):
         loss = -jnp.mean(elbos) + baseline_loss - stop_gradient(baseline_loss)
         return {"loss": loss, "mutable_state": self._new_state(param_map, signals, slots)}
 
+    neural = False
+
     def _baseline(self, params: dict, node: str, args: tuple, signal: jax.Array,
                   index: tuple) -> Any:
-        return 0.0
-
-    def _baseline_loss(self, signal: jax.Array, baseline: Any) -> Any:
         return 0.0
 
     def _new_state(self, params: dict, signals: dict, slots: dict) -> dict | None:
@@ -449,12 +398,9 @@ class TraceGraphBaseline_ELBO(TraceGraph_ELBO):
             table = params[baseline_average_name(node)]
             rows = iter(i[0] for i in indices)  # the same datapoints for every particle
             index = tuple(slice(None) if whole else next(rows) for whole in slots[node])
-            new = self.beta * table[index] + (1 - self.beta) * jnp.mean(signal, axis=0)
+            new = objectives.decayed_average(self.beta, table[index], jnp.mean(signal, axis=0))
             state[baseline_average_name(node)] = table.at[index].set(new.astype(table.dtype))
         return state
-
-    def _baseline_loss(self, signal: jax.Array, baseline: Any) -> Any:
-        return jnp.sum((signal - baseline) ** 2) if self.neural else 0.0
 
     def _baseline(self, params: dict, node: str, args: tuple, signal: jax.Array,
                   index: tuple) -> jax.Array:
@@ -465,8 +411,9 @@ class TraceGraphBaseline_ELBO(TraceGraph_ELBO):
         baseline = params[baseline_average_name(node)][index]
         if self.neural:
             prefix = f"{BASELINE_PREFIX}{node}"
-            baseline = baseline + networks.apply_baseline(JaxOps, params.__getitem__, prefix,
-                                                          self.hidden, _features(args))
+            baseline = baseline + networks.apply_baseline(
+                JaxOps, params.__getitem__, prefix, self.hidden,
+                objectives.baseline_features(JaxOps, args))
         if jnp.shape(baseline) != jnp.shape(signal):
             raise ValueError(f"site {node!r}: the baseline has shape {jnp.shape(baseline)} but "
                              f"the learning signal has shape {jnp.shape(signal)}")
@@ -486,43 +433,36 @@ def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> N
          in _latent_sites(guide_trace)), kl_divergence)
 
 
+_PARTICLE_ELBOS: dict[type, type] = {AnalyticKL: numpyro.infer.TraceMeanField_ELBO,
+                                     VIMCO: VIMCO_ELBO, IWAE: IWAE_ELBO, STL: TraceSTL_ELBO,
+                                     DReG: DReG_ELBO}
+"""Estimator type -> ELBO class for guides whose sites are all reparameterized."""
+
+
 def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
               example_args: tuple = (), example_kwargs: dict | None = None) -> tuple[Any, Any]:
     """The NumPyro ELBO for ``estimator`` and the guide to pair it with.
 
     ``example_args`` (e.g. a minibatch) let the guide be traced once to detect
-    non-reparameterized sites: ``reparam`` then uses ``TraceGraph_ELBO``, and the estimators
-    that would be biased there (``reparameterized_only`` ones, and those whose library ELBO
-    adds no score term) are refused.
+    non-reparameterized sites: ``reparam`` then uses :class:`TraceGraph_ELBO`, and the
+    estimators that would be biased there (``reparameterized_only`` ones, and those whose
+    library ELBO adds no score term) are refused.
     """
-    kwargs = example_kwargs or {}
     if isinstance(estimator, Score):
         return TraceGraph_ELBO(num_particles=num_particles), score_function(guide)
     if isinstance(estimator, ScoreBaseline):
         elbo = TraceGraphBaseline_ELBO(num_particles, beta=estimator.beta,
                                        neural=estimator.neural, hidden=estimator.hidden)
         return elbo, baseline_guide(score_function(guide), estimator)
-    discrete = has_non_reparameterized_sites(guide, *example_args, **kwargs)
+    discrete = non_reparameterized_sites(guide, *example_args, **(example_kwargs or {}))
     if isinstance(estimator, Reparam):
         cls = TraceGraph_ELBO if discrete else numpyro.infer.Trace_ELBO
         return cls(num_particles=num_particles), guide
-    if isinstance(estimator, AnalyticKL):
-        elbo = numpyro.infer.TraceMeanField_ELBO(num_particles=num_particles)
-    elif isinstance(estimator, VIMCO):
-        elbo = VIMCO_ELBO(num_particles=num_particles)
-    elif isinstance(estimator, IWAE):
-        elbo = IWAE_ELBO(num_particles=num_particles)
-    elif isinstance(estimator, STL):
-        elbo = TraceSTL_ELBO(num_particles=num_particles)
-    elif isinstance(estimator, DReG):
-        elbo = DReG_ELBO(num_particles=num_particles)
-    else:
+    if type(estimator) not in _PARTICLE_ELBOS:
         raise TypeError(f"no NumPyro ELBO for estimator {estimator!r}")
+    elbo = _PARTICLE_ELBOS[type(estimator)](num_particles=num_particles)
     if discrete and (estimator.reparameterized_only or isinstance(elbo, _PATHWISE_ONLY)):
-        raise TypeError(f"the {estimator.name} estimator needs every latent site "
-                        "reparameterized; this guide has a discrete or score-function site "
-                        "(use 'vimco' for a multi-sample bound, or relaxed gates, or the "
-                        "'reparam' or 'score' estimator)")
+        raise objectives.reparameterized_only_error(estimator.name, discrete, TypeError)
     return elbo, guide
 
 
