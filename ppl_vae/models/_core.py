@@ -105,12 +105,12 @@ class OneHotLabels(NamedTuple):
     value: Any
 
 
-def check_param_names(own: dict[str, Any], given: dict[str, Any]) -> None:
-    """Raise if ``given`` does not have exactly the parameter names of ``own``."""
-    missing, extra = sorted(set(own) - set(given)), sorted(set(given) - set(own))
-    if missing or extra:
-        raise ValueError(f"parameter names do not match this model: missing {missing}, "
-                         f"unexpected {extra}")
+def score_marked(d: Any) -> Any:
+    """``d`` once a backend marked it for score-function gradients; a distribution that still
+    claims ``rsample`` could not be marked."""
+    if d.has_rsample:
+        raise TypeError(f"cannot mark {type(d).__name__} for score-function gradients")
+    return d
 
 
 class VAECore(abc.ABC):
@@ -143,6 +143,32 @@ class VAECore(abc.ABC):
     @abc.abstractmethod
     def param(self, name: str) -> Any:
         """The current value of a parameter, registered with the backend's SVI."""
+
+    @abc.abstractmethod
+    def get_params(self) -> dict[str, np.ndarray]:
+        """Every parameter as a NumPy array, keyed by flat name."""
+
+    @abc.abstractmethod
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's shape, keyed by flat name."""
+
+    @abc.abstractmethod
+    def _assign(self, params: dict[str, Any]) -> None:
+        """Put checked values (every name, the right shapes) into the parameters."""
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Replace every parameter's value (the names and shapes of :meth:`get_params`;
+        NumPy, torch or JAX arrays)."""
+        own = self.param_shapes()
+        missing, extra = sorted(set(own) - set(params)), sorted(set(params) - set(own))
+        if missing or extra:
+            raise ValueError(f"parameter names do not match this model: missing {missing}, "
+                             f"unexpected {extra}")
+        for name, value in params.items():
+            if tuple(np.shape(value)) != own[name]:
+                raise ValueError(f"parameter {name!r} has shape {tuple(np.shape(value))}, "
+                                 f"expected {own[name]}")
+        self._assign(params)
 
     @property
     def sites(self) -> tuple[str, ...]:

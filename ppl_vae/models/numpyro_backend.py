@@ -28,12 +28,8 @@ from numpyro.distributions.kl import kl_divergence
 from numpyro.primitives import Messenger
 
 from ppl_vae.families import laplace_kl
-from ppl_vae.models._core import (
-    DeviceError,
-    FunctionalDistributionBase,
-    VAECore,
-    check_param_names,
-)
+from ppl_vae.models import _core
+from ppl_vae.models.array_ops import ArrayOps
 from ppl_vae.spec import ModelSpec
 
 
@@ -52,29 +48,54 @@ def _softplus_jvp(primals: tuple, tangents: tuple) -> tuple:
     return softplus(x), jax.nn.sigmoid(x) * t
 
 
-class JaxOps:
+def mark_score_function(d: Any) -> Any:
+    """Mark a NumPyro distribution non-reparameterized (NumPyro has no ``has_rsample_``).
+
+    ELBOs that honour ``has_rsample`` (``TraceGraph_ELBO``) then stop the sample path's
+    gradient and add the score term. ``Trace_ELBO`` does not: see
+    :mod:`ppl_vae.models.numpyro_elbos`.
+
+    Every wrapper the families use (``Independent``, ``ExpandedDistribution``,
+    ``MaskedDistribution``, ``TransformedDistribution`` such as ``RelaxedBernoulliLogits``)
+    takes ``has_rsample`` from its ``base_dist``, so the innermost base is marked.
+    """
+    base = d
+    while hasattr(base, "base_dist"):
+        base = base.base_dist
+    base.reparametrized_params = []
+    return _core.score_marked(d)
+
+
+class FunctionalDistribution(_core.FunctionalDistributionBase, ndist.Distribution):
+    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a NumPyro distribution;
+    ``draw(d)`` folds a fresh key into the given one at each call."""
+
+    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
+        self._check_sample_shape(sample_shape)
+        count = itertools.count()
+        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count)),
+                                               tuple(sample_shape)))
+
+
+class JaxOps(ArrayOps):
     """The array operations the families use, and NumPyro's primitives, in JAX."""
 
+    xp = jnp
     dist = ndist
+    FunctionalDistribution = FunctionalDistribution
     sample = staticmethod(numpyro.sample)
     no_grad = staticmethod(contextlib.nullcontext)
+    score_function = staticmethod(mark_score_function)
     softplus = staticmethod(softplus)
     sigmoid = staticmethod(jax.nn.sigmoid)
-    tanh = staticmethod(jnp.tanh)
-    abs = staticmethod(jnp.abs)
-    log = staticmethod(jnp.log)
-    exp = staticmethod(jnp.exp)
-    expm1 = staticmethod(jnp.expm1)
-    log1p = staticmethod(jnp.log1p)
-    round = staticmethod(jnp.round)
-    where = staticmethod(jnp.where)
-    clip = staticmethod(jnp.clip)
-    broadcast_to = staticmethod(jnp.broadcast_to)
-    moveaxis = staticmethod(jnp.moveaxis)
     stop_gradient = staticmethod(jax.lax.stop_gradient)
     kl_divergence = staticmethod(kl_divergence)
     activations = {"relu": jax.nn.relu, "tanh": jnp.tanh, "softplus": jax.nn.softplus,
                    "elu": jax.nn.elu}
+
+    @staticmethod
+    def like(x: jax.Array) -> dict[str, Any]:
+        return {"dtype": jnp.result_type(x)}
 
     @staticmethod
     def deterministic(name: str, value: jax.Array, event_dim: int) -> jax.Array:
@@ -90,37 +111,12 @@ class JaxOps:
         return x @ weight.T + bias
 
     @staticmethod
-    def flip(x: jax.Array) -> jax.Array:
-        """``x`` with its last axis reversed."""
-        return jnp.flip(x, -1)
-
-    @staticmethod
     def split(h: jax.Array, n: int) -> list[jax.Array]:
         return jnp.split(h, n, axis=-1)
 
     @staticmethod
-    def eye(like: jax.Array, n: int) -> jax.Array:
-        return jnp.eye(n, dtype=jnp.result_type(like))
-
-    @staticmethod
-    def asarray(like: jax.Array, values: np.ndarray) -> jax.Array:
-        return jnp.asarray(values, dtype=jnp.result_type(like))
-
-    @staticmethod
-    def full(like: jax.Array, shape: tuple[int, ...], value: float) -> jax.Array:
-        return jnp.full(shape, value, dtype=jnp.result_type(like))
-
-    @staticmethod
     def logsumexp(x: jax.Array, dim: int) -> jax.Array:
         return jax.scipy.special.logsumexp(x, axis=dim)
-
-    @staticmethod
-    def sum(x: jax.Array, axes: tuple[int, ...], keepdims: bool = False) -> jax.Array:
-        return jnp.sum(x, axis=axes, keepdims=keepdims)
-
-    @staticmethod
-    def score_function(d: Any) -> Any:
-        return mark_score_function(d)
 
     @staticmethod
     def log_softmax(x: jax.Array) -> jax.Array:
@@ -131,10 +127,6 @@ class JaxOps:
         return jax.nn.one_hot(labels, n, dtype=jnp.result_type(like))
 
     @staticmethod
-    def concat(parts: list[jax.Array]) -> jax.Array:
-        return jnp.concatenate(parts, axis=-1)
-
-    @staticmethod
     def take_level(table: jax.Array, level: jax.Array) -> jax.Array:
         """``table[..., level]`` elementwise: ``level`` (integer-valued) indexes the last axis."""
         index = jnp.broadcast_to(level.astype(jnp.int32)[..., None], table.shape[:-1] + (1,))
@@ -143,10 +135,6 @@ class JaxOps:
     @staticmethod
     def cast_like(x: jax.Array, like: jax.Array) -> jax.Array:
         return x.astype(jnp.result_type(like))
-
-    @staticmethod
-    def arange(like: jax.Array, n: int) -> jax.Array:
-        return jnp.arange(n, dtype=jnp.result_type(like))
 
     @staticmethod
     def conv2d(x: jax.Array, weight: jax.Array, bias: jax.Array, stride: int,
@@ -170,45 +158,10 @@ class JaxOps:
                                            dimension_numbers=("NCHW", "OIHW", "NCHW"))
         return out + bias[:, None, None]
 
-    @staticmethod
-    def functional_distribution(**kwargs: Any) -> FunctionalDistribution:
-        return FunctionalDistribution(**kwargs)
-
-
-class FunctionalDistribution(FunctionalDistributionBase, ndist.Distribution):
-    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a NumPyro distribution;
-    ``draw(d)`` folds a fresh key into the given one at each call."""
-
-    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
-        self._check_sample_shape(sample_shape)
-        count = itertools.count()
-        return self._sample(lambda d: d.sample(jax.random.fold_in(key, next(count)),
-                                               tuple(sample_shape)))
-
 
 @kl_divergence.register(ndist.Laplace, ndist.Laplace)
 def _kl_laplace_laplace(p: ndist.Laplace, q: ndist.Laplace) -> jax.Array:
     return laplace_kl(JaxOps, p.loc, p.scale, q.loc, q.scale)
-
-
-def mark_score_function(d: Any) -> Any:
-    """Mark a NumPyro distribution non-reparameterized (NumPyro has no ``has_rsample_``).
-
-    ELBOs that honour ``has_rsample`` (``TraceGraph_ELBO``) then stop the sample path's
-    gradient and add the score term. ``Trace_ELBO`` does not: see
-    :mod:`ppl_vae.models.numpyro_elbos`.
-
-    Every wrapper the families use (``Independent``, ``ExpandedDistribution``,
-    ``MaskedDistribution``, ``TransformedDistribution`` such as ``RelaxedBernoulliLogits``)
-    takes ``has_rsample`` from its ``base_dist``, so the innermost base is marked.
-    """
-    base = d
-    while hasattr(base, "base_dist"):
-        base = base.base_dist
-    base.reparametrized_params = []
-    if d.has_rsample:
-        raise TypeError(f"cannot mark {type(d).__name__} for score-function gradients")
-    return d
 
 
 def non_reparameterized_sites(guide: Any, *args: Any, **kwargs: Any) -> list[str]:
@@ -229,7 +182,7 @@ def resolve_device(device: str | None) -> jax.Device:
         try:
             return jax.devices("gpu")[0]
         except RuntimeError:
-            raise DeviceError(
+            raise _core.DeviceError(
                 f"device={device!r} was requested but JAX sees no GPU (platforms: "
                 f"{sorted({d.platform for d in jax.devices()})}); use device='cpu' or 'auto', "
                 "or install a CUDA build of jax (pip install 'jax[cuda12]') and unset "
@@ -237,7 +190,7 @@ def resolve_device(device: str | None) -> jax.Device:
     raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
 
 
-class NumPyroVAE(VAECore):
+class NumPyroVAE(_core.VAECore):
     """A VAE whose ``model`` and ``guide`` (:class:`~ppl_vae.models._core.VAECore`) are
     NumPyro programs. ``self.params`` holds the current values; ``numpyro.param`` returns them
     outside inference and the optimizer's values inside it."""
@@ -263,17 +216,12 @@ class NumPyroVAE(VAECore):
         """Every parameter as a NumPy array, keyed by flat name."""
         return {name: np.asarray(value) for name, value in self.params.items()}
 
-    def set_params(self, params: dict[str, Any]) -> None:
-        """Replace the values (the same names and shapes as :meth:`get_params`)."""
-        check_param_names(self.params, params)
-        new = {}
-        for name, value in params.items():
-            value = jnp.asarray(value, dtype=self.dtype)
-            if value.shape != self.params[name].shape:
-                raise ValueError(f"parameter {name!r} has shape {value.shape}, "
-                                 f"expected {self.params[name].shape}")
-            new[name] = value
-        self.params = new
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(value.shape) for name, value in self.params.items()}
+
+    def _assign(self, params: dict[str, Any]) -> None:
+        self.params = {name: jnp.asarray(value, dtype=self.dtype)
+                       for name, value in params.items()}
 
     def as_tensor(self, x: Any) -> jax.Array:
         """Data as a JAX array of this VAE's dtype."""

@@ -38,19 +38,8 @@ from numpyro.infer.elbo import ELBO, MultiFrameTensor, get_nonreparam_deps
 from numpyro.infer.util import get_importance_trace
 from numpyro.util import check_model_guide_match
 
+from ppl_vae import estimators as est
 from ppl_vae import networks
-from ppl_vae.estimators import (
-    BASELINE_PREFIX,
-    IWAE,
-    STL,
-    VIMCO,
-    AnalyticKL,
-    DReG,
-    Reparam,
-    Score,
-    ScoreBaseline,
-    baseline_average_name,
-)
 from ppl_vae.models import objectives
 from ppl_vae.models.numpyro_backend import JaxOps, non_reparameterized_sites, score_function
 
@@ -237,9 +226,9 @@ class IWAE_ELBO(ELBO):
 
 
 class VIMCO_ELBO(IWAE_ELBO):
-    r"""The importance-weighted bound with VIMCO's gradient (Mnih & Rezende 2016): leave-one-out
-    score terms for the non-reparameterized sites. Needs K ≥ 2; on a fully reparameterized
-    guide it is :class:`IWAE_ELBO`."""
+    r"""VIMCO (Mnih & Rezende 2016) for NumPyro programs: :class:`IWAE_ELBO` plus the
+    leave-one-out score terms of the sites whose value paths :class:`_ScorePathsStopped`
+    cut. Needs K ≥ 2."""
 
     vimco = True
     can_infer_discrete = True
@@ -268,7 +257,7 @@ def _baseline_frames(tr: dict, site: dict) -> list[objectives.BaselineFrame]:
     return frames
 
 
-def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
+def baseline_guide(guide: Any, estimator: est.ScoreBaseline) -> Any:
     """Wrap ``guide`` so it declares the state :class:`TraceGraphBaseline_ELBO` needs.
 
     For each non-reparameterized latent site: ``baseline.<site>.average`` (a
@@ -285,9 +274,9 @@ def baseline_guide(guide: Any, estimator: ScoreBaseline) -> Any:
                 continue
             dtype = jnp.result_type(float)
             shape = objectives.baseline_table_shape(_baseline_frames(tr, site))
-            numpyro.primitives.mutable(baseline_average_name(name), jnp.zeros(shape, dtype))
+            numpyro.primitives.mutable(est.baseline_average_name(name), jnp.zeros(shape, dtype))
             if estimator.neural:
-                prefix = f"{BASELINE_PREFIX}{name}"
+                prefix = f"{est.BASELINE_PREFIX}{name}"
                 features = objectives.baseline_features(JaxOps, args)
                 for param, value in networks.init_baseline(prefix, features.shape[-1],
                                                            estimator.hidden).items():
@@ -395,22 +384,22 @@ class TraceGraphBaseline_ELBO(TraceGraph_ELBO):
     def _new_state(self, params: dict, signals: dict, slots: dict) -> dict:
         state = {}
         for node, (signal, indices) in signals.items():
-            table = params[baseline_average_name(node)]
+            table = params[est.baseline_average_name(node)]
             rows = iter(i[0] for i in indices)  # the same datapoints for every particle
             index = tuple(slice(None) if whole else next(rows) for whole in slots[node])
             new = objectives.decayed_average(self.beta, table[index], jnp.mean(signal, axis=0))
-            state[baseline_average_name(node)] = table.at[index].set(new.astype(table.dtype))
+            state[est.baseline_average_name(node)] = table.at[index].set(new.astype(table.dtype))
         return state
 
     def _baseline(self, params: dict, node: str, args: tuple, signal: jax.Array,
                   index: tuple) -> jax.Array:
-        if baseline_average_name(node) not in params:
+        if est.baseline_average_name(node) not in params:
             raise ValueError(f"no baseline state for site {node!r}: pair TraceGraphBaseline_ELBO "
                              "with the guide from ppl_vae.models.numpyro_elbos.baseline_guide "
                              "(make_elbo returns it)")
-        baseline = params[baseline_average_name(node)][index]
+        baseline = params[est.baseline_average_name(node)][index]
         if self.neural:
-            prefix = f"{BASELINE_PREFIX}{node}"
+            prefix = f"{est.BASELINE_PREFIX}{node}"
             baseline = baseline + networks.apply_baseline(
                 JaxOps, params.__getitem__, prefix, self.hidden,
                 objectives.baseline_features(JaxOps, args))
@@ -433,9 +422,9 @@ def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> N
          in _latent_sites(guide_trace)), kl_divergence)
 
 
-_PARTICLE_ELBOS: dict[type, type] = {AnalyticKL: numpyro.infer.TraceMeanField_ELBO,
-                                     VIMCO: VIMCO_ELBO, IWAE: IWAE_ELBO, STL: TraceSTL_ELBO,
-                                     DReG: DReG_ELBO}
+_PARTICLE_ELBOS: dict[type, type] = {est.AnalyticKL: numpyro.infer.TraceMeanField_ELBO,
+                                     est.VIMCO: VIMCO_ELBO, est.IWAE: IWAE_ELBO,
+                                     est.STL: TraceSTL_ELBO, est.DReG: DReG_ELBO}
 """Estimator type -> ELBO class for guides whose sites are all reparameterized."""
 
 
@@ -448,14 +437,14 @@ def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
     estimators that would be biased there (``reparameterized_only`` ones, and those whose
     library ELBO adds no score term) are refused.
     """
-    if isinstance(estimator, Score):
+    if isinstance(estimator, est.Score):
         return TraceGraph_ELBO(num_particles=num_particles), score_function(guide)
-    if isinstance(estimator, ScoreBaseline):
+    if isinstance(estimator, est.ScoreBaseline):
         elbo = TraceGraphBaseline_ELBO(num_particles, beta=estimator.beta,
                                        neural=estimator.neural, hidden=estimator.hidden)
         return elbo, baseline_guide(score_function(guide), estimator)
     discrete = non_reparameterized_sites(guide, *example_args, **(example_kwargs or {}))
-    if isinstance(estimator, Reparam):
+    if isinstance(estimator, est.Reparam):
         cls = TraceGraph_ELBO if discrete else numpyro.infer.Trace_ELBO
         return cls(num_particles=num_particles), guide
     if type(estimator) not in _PARTICLE_ELBOS:
@@ -466,6 +455,6 @@ def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
     return elbo, guide
 
 
-__all__ = ["BASELINE_PREFIX", "DReG_ELBO", "IWAE_ELBO", "TraceGraphBaseline_ELBO",
+__all__ = ["DReG_ELBO", "IWAE_ELBO", "TraceGraphBaseline_ELBO",
            "TraceGraph_ELBO", "TraceSTL_ELBO", "VIMCO_ELBO",
            "baseline_guide", "check_closed_form_kl", "check_elbo", "make_elbo"]

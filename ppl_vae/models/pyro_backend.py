@@ -19,39 +19,65 @@ import torch.nn.functional as F
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 
-from ppl_vae.models._core import (
-    DeviceError,
-    FunctionalDistributionBase,
-    VAECore,
-    check_param_names,
-)
+from ppl_vae.models import _core
+from ppl_vae.models.array_ops import ArrayOps
 from ppl_vae.spec import ModelSpec
 
 
-class TorchOps:
+class _ScoreIndependent(pdist.Independent):
+    """``Independent`` with a settable ``has_rsample``: torch's is a read-only property, so
+    ``has_rsample_(False)`` and the plate broadcast's copy of the flag both fail on it."""
+
+    @property
+    def has_rsample(self) -> bool:
+        return getattr(self, "_has_rsample", self.base_dist.has_rsample)
+
+    @has_rsample.setter
+    def has_rsample(self, value: bool) -> None:
+        self._has_rsample = value
+
+
+def mark_score_function(d: Any) -> Any:
+    """Mark a Pyro distribution non-reparameterized: ``Independent`` (``.to_event``) and
+    masked ones (whose flag is a read-only property) are rebuilt around a marked base."""
+    if isinstance(d, pdist.MaskedDistribution):
+        return pdist.MaskedDistribution(mark_score_function(d.base_dist), d._mask)
+    if isinstance(d, torch.distributions.Independent):
+        d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
+    return _core.score_marked(d.has_rsample_(False))
+
+
+class FunctionalDistribution(_core.FunctionalDistributionBase, pdist.TorchDistribution):
+    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a Pyro distribution."""
+
+    _shape = torch.Size
+
+    def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
+        self._check_sample_shape(sample_shape)
+        with torch.no_grad():
+            return self._sample(lambda d: d.sample(sample_shape))
+
+
+class TorchOps(ArrayOps):
     """The array operations the families use, and Pyro's primitives, in torch."""
 
+    xp = torch
     dist = pdist
+    FunctionalDistribution = FunctionalDistribution
     sample = staticmethod(pyro.sample)
     deterministic = staticmethod(pyro.deterministic)
     no_grad = staticmethod(torch.no_grad)
+    score_function = staticmethod(mark_score_function)
     softplus = staticmethod(F.softplus)
     sigmoid = staticmethod(torch.sigmoid)
-    tanh = staticmethod(torch.tanh)
     linear = staticmethod(F.linear)
-    abs = staticmethod(torch.abs)
-    log = staticmethod(torch.log)
-    exp = staticmethod(torch.exp)
-    expm1 = staticmethod(torch.expm1)
-    log1p = staticmethod(torch.log1p)
-    round = staticmethod(torch.round)
-    where = staticmethod(torch.where)
-    clip = staticmethod(torch.clamp)
-    broadcast_to = staticmethod(torch.broadcast_to)
-    moveaxis = staticmethod(torch.movedim)
     logsumexp = staticmethod(torch.logsumexp)
     kl_divergence = staticmethod(torch.distributions.kl_divergence)
     activations = {"relu": torch.relu, "tanh": torch.tanh, "softplus": F.softplus, "elu": F.elu}
+
+    @staticmethod
+    def like(x: torch.Tensor) -> dict[str, Any]:
+        return {"dtype": x.dtype, "device": x.device}
 
     @staticmethod
     def draw(d: Any, key: None, sample_shape: tuple[int, ...]) -> torch.Tensor:
@@ -59,37 +85,12 @@ class TorchOps:
         return d.sample(sample_shape)
 
     @staticmethod
-    def flip(x: torch.Tensor) -> torch.Tensor:
-        """``x`` with its last axis reversed."""
-        return torch.flip(x, (-1,))
-
-    @staticmethod
     def split(h: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
         return torch.chunk(h, n, dim=-1)
 
     @staticmethod
-    def full(like: torch.Tensor, shape: tuple[int, ...], value: float) -> torch.Tensor:
-        return torch.full(shape, value, dtype=like.dtype, device=like.device)
-
-    @staticmethod
     def stop_gradient(x: torch.Tensor) -> torch.Tensor:
         return x.detach()
-
-    @staticmethod
-    def eye(like: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.eye(n, dtype=like.dtype, device=like.device)
-
-    @staticmethod
-    def asarray(like: torch.Tensor, values: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
-
-    @staticmethod
-    def sum(x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False) -> torch.Tensor:
-        return x.sum(dim=axes, keepdim=keepdims)
-
-    @staticmethod
-    def score_function(d: Any) -> Any:
-        return mark_score_function(d)
 
     @staticmethod
     def log_softmax(x: torch.Tensor) -> torch.Tensor:
@@ -100,10 +101,6 @@ class TorchOps:
         return F.one_hot(labels.long(), n).to(dtype=like.dtype, device=like.device)
 
     @staticmethod
-    def concat(parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts, dim=-1)
-
-    @staticmethod
     def take_level(table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """``table[..., level]`` elementwise: ``level`` (integer-valued) indexes the last axis."""
         index = level.long().unsqueeze(-1).expand(*table.shape[:-1], 1)
@@ -112,10 +109,6 @@ class TorchOps:
     @staticmethod
     def cast_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return x.to(like.dtype)
-
-    @staticmethod
-    def arange(like: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.arange(n, dtype=like.dtype, device=like.device)
 
     @staticmethod
     def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int,
@@ -130,21 +123,6 @@ class TorchOps:
         return F.conv_transpose2d(x, weight, bias, stride=stride, padding=padding,
                                   output_padding=output_padding)
 
-    @staticmethod
-    def functional_distribution(**kwargs: Any) -> FunctionalDistribution:
-        return FunctionalDistribution(**kwargs)
-
-
-class FunctionalDistribution(FunctionalDistributionBase, pdist.TorchDistribution):
-    """:class:`~ppl_vae.models._core.FunctionalDistributionBase` as a Pyro distribution."""
-
-    _shape = torch.Size
-
-    def sample(self, sample_shape: tuple = ()) -> torch.Tensor:
-        self._check_sample_shape(sample_shape)
-        with torch.no_grad():
-            return self._sample(lambda d: d.sample(sample_shape))
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when present; asking for CUDA without it is an error."""
@@ -152,13 +130,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("device='cuda' was requested but torch sees no CUDA device "
+        raise _core.DeviceError("device='cuda' was requested but torch sees no CUDA device "
                            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
                            "use device='cpu' or 'auto', or install a CUDA build of torch")
     return device
 
 
-class PyroVAE(VAECore):
+class PyroVAE(_core.VAECore):
     """A VAE whose ``model`` and ``guide`` (:class:`~ppl_vae.models._core.VAECore`) are Pyro
     programs."""
 
@@ -189,16 +167,15 @@ class PyroVAE(VAECore):
         """Every parameter as a NumPy array, keyed by flat name."""
         return {name: p.detach().cpu().numpy().copy() for name, p in self._params.items()}
 
-    def set_params(self, params: dict[str, Any]) -> None:
-        """Copy values in place (the same names and shapes as :meth:`get_params`)."""
-        check_param_names(self._params, params)
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(p.shape) for name, p in self._params.items()}
+
+    def _assign(self, params: dict[str, Any]) -> None:
+        """Copy the values in place (the objects Pyro's param store holds stay)."""
         with torch.no_grad():
             for name, value in params.items():
                 target = self._params[name]
                 value = torch.from_numpy(np.array(value))  # a writable copy
-                if tuple(value.shape) != tuple(target.shape):
-                    raise ValueError(f"parameter {name!r} has shape {tuple(value.shape)}, "
-                                     f"expected {tuple(target.shape)}")
                 target.copy_(value.to(dtype=target.dtype, device=target.device))
 
     def as_tensor(self, x: Any) -> torch.Tensor:
@@ -271,32 +248,6 @@ def drop_stale(name: str, value: torch.Tensor) -> None:
     store = pyro.get_param_store()
     if name in store and store[name] is not value:
         del store[name]
-
-
-class _ScoreIndependent(pdist.Independent):
-    """``Independent`` with a settable ``has_rsample``: torch's is a read-only property, so
-    ``has_rsample_(False)`` and the plate broadcast's copy of the flag both fail on it."""
-
-    @property
-    def has_rsample(self) -> bool:
-        return getattr(self, "_has_rsample", self.base_dist.has_rsample)
-
-    @has_rsample.setter
-    def has_rsample(self, value: bool) -> None:
-        self._has_rsample = value
-
-
-def mark_score_function(d: Any) -> Any:
-    """Mark a Pyro distribution non-reparameterized: ``Independent`` (``.to_event``) and
-    masked ones (whose flag is a read-only property) are rebuilt around a marked base."""
-    if isinstance(d, pdist.MaskedDistribution):
-        return pdist.MaskedDistribution(mark_score_function(d.base_dist), d._mask)
-    if isinstance(d, torch.distributions.Independent):
-        d = _ScoreIndependent(d.base_dist, d.reinterpreted_batch_ndims)
-    d = d.has_rsample_(False)
-    if d.has_rsample:
-        raise TypeError(f"cannot mark {type(d).__name__} for score-function gradients")
-    return d
 
 
 class _ScoreFunction(Messenger):

@@ -28,19 +28,8 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 
+from ppl_vae import estimators as est
 from ppl_vae import networks
-from ppl_vae.estimators import (
-    BASELINE_PREFIX,
-    IWAE,
-    STL,
-    VIMCO,
-    AnalyticKL,
-    DReG,
-    Reparam,
-    Score,
-    ScoreBaseline,
-    baseline_average_name,
-)
 from ppl_vae.models import objectives
 from ppl_vae.models.pyro_backend import TorchOps, drop_stale, score_function
 
@@ -284,7 +273,7 @@ class TraceGraphBaseline_ELBO(pyro.infer.TraceGraph_ELBO):
             self._indices.get(f.name) if (f.full_size or f.size) != f.size else None)
             for f in stack if f.name != _PARTICLES]
         particle_dims = [f.dim for f in stack if f.name == _PARTICLES]
-        table = pyro.param(baseline_average_name(node),
+        table = pyro.param(est.baseline_average_name(node),
                            lambda: torch.zeros(objectives.baseline_table_shape(frames),
                                                dtype=signal.dtype, device=signal.device))
         index = objectives.baseline_index(frames, table.dim())
@@ -295,7 +284,7 @@ class TraceGraphBaseline_ELBO(pyro.infer.TraceGraph_ELBO):
                                                       mean.reshape(average.shape))
         baseline = average.detach()
         if self.neural:
-            prefix = f"{BASELINE_PREFIX}{node}"
+            prefix = f"{est.BASELINE_PREFIX}{node}"
             baseline = baseline + networks.apply_baseline(
                 TorchOps, self._network(prefix), prefix, self.hidden, self._features)
         return baseline
@@ -333,17 +322,18 @@ def check_closed_form_kl(model: Any, guide: Any, *args: Any, **kwargs: Any) -> N
 
 
 _REGISTRY: dict[type, Any] = {
-    Reparam: lambda est, guide, common: (pyro.infer.Trace_ELBO(**common), guide),
-    AnalyticKL: lambda est, guide, common: (pyro.infer.TraceMeanField_ELBO(**common), guide),
-    Score: lambda est, guide, common: (pyro.infer.Trace_ELBO(**common), score_function(guide)),
-    ScoreBaseline: lambda est, guide, common: (
-        TraceGraphBaseline_ELBO(beta=est.beta, neural=est.neural, hidden=est.hidden, **common),
+    est.Reparam: lambda e, guide, common: (pyro.infer.Trace_ELBO(**common), guide),
+    est.AnalyticKL: lambda e, guide, common: (pyro.infer.TraceMeanField_ELBO(**common), guide),
+    est.Score: lambda e, guide, common: (pyro.infer.Trace_ELBO(**common), score_function(guide)),
+    est.ScoreBaseline: lambda e, guide, common: (
+        TraceGraphBaseline_ELBO(beta=e.beta, neural=e.neural, hidden=e.hidden, **common),
         score_function(guide)),
-    STL: lambda est, guide, common: (TraceSTL_ELBO(**common), guide),
+    est.STL: lambda e, guide, common: (TraceSTL_ELBO(**common), guide),
 }
-"""Estimator type -> (ELBO, guide) from the library's ELBOs, or this module's per-particle
-ones (``common``: their keyword arguments)."""
-_PARTICLE_ELBOS: dict[type, type] = {IWAE: IWAE_ELBO, VIMCO: VIMCO_ELBO, DReG: DReG_ELBO}
+"""Estimator type -> (ELBO, guide) from the library's ELBOs or this module's
+(``common``: their keyword arguments)."""
+_PARTICLE_ELBOS: dict[type, type] = {est.IWAE: IWAE_ELBO, est.VIMCO: VIMCO_ELBO,
+                                     est.DReG: DReG_ELBO}
 """Estimator type -> this module's vectorized-particle ELBO."""
 
 
