@@ -11,6 +11,9 @@ An engine provides ``set_epoch_data(x, c)``, ``run(idx) -> ChunkResult`` (stoppi
 step whose loss or gradients are not finite), ``evaluate(x, step, c)``, ``get_params()``,
 ``finalize()``, ``state()`` and ``load_state(params, arrays, meta)``; ``c`` are the class
 labels of a conditioned model (None otherwise), indexed by the same minibatch rows as ``x``.
+What both engines share is here too: the optimizers by name (each engine maps them to its
+library's), the held-out loss in batches (:func:`held_out_loss`) and the report of a bad step
+(:func:`step_failure`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ from ppl_vae.runs.layout import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
 
 HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time")
+OPTIMIZERS = ("adam", "clipped-adam")
+"""Optimizers by name: Adam, and Adam on gradients clipped elementwise to ±:data:`CLIP_NORM`
+(``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``); each engine's
+``OPTIMIZERS`` builds them from a learning rate."""
+CLIP_NORM = 10.0
+ADAM_BETA1 = 0.9
+"""Adam's first-moment decay, the default of both backends' Adam (torch and optax)."""
+EVAL_BATCH = 500
+"""Held-out datapoints per evaluation batch."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,28 @@ class StepFailure:
     sites: tuple[str, ...]
     parameters: tuple[str, ...]
     batch_max_abs: float
+
+
+def step_failure(index: int, loss: float, params_ok: dict[str, Any], sites_ok: dict[str, Any],
+                 batch_max_abs: Any) -> StepFailure:
+    """The report of a bad step from the finiteness of each parameter (value and gradient)
+    and of each sample site (value and log-density, labelled ``"name (role)"``)."""
+    return StepFailure(index=index, loss=loss,
+                       sites=tuple(name for name, ok in sites_ok.items() if not bool(ok)),
+                       parameters=tuple(name for name, ok in params_ok.items() if not bool(ok)),
+                       batch_max_abs=float(batch_max_abs))
+
+
+def held_out_loss(x: np.ndarray, c: np.ndarray | None,
+                  batch_loss: Callable[[int, np.ndarray, np.ndarray, Any], float]) -> float:
+    """Per-datapoint loss of held-out ``x`` (labels ``c``) in batches of :data:`EVAL_BATCH`:
+    ``batch_loss(i, rows, indices, labels)`` is the summed loss of batch ``i``."""
+    total = 0.0
+    for i, start in enumerate(range(0, len(x), EVAL_BATCH)):
+        rows = x[start:start + EVAL_BATCH]
+        total += batch_loss(i, rows, np.arange(start, start + len(rows)),
+                            None if c is None else c[start:start + EVAL_BATCH])
+    return total / len(x)
 
 
 @dataclass(frozen=True)

@@ -27,28 +27,19 @@ from numpyro import handlers
 from ppl_vae.models import make_elbo
 from ppl_vae.models.numpyro_backend import resolve_device
 from ppl_vae.runs import CheckpointError
-from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
-
-EVAL_BATCH = 500
-
-
-def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """optax transformation for a name of :data:`ppl_vae.training.OPTIMIZERS`.
-
-    ``clipped-adam`` clips each gradient element to ``[-clip_norm, clip_norm]`` before Adam,
-    as Pyro's ``ClippedAdam`` does.
-    """
-    if name == "adam":
-        return optax.adam(learning_rate)
-    if name == "clipped-adam":
-        return optax.chain(optax.clip(clip_norm), optax.adam(learning_rate))
-    raise ValueError(f"unknown optimizer {name!r}")
+from ppl_vae.training.loop import CLIP_NORM, ChunkResult, eval_seed, held_out_loss, step_failure
 
 
 class NumPyroEngine:
     """Jitted SVI chunks, evaluation and checkpoint state for a :class:`NumPyroVAE`."""
 
     backend = "numpyro"
+    OPTIMIZERS: dict[str, Any] = {
+        "adam": optax.adam,
+        "clipped-adam": lambda lr: optax.chain(optax.clip(CLIP_NORM), optax.adam(lr)),
+    }
+    """:data:`ppl_vae.training.loop.OPTIMIZERS` by name as optax transformations
+    (``clipped-adam`` clips each gradient element before Adam, as Pyro's ``ClippedAdam``)."""
 
     def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
                  optimizer: Any, seed: int, num_data: int, example_batch: np.ndarray,
@@ -139,13 +130,14 @@ class NumPyroEngine:
         stream."""
         params = self.svi.get_params(self.svi_state)
         key = jax.random.PRNGKey(eval_seed(self.seed, step))
-        total = 0.0
-        for i, start in enumerate(range(0, len(x), EVAL_BATCH)):
-            xb = jax.device_put(self.vae.as_tensor(x[start:start + EVAL_BATCH]), self.device)
-            ib = jnp.arange(start, start + xb.shape[0])
-            cb = None if c is None else self.vae.as_index(c[start:start + EVAL_BATCH])
-            total += float(self._loss(params, jax.random.fold_in(key, i), xb, ib, cb))
-        return total / len(x)
+        vae = self.vae
+
+        def batch_loss(i: int, rows: np.ndarray, idx: np.ndarray, labels: Any) -> float:
+            xb = jax.device_put(vae.as_tensor(rows), self.device)
+            return float(self._loss(params, jax.random.fold_in(key, i), xb, vae.as_index(idx),
+                                    vae.as_index(labels)))
+
+        return held_out_loss(x, c, batch_loss)
 
     def get_params(self) -> dict[str, np.ndarray]:
         """The model's parameters (an estimator's own, e.g. a baseline network's, stay in
@@ -175,16 +167,13 @@ class NumPyroEngine:
         self.svi_state = jax.device_put(jax.tree_util.tree_unflatten(treedef, saved), self.device)
 
     # -- helpers
-    def _diagnose(self, loss: float, ib: jax.Array, index: int) -> StepFailure:
+    def _diagnose(self, loss: float, ib: jax.Array, index: int) -> Any:
         params = self.svi.get_params(self.svi_state)
         _, key = jax.random.split(self.svi_state.rng_key)  # the key SVI.update would use
         cb = None if self._c is None else self._c[ib]
-        bad_params, bad_sites, batch_max = jax.jit(self._report)(
+        params_ok, sites_ok, batch_max = jax.jit(self._report)(
             params, self.svi_state.mutable_state or {}, key, self._x[ib], ib, cb)
-        return StepFailure(index=index, loss=loss,
-                           sites=tuple(name for name, ok in bad_sites.items() if not ok),
-                           parameters=tuple(name for name, ok in bad_params.items() if not ok),
-                           batch_max_abs=float(batch_max))
+        return step_failure(index, loss, params_ok, sites_ok, batch_max)
 
     def _report(self, params: dict, mutable: dict, key: jax.Array, xb: jax.Array,
                 ib: jax.Array, cb: jax.Array | None) -> tuple[dict, dict, jax.Array]:

@@ -31,21 +31,7 @@ from ppl_vae.estimators import is_baseline_average
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
 from ppl_vae.runs.checkpoints import decode_tree, encode_tree
-from ppl_vae.training.loop import ChunkResult, StepFailure, eval_seed
-
-EVAL_BATCH = 500
-
-
-def make_optimizer(name: str, learning_rate: float, clip_norm: float) -> Any:
-    """``pyro.optim`` optimizer for a name of :data:`ppl_vae.training.OPTIMIZERS`: the update
-    of ``pyro.optim.Adam`` (by torch's fused kernel) / ``pyro.optim.ClippedAdam``, as a
-    :class:`JointOptim`."""
-    if name == "adam":
-        return JointOptim(torch.optim.Adam, {"lr": learning_rate, "fused": True})
-    if name == "clipped-adam":
-        return JointOptim(pyro.optim.clipped_adam.ClippedAdam,
-                          {"lr": learning_rate, "clip_norm": clip_norm})
-    raise ValueError(f"unknown optimizer {name!r}")
+from ppl_vae.training.loop import CLIP_NORM, ChunkResult, eval_seed, held_out_loss, step_failure
 
 
 class JointOptim(pyro.optim.PyroOptim):
@@ -144,9 +130,18 @@ class PyroEngine:
     """SVI steps, evaluation and checkpoint state for a :class:`PyroVAE`."""
 
     backend = "pyro"
+    OPTIMIZERS: dict[str, Any] = {
+        "adam": lambda lr: JointOptim(torch.optim.Adam, {"lr": lr, "fused": True}),
+        "clipped-adam": lambda lr: JointOptim(pyro.optim.clipped_adam.ClippedAdam,
+                                              {"lr": lr, "clip_norm": CLIP_NORM}),
+    }
+    """:data:`ppl_vae.training.loop.OPTIMIZERS` by name: the updates of ``pyro.optim.Adam``
+    (by torch's fused kernel) and ``pyro.optim.ClippedAdam``, as :class:`JointOptim`."""
 
     def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
-                 optimizer: Any, seed: int, num_data: int) -> None:
+                 optimizer: Any, seed: int, num_data: int, device: str | None = None,
+                 **unused: Any) -> None:
+        move_to_device(vae, device)
         self.vae = vae
         self.elbo, self.guide = make_elbo(vae, estimator, num_particles)
         self.optim = optimizer
@@ -226,16 +221,15 @@ class PyroEngine:
     def evaluate(self, x: np.ndarray, step: int, c: np.ndarray | None = None) -> float:
         """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
         stream."""
-        total = 0.0
+        vae = self.vae
+
+        def batch_loss(i: int, rows: np.ndarray, idx: np.ndarray, labels: Any) -> float:
+            return self.eval_elbo.loss(vae.model, self.eval_guide, vae.as_tensor(rows),
+                                       vae.as_index(idx), None, c=vae.as_index(labels))
+
         with torch.no_grad(), torch.random.fork_rng(devices=self._devices):
             torch.manual_seed(eval_seed(self.seed, step))
-            for start in range(0, len(x), EVAL_BATCH):
-                xb = self.vae.as_tensor(x[start:start + EVAL_BATCH])
-                ib = torch.arange(start, start + xb.shape[0], device=self.vae.device)
-                cb = None if c is None else self.vae.as_index(c[start:start + EVAL_BATCH])
-                total += self.eval_elbo.loss(self.vae.model, self.eval_guide, xb, ib, None,
-                                             c=cb)
-        return total / len(x)
+            return held_out_loss(x, c, batch_loss)
 
     def get_params(self) -> dict[str, np.ndarray]:
         return self.vae.get_params()
@@ -305,23 +299,19 @@ class PyroEngine:
         self._pending = {}
 
     def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,
-                  ib: torch.Tensor, cb: torch.Tensor | None, index: int) -> StepFailure:
+                  ib: torch.Tensor, cb: torch.Tensor | None, index: int) -> Any:
         store = pyro.get_param_store()
-        bad_params = [store.param_name(p) or "?" for p in params
-                      if not bool(torch.isfinite(p).all())
-                      or not bool(torch.isfinite(p.grad).all())]
+        params_ok = {store.param_name(p) or "?": bool(torch.isfinite(p).all())
+                     and bool(torch.isfinite(p.grad).all()) for p in params}
         with torch.no_grad():
             guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = poutine.trace(poutine.replay(self.vae.model, trace=guide_tr)) \
                 .get_trace(xb, ib, self.num_data, c=cb)
-        sites = [f"{name} ({role})" for role, tr in (("guide", guide_tr), ("model", model_tr))
-                 for name, site in tr.nodes.items()
-                 if site["type"] == "sample"
-                 and not (torch.isfinite(site["value"]).all()
-                          and torch.isfinite(site["fn"].log_prob(site["value"])).all())]
-        return StepFailure(index=index, loss=loss, sites=tuple(sites),
-                           parameters=tuple(bad_params),
-                           batch_max_abs=float(xb.abs().max()))
+        sites = {f"{name} ({role})": torch.isfinite(site["value"]).all()
+                 and torch.isfinite(site["fn"].log_prob(site["value"])).all()
+                 for role, tr in (("guide", guide_tr), ("model", model_tr))
+                 for name, site in tr.nodes.items() if site["type"] == "sample"}
+        return step_failure(index, loss, params_ok, sites, xb.abs().max())
 
 
 def _clear_grads(params: list[torch.Tensor]) -> None:

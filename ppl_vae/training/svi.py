@@ -42,7 +42,10 @@ from ppl_vae.runs import CheckpointError, RunWriter, check_replaceable, checkpoi
 from ppl_vae.threads import set_threads
 from ppl_vae.training import batches
 from ppl_vae.training.loop import (
+    ADAM_BETA1,
+    CLIP_NORM,
     DIVERGENCE_FACTOR,
+    OPTIMIZERS,
     DivergenceError,
     NonFiniteLossError,
     Plan,
@@ -52,13 +55,6 @@ from ppl_vae.training.loop import (
 __all__ = ["CLIP_NORM", "OPTIMIZERS", "DivergenceError", "FitResult", "NonFiniteLossError",
            "fit"]
 
-OPTIMIZERS = ("adam", "clipped-adam")
-"""Optimizers by name: Adam, and Adam on gradients clipped elementwise to ±:data:`CLIP_NORM`
-(``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``)."""
-
-CLIP_NORM = 10.0
-ADAM_BETA1 = 0.9
-"""Adam's first-moment decay, the default of both backends' Adam (torch and optax)."""
 DEFAULT_CHECKPOINT_EVERY = 500
 MAX_CHUNK = 100
 """Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
@@ -250,23 +246,15 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                      num_steps=total_steps, seconds=seconds)
 
 
-def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, *,
-                 example_batch: Any, example_labels: Any, device: str | None, max_chunk: int,
-                 **common: Any) -> Any:
+def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, **options: Any) -> Any:
+    """The backend's engine; a named optimizer is built by the engine's ``OPTIMIZERS``."""
     if vae.backend == "pyro":
-        from ppl_vae.training import pyro_engine
-
-        pyro_engine.move_to_device(vae, device)
-        if isinstance(optimizer, str):
-            optimizer = pyro_engine.make_optimizer(optimizer, learning_rate, CLIP_NORM)
-        return pyro_engine.PyroEngine(vae, optimizer=optimizer, **common)
-    from ppl_vae.training import numpyro_engine
-
+        from ppl_vae.training.pyro_engine import PyroEngine as Engine
+    else:
+        from ppl_vae.training.numpyro_engine import NumPyroEngine as Engine
     if isinstance(optimizer, str):
-        optimizer = numpyro_engine.make_optimizer(optimizer, learning_rate, CLIP_NORM)
-    return numpyro_engine.NumPyroEngine(vae, optimizer=optimizer, example_batch=example_batch,
-                                        example_labels=example_labels, device=device,
-                                        max_chunk=max_chunk, **common)
+        optimizer = Engine.OPTIMIZERS[optimizer](learning_rate)
+    return Engine(vae, optimizer=optimizer, **options)
 
 
 def _value_estimator(estimator: Any) -> Any:
