@@ -27,7 +27,7 @@ from ppl_vae.spec import ModelSpec
 BACKENDS = ("pyro", "numpyro")
 
 __all__ = ["BACKENDS", "LOG_TERMS", "VAECore", "as_numpyro", "build", "convert", "float64",
-           "init_params", "load_spec", "make_elbo", "to_numpy", "zoo_names"]
+           "init_params", "load_spec", "make_elbo", "program_elbo", "to_numpy", "zoo_names"]
 
 
 def build(spec: ModelSpec | str | Path, backend: str = "pyro", *, seed: int = 0,
@@ -134,3 +134,27 @@ def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
     return backend_make_elbo(estimator, vae.guide, num_particles,
                              example_args=(vae.as_tensor(example_batch),),
                              example_kwargs=example_kwargs)
+
+
+def program_elbo(model: Any, guide: Any, estimator: Any, num_particles: int, backend: str,
+                 args: tuple = (), kwargs: dict | None = None) -> tuple[Any, Any]:
+    """The ELBO and guide for ``estimator`` on any Pyro or NumPyro model/guide pair called
+    with ``args`` and ``kwargs``: :func:`make_elbo` when they are a VAE's own programs;
+    otherwise the backend's ELBO, ``analytic-kl`` only where every site has a closed-form KL
+    (checked on one run), and the number of plates guessed from one run on Pyro."""
+    kwargs = kwargs or {}
+    estimator = get_estimator(estimator)
+    owner = getattr(model, "__self__", None)
+    if isinstance(owner, VAECore) and guide == owner.guide:
+        return make_elbo(owner, estimator, num_particles, example_batch=args[0], **kwargs)
+    if backend == "pyro":
+        from ppl_vae.models import pyro_elbos as elbos
+
+        options: dict[str, Any] = {"max_plate_nesting": float("inf")}
+    else:
+        from ppl_vae.models import numpyro_elbos as elbos
+
+        options = {"example_args": args, "example_kwargs": kwargs}
+    if estimator.closed_form_kl:
+        elbos.check_closed_form_kl(model, guide, *args, **kwargs)
+    return elbos.make_elbo(estimator, guide, num_particles, **options)

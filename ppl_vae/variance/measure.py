@@ -151,15 +151,6 @@ def _infer_backend(model: Any, args: tuple) -> str:
                      "backend='pyro' or backend='numpyro'")
 
 
-def _vae_of(model: Any, guide: Any) -> Any:
-    from ppl_vae.models import VAECore
-
-    owner = getattr(model, "__self__", None)
-    if isinstance(owner, VAECore) and guide == owner.guide:
-        return owner
-    return None
-
-
 class _PyroGradients:
     """Sequential gradient draws of a Pyro ELBO w.r.t. the model's and guide's parameters."""
 
@@ -171,21 +162,15 @@ class _PyroGradients:
         import pyro
         from pyro import poutine
 
-        from ppl_vae.models import make_elbo, pyro_elbos
+        from ppl_vae.models import program_elbo
 
         self.pyro = pyro
         store = pyro.get_param_store()
         for name in [k for k in store.keys() if k.startswith(BASELINE_PREFIX)]:
             del store[name]  # state of an earlier configuration
         pyro.set_rng_seed(seed)
-        vae = _vae_of(model, guide)
-        if vae is not None:
-            self.elbo, self.guide = make_elbo(vae, estimator, particles)
-        else:
-            if estimator.closed_form_kl:
-                pyro_elbos.check_closed_form_kl(model, guide, *args, **kwargs)
-            self.elbo, self.guide = pyro_elbos.make_elbo(estimator, guide, particles,
-                                                         max_plate_nesting=float("inf"))
+        self.elbo, self.guide = program_elbo(model, guide, estimator, particles, "pyro", args,
+                                             kwargs)
         with poutine.block(), poutine.trace(param_only=True) as tr:
             guide(*args, **kwargs)
             model(*args, **kwargs)
@@ -265,16 +250,9 @@ class _NumPyroGradients:
         from numpyro.handlers import block, replay, trace
         from numpyro.handlers import seed as seed_handler
 
-        from ppl_vae.models import make_elbo, numpyro_elbos
+        from ppl_vae.models import program_elbo
 
-        vae = _vae_of(model, guide)
-        if vae is not None:
-            elbo, guide_e = make_elbo(vae, estimator, particles, example_batch=args[0], **kwargs)
-        else:
-            if estimator.closed_form_kl:
-                numpyro_elbos.check_closed_form_kl(model, guide, *args, **kwargs)
-            elbo, guide_e = numpyro_elbos.make_elbo(estimator, guide, particles,
-                                                    example_args=args, example_kwargs=kwargs)
+        elbo, guide_e = program_elbo(model, guide, estimator, particles, "numpyro", args, kwargs)
         with block():
             guide_trace = trace(seed_handler(guide, 0)).get_trace(*args, **kwargs)
             model_trace = trace(replay(seed_handler(model, 0), guide_trace)).get_trace(
@@ -345,6 +323,10 @@ class _NumPyroGradients:
 # ----------------------------------------------------------------------------- measurement
 
 
+_GRADIENTS: dict[str, type] = {"pyro": _PyroGradients, "numpyro": _NumPyroGradients}
+"""Each backend's gradient draws: torch autograd one draw at a time, or ``jax.grad`` vmapped."""
+
+
 def _as_list(value: Any) -> list:
     return [value] if isinstance(value, str | int) or not isinstance(value, Sequence) \
         else list(value)
@@ -381,14 +363,14 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
     if any(k < 1 for k in particles_list):
         raise ValueError(f"num_particles must be >= 1, got {particles_list}")
     backend = backend or _infer_backend(model, args)
-    if backend not in ("pyro", "numpyro"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'pyro' or 'numpyro'")
+    if backend not in _GRADIENTS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(_GRADIENTS)}")
     kwargs = dict(model_kwargs or {})
     results = []
     for name in _as_list(estimators):
         estimator = get_estimator(name)
         for particles in particles_list:
-            cls = _PyroGradients if backend == "pyro" else _NumPyroGradients
+            cls = _GRADIENTS[backend]
             grads = cls(model, guide, args, kwargs, estimator, particles, seed)
             grads.warmup(baseline_warmup, baseline_lr)
             moments = _measure(grads, num_draws, particles, chunk_size, coordinate_se)
@@ -412,7 +394,7 @@ def _chunk(num_draws: int, num_params: int, particles: int, chunk_size: int | No
 def draws_per_call(backend: str, vae: Any, num_draws: int, particles: int = 1,
                    chunk_size: int | None = None) -> int:
     """How many gradient draws one call computes together (1 on Pyro: sequential)."""
-    if backend == "pyro":
+    if not _GRADIENTS[backend].fixed_shape:
         return 1
     num_params = sum(int(np.prod(np.shape(v))) for v in vae.get_params().values())
     return _chunk(num_draws, num_params, particles, chunk_size)
