@@ -134,11 +134,13 @@ def collect(cells: Sequence[Cell], out: str | Path, *, baseline: str | None = No
 
 def write_grid(result: GridResult, out: str | Path, *, cells: Sequence[Cell] = ()) -> list[Path]:
     """Write the tables as CSV and the comparison report."""
-    from ppl_vae.reports.pages import write_compare_report
+    from ppl_vae.reports.pages import CellFolder, write_compare_report
 
     out = Path(out)
     paths = write_csv_tables(result, TABLES, out)
-    paths += list(write_compare_report(result, out, cells))
+    folders = [CellFolder(cell.key(), cell.spec_name, cell.seed, cells_module.cell_dir(out, cell),
+                          cells_module.is_done(out, cell)) for cell in cells]
+    paths += list(write_compare_report(result, out, folders))
     return paths
 
 

@@ -39,6 +39,8 @@ from ppl_vae.models.conditioning import require_unconditioned
 __all__ = ["Diagnosis", "diagnose"]
 
 TABLE_COLUMNS = ("analysis", "datapoint", "latent_dim", "metric", "value", "stderr")
+MAX_PAIR_DIMS = 4
+"""Latent dimensions a pair plot shows at most (:meth:`Diagnosis.pair_dims`)."""
 RHAT_MAX, ESS_MIN = 1.01, 400
 """Convergence the MCMC reference should reach (Vehtari et al. 2021); else a note says so."""
 
@@ -71,6 +73,25 @@ class Diagnosis:
     @property
     def khat_summary(self) -> pd.DataFrame:
         return khat_summary(self.psis.khat, self.psis.num_samples)
+
+    def pair_dims(self, datapoint: Any, max_dims: int = MAX_PAIR_DIMS) -> np.ndarray:
+        """The latent dimensions to show for ``datapoint`` beside its MCMC reference: all, or
+        the ``max_dims`` with the largest ``|mean_shift_sd|`` (guide vs MCMC)."""
+        dims = np.arange(self.guide_code["z"].shape[-1])
+        if dims.size <= max_dims:
+            return dims
+        if self.comparison is None:
+            return dims[:max_dims]
+        rows = self.comparison[self.comparison[inference_data.DATAPOINT] == datapoint]
+        return np.sort(rows.assign(s=rows["mean_shift_sd"].abs())
+                       .nlargest(max_dims, "s")[inference_data.LATENT].to_numpy())
+
+    def guide_reference_inference_data(self, max_draws: int = 1000) -> Any:
+        """The guide's draws of z at the MCMC reference's datapoints (at most ``max_draws``),
+        as one chain of an InferenceData shaped like the reference's."""
+        guide = self.guide_code["z"][:max_draws, self.reference_rows]
+        return inference_data.mcmc_inference_data({"z": guide[None]},
+                                                  datapoints=self.reference.datapoints)
 
     def inference_data(self) -> Any:
         """Guide draws, log weights, data, MCMC reference and ELBO history as InferenceData."""

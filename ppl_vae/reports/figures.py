@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ppl_vae.diagnostics import inference_data
 from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK, khat_threshold
 from ppl_vae.io import atomic_write_bytes
 
@@ -166,7 +165,6 @@ def training_curves(history: pd.DataFrame, title: str = "") -> Any:
 # --------------------------------------------------------------------------- diagnostics
 
 
-MAX_PAIR_DIMS = 4
 """Pair plots show at most this many latent dimensions (the largest guide-vs-MCMC shifts)."""
 
 
@@ -190,52 +188,39 @@ def khat_histogram(khat: Any, num_samples: int) -> Any:
     return fig
 
 
+def _code_dims(idata: Any) -> tuple[str, str]:
+    """The names of the datapoint and latent dimensions of ``z`` in an InferenceData."""
+    datapoint, latent = idata.posterior["z"].dims[2:]
+    return datapoint, latent
+
+
 def trace_plot(reference_idata: Any, datapoint: Any, dims: Any) -> Any:
     """ArviZ trace plot of the MCMC reference of z for one datapoint and some dimensions."""
+    point_dim, latent_dim = _code_dims(reference_idata)
     with _arviz_plotting() as az:
         axes = az.plot_trace(reference_idata, var_names=["z"], compact=False,
                              figsize=(10, 2.2 * len(dims)),
-                             coords={inference_data.DATAPOINT: [datapoint],
-                                     inference_data.LATENT: list(dims)})
+                             coords={point_dim: [datapoint], latent_dim: list(dims)})
     return np.asarray(axes).ravel()[0].figure
 
 
 def rank_plot(reference_idata: Any, datapoint: Any) -> Any:
     """ArviZ rank plot (per-chain rank histograms) of z for one datapoint."""
+    point_dim, _ = _code_dims(reference_idata)
     with _arviz_plotting() as az:
-        axes = az.plot_rank(reference_idata, var_names=["z"],
-                            coords={inference_data.DATAPOINT: [datapoint]})
+        axes = az.plot_rank(reference_idata, var_names=["z"], coords={point_dim: [datapoint]})
     return np.asarray(axes).ravel()[0].figure
 
 
-def shown_dims(latent_dim: int, datapoint: Any, comparison: pd.DataFrame | None) -> np.ndarray:
-    """At most :data:`MAX_PAIR_DIMS` dimensions: those with the largest ``|mean_shift_sd|``."""
-    dims = np.arange(latent_dim)
-    if dims.size <= MAX_PAIR_DIMS:
-        return dims
-    if comparison is None:
-        return dims[:MAX_PAIR_DIMS]
-    rows = comparison[comparison[inference_data.DATAPOINT] == datapoint]
-    return np.sort(rows.assign(s=rows["mean_shift_sd"].abs())
-                   .nlargest(MAX_PAIR_DIMS, "s")[inference_data.LATENT].to_numpy())
-
-
-def pair_plot(guide_draws: Any, reference: Any, datapoint: Any,
-              comparison: pd.DataFrame | None = None, max_draws: int = 1000) -> Any:
-    """Guide draws over MCMC draws of z for one datapoint (ArviZ pair plot).
-
-    With more than :data:`MAX_PAIR_DIMS` dimensions, those with the largest
-    ``|mean_shift_sd|`` in ``comparison`` are shown.
-    """
+def pair_plot(guide_idata: Any, reference_idata: Any, datapoint: Any, dims: Any,
+              max_draws: int = 1000) -> Any:
+    """Guide draws over MCMC draws of z for one datapoint and the dimensions ``dims``
+    (ArviZ pair plot), the reference thinned to about ``max_draws`` draws."""
     plt = _pyplot()
-    post = reference.inference_data.posterior
-    dims = shown_dims(post.sizes[inference_data.LATENT], datapoint, comparison)
-    position = int(np.flatnonzero(reference.datapoints == datapoint)[0])
-    guide = np.asarray(guide_draws)[:max_draws, position]
-    guide_idata = inference_data.mcmc_inference_data({"z": guide[None, :, None, :]},
-                                                    datapoints=[datapoint])
-    coords = {inference_data.DATAPOINT: [datapoint], inference_data.LATENT: list(dims)}
-    ref_chains = post["z"].sel({inference_data.DATAPOINT: [datapoint]})
+    point_dim, latent_dim = _code_dims(reference_idata)
+    post = reference_idata.posterior
+    coords = {point_dim: [datapoint], latent_dim: list(dims)}
+    ref_chains = post["z"].sel({point_dim: [datapoint]})
     thin = max(1, ref_chains.sizes["chain"] * ref_chains.sizes["draw"] // max_draws)
     with _arviz_plotting() as az:
         ref_idata = az.InferenceData(posterior=post.isel(draw=slice(None, None, thin)))

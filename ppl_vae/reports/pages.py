@@ -11,8 +11,9 @@ headline tables of the diagnostics (``diagnostics.csv``) and the gradient-varian
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -245,14 +246,14 @@ def diagnostics_page(diagnosis: Any, title: str) -> Report:
         report.table(d.distances, caption="energy distance guide vs MCMC (null: MCMC half "
                                           "vs half)")
         first = ref.datapoints[0]
-        dims = figures.shown_dims(ref.samples["z"].shape[-1], first, d.comparison)
-        report.figure(figures.trace_plot(ref.inference_data, first, dims), "trace",
-                      caption=f"datapoint {first}")
+        report.figure(figures.trace_plot(ref.inference_data, first, d.pair_dims(first)),
+                      "trace", caption=f"datapoint {first}")
         report.figure(figures.rank_plot(ref.inference_data, first), "rank",
                       caption=f"datapoint {first}")
-        guide = d.guide_code["z"][:, d.reference_rows]
+        guide = d.guide_reference_inference_data()
         for label in ref.datapoints:
-            report.figure(figures.pair_plot(guide, ref, label, d.comparison), f"pair-{label}")
+            report.figure(figures.pair_plot(guide, ref.inference_data, label,
+                                            d.pair_dims(label)), f"pair-{label}")
     if d.gaps is not None:
         report.heading("Inference gaps")
         report.table(d.gaps.table, caption="per datapoint, nats")
@@ -388,12 +389,21 @@ def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", *order])
 
 
-def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
+class CellFolder(NamedTuple):
+    """A grid cell's run folder as the comparison page shows it (the grid says where it is
+    and whether it finished)."""
+
+    key: str
+    spec: str
+    seed: int
+    folder: Path
+    done: bool
+
+
+def compare_page(result: Any, out: str | Path, cells: Sequence[CellFolder] = ()) -> Report:
     """The comparison report of a :class:`ppl_vae.compare.GridResult`: settings, the table
     (mean ± se over seeds, best marked ★), paired differences with a forest plot, the
     learning curves of all cells and one sample grid per spec."""
-    from ppl_vae.compare.cells import cell_dir
-
     out = Path(out)
     s = result.settings
     report = Report("Posterior × prior comparison")
@@ -438,28 +448,28 @@ def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
                       "paired differences with ±2 standard errors")
     histories = []
     for cell in cells:
-        path = cell_dir(out, cell) / runs.HISTORY_FILE
+        path = cell.folder / runs.HISTORY_FILE
         if path.exists():
-            histories.append(pd.read_csv(path).assign(spec=cell.spec_name, seed=cell.seed))
+            histories.append(pd.read_csv(path).assign(spec=cell.spec, seed=cell.seed))
     if histories:
         report.heading("Learning curves")
         report.figure(figures.grid_learning_curves(pd.concat(histories, ignore_index=True)),
                       "curves", "every cell's validation loss")
     shown = {}
     for cell in cells:
-        path = cell_dir(out, cell) / runs.SAMPLES_FILE
-        if cell.spec_name not in shown and path.exists():
-            shown[cell.spec_name] = (cell, path)
+        path = cell.folder / runs.SAMPLES_FILE
+        if cell.spec not in shown and path.exists():
+            shown[cell.spec] = (cell, path)
     if shown:
         report.heading("Samples (first seed of each spec)")
         for name, (cell, path) in shown.items():
             report.image(path.read_bytes(), f"samples-{name}", f"{name}, seed {cell.seed}")
     report.heading("Cells")
     for cell in cells:
-        folder = cell_dir(out, cell)
-        if (folder / f"{runs.REPORT_STEM}.html").exists():
-            report.link(cell.key(), f"cells/{cell.key()}/"
-                        f"{runs.REPORT_STEM}.html", f" ({cell.spec_name}, seed {cell.seed})")
+        page = cell.folder / f"{runs.REPORT_STEM}.html"
+        if page.exists():
+            report.link(cell.key, page.relative_to(out).as_posix(),
+                        f" ({cell.spec}, seed {cell.seed})")
     report.text("Tables: table.csv (tidy, per cell), summary.csv, paired.csv, "
                 "paired_seeds.csv, failures.csv; per-datapoint log p(x) in "
                 "cells/KEY/per_datapoint.csv.")
@@ -470,12 +480,11 @@ def compare_page(result: Any, out: str | Path, cells: Any = ()) -> Report:
     return report
 
 
-def write_compare_report(result: Any, out: str | Path, cells: Any = ()) -> tuple[Path, Path]:
+def write_compare_report(result: Any, out: str | Path,
+                         cells: Sequence[CellFolder] = ()) -> tuple[Path, Path]:
     """Write each finished cell's run report, then ``report.md`` / ``report.html`` of the
     grid into ``out``."""
-    from ppl_vae.compare.cells import cell_dir, is_done
-
     for cell in cells:
-        if is_done(out, cell):
-            write_run_report(cell_dir(out, cell))
+        if cell.done:
+            write_run_report(cell.folder)
     return compare_page(result, out, cells).write(out, runs.REPORT_STEM)
