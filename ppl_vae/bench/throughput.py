@@ -22,18 +22,27 @@ def _row(block_fractions: list[float], **fields: Any) -> dict[str, Any]:
             "fraction_max": float(max(block_fractions)), "blocks": len(block_fractions)}
 
 
+def importance_product(spec: Any, num_samples: int, num_data: int,
+                       budget: int | None = None) -> tuple[int, int, int]:
+    """(rows, inner, cols) of the decoder's dominant matmul in one chunk of importance
+    sampling: rows are the (particle, datapoint) pairs of the sampler's own chunk plan
+    (:func:`ppl_vae.evaluation.sampler_plan`)."""
+    from ppl_vae.evaluation import DEFAULT_BUDGET, sampler_plan
+
+    plan = sampler_plan(spec, num_samples, num_data, budget or DEFAULT_BUDGET)
+    return (plan.particles_per_chunk * plan.data_per_batch, *roofline.dominant_product(spec))
+
+
 def importance_throughput(vae: Any, x: np.ndarray, num_samples: int, *, blocks: int,
                           device: Any = None, budget: int | None = None) -> dict[str, Any]:
     """Importance-sampled log p(x) with K = ``num_samples`` on the rows of ``x``, in
     ``blocks`` blocks of images: (particle, datapoint) pairs per second and the fraction of
     the decoder's matmul roofline."""
-    from ppl_vae.evaluation import DEFAULT_BUDGET, importance_sample, plan_chunks
+    from ppl_vae.evaluation import DEFAULT_BUDGET, importance_sample
 
     budget = budget or DEFAULT_BUDGET
     spec = vae.spec
-    plan = plan_chunks(num_samples, x.shape[0], budget)
-    rows = plan.particles_per_chunk * plan.data_per_batch
-    inner, cols = roofline.dominant_product(spec)
+    rows, inner, cols = importance_product(spec, num_samples, x.shape[0], budget)
     parts = np.array_split(np.arange(x.shape[0]), blocks)
     importance_sample(vae, x[parts[0]], num_samples, budget=budget)  # compiles (NumPyro)
     seconds, fractions, rates, log_px = 0.0, [], [], []

@@ -27,6 +27,7 @@ from ppl_vae.evaluation.importance import (
     log_likelihood,
     log_mean_exp,
     plan_chunks,
+    sampler_plan,
 )
 from ppl_vae.evaluation.metrics import (
     ACTIVE_UNIT_THRESHOLD,
@@ -50,5 +51,6 @@ __all__ = [
     "ParzenEstimate", "active_units", "ais_log_likelihood", "bits_per_dim", "code_sparsity",
     "elbo", "evaluate_split", "importance_sample", "kl_per_dimension", "likelihood_units",
     "log_likelihood", "log_mean_exp", "model_samples", "nearest_training_neighbours",
-    "parzen_log_likelihood", "plan_chunks", "reconstruction_error", "sigmoid_schedule",
+    "parzen_log_likelihood", "plan_chunks", "reconstruction_error", "sampler_plan",
+    "sigmoid_schedule",
 ]

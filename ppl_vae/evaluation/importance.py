@@ -52,7 +52,7 @@ Larger chunks were slower on CPU (2^15: about 40% lower throughput measured on b
 backends), as their temporaries no longer stay in cache."""
 
 __all__ = ["DEFAULT_BUDGET", "ChunkPlan", "ImportanceEstimate", "elbo", "importance_sample",
-           "log_likelihood", "log_mean_exp", "plan_chunks"]
+           "log_likelihood", "log_mean_exp", "plan_chunks", "sampler_plan"]
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
             if value.shape[:2] != (num_samples, x.shape[0]):
                 raise ValueError(f"latents[{site!r}] has shape {value.shape}; expected "
                                  f"({num_samples}, {x.shape[0]}, ...) (particles, datapoints)")
-    plan = plan_chunks(num_samples, x.shape[0], pairs_per_chunk(vae.spec, budget))
+    plan = sampler_plan(vae.spec, num_samples, x.shape[0], budget)
     analytic = vae.spec.kl == "analytic"
     n = x.shape[0]
     out = {name: np.empty(n) for name in ("lme", "se", "ess", "elbo", "elbo_se", "ell", "rate",
@@ -291,6 +291,13 @@ def check_idx(spec: Any, num_data: int, idx: Any) -> None:
     if idx is not None and to_numpy(idx).shape != (num_data,):
         raise ValueError(f"idx must have one index per datapoint, shape ({num_data},); "
                          f"got {to_numpy(idx).shape}")
+
+
+def sampler_plan(spec: Any, num_samples: int, num_data: int,
+                 budget: int = DEFAULT_BUDGET) -> ChunkPlan:
+    """The chunks :func:`importance_sample` cuts K particles × N datapoints of ``spec`` into:
+    :func:`plan_chunks` with the pairs a chunk may hold for this spec (:func:`pairs_per_chunk`)."""
+    return plan_chunks(num_samples, num_data, pairs_per_chunk(spec, budget))
 
 
 def _check_inputs(vae: Any, x: Any, idx: Any) -> np.ndarray:
