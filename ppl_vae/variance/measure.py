@@ -139,7 +139,7 @@ class _Moments:
 
 def _infer_backend(model: Any, args: tuple) -> str:
     owner = getattr(model, "__self__", None)
-    if getattr(owner, "backend", None) in ("pyro", "numpyro"):
+    if getattr(owner, "backend", None) in _GRADIENTS:
         return owner.backend
     for a in args:
         module = type(a).__module__
