@@ -1,0 +1,52 @@
+"""Run folders: the one contract for what a trained model leaves on disk.
+
+``layout``       the names of a run's files, what counts as a run, the one overwrite refusal
+``checkpoints``  checkpoint folders: atomic writes, checksums, no pickle; which step the
+                 parameters are at (:func:`trained_step`)
+``run``          :class:`Run` and :func:`load_run` / :func:`create_run`
+``writer``       :class:`RunWriter`: the lock on a run folder, new runs built aside and swapped in
+"""
+
+from ppl_vae.runs.checkpoints import trained_step
+from ppl_vae.runs.layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CURVES_FILE,
+    DIAGNOSTICS_NETCDF,
+    DIAGNOSTICS_STEM,
+    DIAGNOSTICS_TABLE,
+    HISTORY_FILE,
+    INTERPOLATIONS_FILE,
+    LATENTS_FILE,
+    METRICS_FILE,
+    PARAMS_FILE,
+    RECONSTRUCTIONS_FILE,
+    REPORT_STEM,
+    SAMPLES_FILE,
+    SPEC_FILE,
+    SPLITS,
+    STEP_METRIC,
+    TRAVERSALS_FILE,
+    VARIANCE_DIR,
+    VARIANCE_RATIOS,
+    VARIANCE_TABLES,
+    CheckpointError,
+    NotARunError,
+    RunError,
+    RunExistsError,
+    RunLockedError,
+    check_replaceable,
+    is_run,
+    require_run,
+)
+from ppl_vae.runs.run import EvaluationData, Run, create_run, load_run, write_config
+from ppl_vae.runs.writer import RunWriter, writer_home
+
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "CURVES_FILE", "DIAGNOSTICS_NETCDF",
+           "DIAGNOSTICS_STEM", "DIAGNOSTICS_TABLE", "HISTORY_FILE", "INTERPOLATIONS_FILE",
+           "LATENTS_FILE", "METRICS_FILE", "PARAMS_FILE", "RECONSTRUCTIONS_FILE", "REPORT_STEM",
+           "SAMPLES_FILE", "SPEC_FILE", "SPLITS", "STEP_METRIC", "TRAVERSALS_FILE",
+           "VARIANCE_DIR", "VARIANCE_RATIOS", "VARIANCE_TABLES", "CheckpointError",
+           "EvaluationData", "NotARunError", "Run", "RunError", "RunExistsError",
+           "RunLockedError", "RunWriter", "check_replaceable", "create_run", "is_run",
+           "load_run", "require_run", "trained_step", "write_config", "writer_home"]

@@ -1,0 +1,189 @@
+"""A loaded run (:class:`Run`): its spec, its record ``run.json``, the model at its current
+parameters, and the data it was trained on, rebuilt; :func:`load_run` and :func:`create_run`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppl_vae import spec as spec_module
+from ppl_vae.data import binarize_static, prepare
+from ppl_vae.io import load_arrays, read_json, save_arrays, write_json, write_toml
+from ppl_vae.models import BACKENDS, build
+from ppl_vae.models.conditioning import check_labels
+from ppl_vae.runs.checkpoints import trained_step
+from ppl_vae.runs.layout import (
+    CONFIG_FILE,
+    PARAMS_FILE,
+    SPEC_FILE,
+    SPLITS,
+    CheckpointError,
+    check_replaceable,
+    require_run,
+)
+from ppl_vae.spec import ModelSpec
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationData:
+    """A run's data prepared for evaluating the model, by :meth:`Run.evaluation_data`.
+
+    ``x`` is the chosen split; ``idx`` its rows in the training set where the model stores
+    one code per training point (encoder-free posteriors, training split), else None;
+    ``train`` and ``valid`` are prepared the same way (for nearest neighbours and Parzen
+    bandwidths); ``notes`` say what was done to the data, for reports; ``c`` the class labels
+    of ``x`` where the model is conditioned on them (``[condition]``), else None.
+    """
+
+    split: str
+    x: np.ndarray
+    idx: np.ndarray | None
+    train: np.ndarray
+    valid: np.ndarray
+    splits: Any
+    notes: list[str] = field(default_factory=list)
+    c: np.ndarray | None = None
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder, spec, config (``run.json``) and the model."""
+
+    path: Path
+    spec: ModelSpec
+    config: dict[str, Any]
+    vae: Any
+
+    def progress(self) -> tuple[int, int] | None:
+        """(step of the parameters, steps the run was asked for), or None where unknown.
+
+        The step is :func:`~ppl_vae.runs.checkpoints.trained_step`.
+        """
+        planned = self.config.get("training", {}).get("num_steps")
+        step = trained_step(self.path)
+        if planned is None or step is None:
+            return None
+        return step, int(planned)
+
+    def unfinished_warning(self) -> str | None:
+        """A warning when the run stopped before the steps it was asked for, else None."""
+        progress = self.progress()
+        if progress is None or progress[0] >= progress[1]:
+            return None
+        step, planned = progress
+        return (f"{self.path} has trained {step} of its {planned} steps (interrupted, or "
+                f"still training): its parameters are those of step {step}; an interrupted "
+                f"run continues with ppl-vae train ... --out {self.path} --resume")
+
+    @property
+    def has_data(self) -> bool:
+        """Whether run.json records how the data were prepared (``ppl-vae train`` does)."""
+        return "data" in self.config
+
+    def splits(self) -> Any:
+        """The train/valid/test splits this run was trained on, rebuilt from run.json."""
+        if not self.has_data:
+            raise CheckpointError(f"{self.path / CONFIG_FILE} records no 'data' settings, so "
+                                  "the data cannot be rebuilt; train with ppl-vae train")
+        data = self.config["data"]
+        return prepare(data["source"], likelihood=self.spec.likelihood.name,
+                       binarization=data.get("binarization", "static"),
+                       dequantize=data.get("dequantize", False),
+                       fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
+                       seed=data.get("seed", 0),
+                       # runs recorded before splits were shuffled kept the source's order
+                       shuffle=data.get("shuffle", False))
+
+    def default_split(self) -> str:
+        """``"test"``, or ``"train"`` for an encoder-free model (its codes exist only for the
+        training points)."""
+        return "test" if self.spec.posterior.amortized else "train"
+
+    def evaluation_data(self, split: str | None = None, *, max_points: int | None = None,
+                        seed: int = 0) -> EvaluationData:
+        """The data every job evaluates the model on: one policy for all commands.
+
+        * ``split`` (default :meth:`default_split`) of the rebuilt splits, its first
+          ``max_points`` rows when given;
+        * a dynamically binarized run is evaluated on one static binarization (``seed``): a
+          Bernoulli likelihood scores binary data;
+        * an encoder-free model's posterior is one stored code per training point: the
+          training split comes with its indices ``idx``; other splits have none (only the
+          prior-started AIS can score them);
+        * a conditioned model's data come with the split's labels ``c``.
+        """
+        split = split or self.default_split()
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        splits = self.splits()
+        arrays = {name: getattr(splits, name) for name in SPLITS}
+        notes = []
+        if splits.dynamic_binarization:
+            arrays = {name: binarize_static(a, seed) for name, a in arrays.items()}
+            notes.append(f"data: dynamically binarized run, evaluated on one static "
+                         f"binarization (seed {seed})")
+        x = arrays[split][:max_points]
+        idx = None
+        if not self.spec.posterior.amortized:
+            if split == "train":
+                idx = np.arange(x.shape[0])  # stored codes follow the training rows
+            else:
+                notes.append(f"no encoder: the {split} split has no stored codes, so no "
+                             "q(z | x) for it")
+        c = None
+        if self.spec.condition is not None:
+            labels = getattr(splits, f"{split}_labels")
+            if labels is None:
+                raise CheckpointError(f"{self.path} holds a conditioned model, but its data "
+                                      f"({self.config['data'].get('source')}) rebuild without "
+                                      "labels; evaluate it on labelled data through the API "
+                                      "(evaluate_split(..., c=labels))")
+            c = check_labels(self.spec, labels[:max_points], x.shape[0], f"{split} labels")
+        return EvaluationData(split=split, x=x, idx=idx, train=arrays["train"],
+                              valid=arrays["valid"], splits=splits, notes=notes, c=c)
+
+
+def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",
+             device: str = "cpu") -> Run:
+    """Load a run directory into a VAE of ``backend`` (default: the one it was trained with)."""
+    path = require_run(path)
+    spec = spec_module.load(path / SPEC_FILE)
+    config = read_json(path / CONFIG_FILE)
+    if not isinstance(config, dict) or config.get("backend") not in BACKENDS:
+        raise CheckpointError(f"{path / CONFIG_FILE} is not a run record of ppl_vae (it needs "
+                              f"a JSON object with \"backend\": one of {', '.join(BACKENDS)}); "
+                              "it was damaged or written by something else")
+    backend = backend or config["backend"]
+    vae = build(spec, backend, seed=config.get("seed", 0), num_data=config.get("num_data"),
+                dtype=dtype, device=device)
+    params = load_arrays(path / PARAMS_FILE)
+    try:
+        vae.set_params(params)
+    except ValueError as err:
+        raise CheckpointError(f"{path / PARAMS_FILE} does not fit {path / SPEC_FILE}: {err}") \
+            from None
+    return Run(path=path, spec=spec, config=config, vae=vae)
+
+
+def write_config(path: str | Path, vae: Any, config: dict[str, Any]) -> None:
+    """``run.json``: ``config`` plus the backend."""
+    write_json(Path(path) / CONFIG_FILE, {"backend": vae.backend, **config})
+
+
+def create_run(path: str | Path, vae: Any, config: dict[str, Any], *,
+               overwrite: bool = False) -> Path:
+    """Write a new run directory: spec, ``run.json`` (``config`` plus the backend) and params.
+
+    An existing run is never replaced unless ``overwrite=True``, nor a folder of other files
+    (:func:`~ppl_vae.runs.layout.check_replaceable`).
+    """
+    path = Path(path)
+    check_replaceable(path, overwrite=overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    write_toml(path / SPEC_FILE, vae.spec.to_dict())
+    write_config(path, vae, config)
+    save_arrays(path / PARAMS_FILE, vae.get_params())
+    return path
