@@ -134,33 +134,12 @@ class TraceSTL_ELBO(ELBO):
         return -jnp.mean(self.vectorize_particles_fn(particle, keys))
 
 
-@jax.custom_vjp
-def _scale_path(value: jax.Array, weight: jax.Array) -> jax.Array:
-    """Identity whose backward pass multiplies the cotangent by ``weight``."""
-    return value
-
-
-def _scale_path_fwd(value: jax.Array, weight: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return value, weight
-
-
-def _scale_path_bwd(weight: jax.Array, cotangent: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return cotangent * weight, jnp.zeros_like(weight)
-
-
-_scale_path.defvjp(_scale_path_fwd, _scale_path_bwd)
-
-
-def _broadcast_weight(weight: jax.Array, value: jax.Array, event_dim: int) -> jax.Array:
-    weight = jnp.reshape(weight, jnp.shape(weight) + (1,) * event_dim)
-    return jnp.broadcast_to(weight, jnp.shape(value))
-
-
 class DReG_ELBO(ELBO):
     r"""Importance-weighted bound with the doubly reparameterized gradient (Tucker et al. 2018;
     :func:`~ppl_vae.models.objectives.doubly_reparameterized`). The surrogate is evaluated at
-    values whose path cotangent is multiplied by w̃_k (a custom VJP), which needs the weights
-    first: log w is computed once for the values, once for the gradient. At K = 1 this is
+    values whose path gradient is multiplied by w̃_k
+    (:func:`~ppl_vae.models.objectives.scale_path`), which needs the weights first: log w is
+    computed once for the values, once for the gradient. At K = 1 this is
     :class:`TraceSTL_ELBO`.
     """
 
@@ -175,7 +154,7 @@ class DReG_ELBO(ELBO):
 
         def log_weight(key: jax.Array, vals: dict, weight: jax.Array | None = None):
             if weight is not None:
-                vals = {name: (_scale_path(v, _broadcast_weight(weight, v, event_dims[name]))
+                vals = {name: (objectives.scale_path(JaxOps, v, weight, event_dims[name])
                                if name in event_dims else v) for name, v in vals.items()}
             model_trace, guide_trace = _rescored_traces(key, param_map, model, guide, args,
                                                         kwargs, vals)

@@ -178,6 +178,14 @@ def importance_weighted(ops: Any, log_w: Any, log_q_score: Any, num_particles: i
     return bound, bound + scale * _total(ops, signals * log_q_score)
 
 
+def scale_path(ops: Any, value: Any, weight: Any, event_dim: int) -> Any:
+    """``value`` whose gradient is multiplied by ``weight`` (broadcast over the ``event_dim``
+    rightmost dimensions): ⊥v + (v − ⊥v) · w has exactly the value v and the gradient w · ∂."""
+    weight = weight.reshape(tuple(weight.shape) + (1,) * event_dim)
+    stopped = ops.stop_gradient(value)
+    return stopped + (value - stopped) * weight
+
+
 def doubly_reparameterized(ops: Any, log_w: Any, num_particles: int, scale: float,
                            path_log_w: Callable[[Any], Any]) -> tuple[Any, Any]:
     r"""(bound, surrogate) of DReG (Tucker et al. 2018): the IWAE bound, and
