@@ -19,3 +19,9 @@ def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{field} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_count(field: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{field} must be an integer >= 1, got {value!r}")

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ppl_vae.families.base import check_count
 from ppl_vae.networks import NetworkSpec, apply_mlp, init_mlp
 
 PSEUDO_INPUT_NOISE = (0.05, 0.01)
@@ -49,8 +50,7 @@ class VampPrior:
     components: int = 500
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.components, int) and self.components >= 1):
-            raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
+        check_count("components", self.components)
 
     def log_prob_size(self, latent_dim: int) -> int:
         """Numbers one log p(z) evaluation holds per draw: (K, d) for Laplace components (a

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae.families.base import INV_SOFTPLUS_ONE, positive
+from ppl_vae.families.base import INV_SOFTPLUS_ONE, check_count, positive
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,7 @@ class DiscretizedLogistic(_EightBit):
     min_scale: float = math.exp(-7.0)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.components, int) and self.components >= 1):
-            raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
+        check_count("components", self.components)
         if not self.min_scale > 0:
             raise ValueError(f"min_scale must be > 0, got {self.min_scale}")
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ppl_vae.families.base import INV_SOFTPLUS_ONE, positive
+from ppl_vae.families.base import INV_SOFTPLUS_ONE, check_count, positive
 
 
 class _Factorized:
@@ -99,8 +99,7 @@ class MixtureOfGaussians:
     components: int = 10
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.components, int) and self.components >= 1):
-            raise ValueError(f"components must be an integer >= 1, got {self.components!r}")
+        check_count("components", self.components)
 
     def log_prob_size(self, latent_dim: int) -> int:
         """Numbers one log p(z) evaluation holds per draw (the (K, d) component terms)."""
