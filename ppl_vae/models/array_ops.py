@@ -22,7 +22,7 @@ class ArrayOps:
     like: ClassVar[Any]
     FunctionalDistribution: ClassVar[type]
     SHARED: ClassVar[tuple[str, ...]] = ("abs", "log", "exp", "expm1", "log1p", "round", "where",
-                                         "tanh", "clip", "broadcast_to", "moveaxis")
+                                         "tanh", "clip", "broadcast_to", "moveaxis", "isfinite")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

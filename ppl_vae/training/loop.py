@@ -67,6 +67,15 @@ def step_failure(index: int, loss: float, params_ok: dict[str, Any], sites_ok: d
                        batch_max_abs=float(batch_max_abs))
 
 
+def sites_finite(ops: Any, traces: dict[str, Any]) -> dict[str, Any]:
+    """Whether each sample site's value and log-density are finite, labelled ``"name (role)"``,
+    for ``{role: [(name, site), ...]}`` of the guide's and the model's traces."""
+    return {f"{name} ({role})": ops.isfinite(site["value"]).all()
+            & ops.isfinite(site["fn"].log_prob(site["value"])).all()
+            for role, sites in traces.items() for name, site in sites
+            if site["type"] == "sample"}
+
+
 def held_out_loss(x: np.ndarray, c: np.ndarray | None,
                   batch_loss: Callable[[int, np.ndarray, np.ndarray, Any], float]) -> float:
     """Per-datapoint loss of held-out ``x`` (labels ``c``) in batches of :data:`EVAL_BATCH`:

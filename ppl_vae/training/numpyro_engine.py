@@ -27,7 +27,7 @@ from numpyro import handlers
 from ppl_vae.models import make_elbo
 from ppl_vae.models.numpyro_backend import resolve_device
 from ppl_vae.runs import CheckpointError
-from ppl_vae.training.loop import CLIP_NORM, ChunkResult, eval_seed, held_out_loss, step_failure
+from ppl_vae.training import loop
 
 
 class NumPyroEngine:
@@ -36,7 +36,7 @@ class NumPyroEngine:
     backend = "numpyro"
     OPTIMIZERS: dict[str, Any] = {
         "adam": optax.adam,
-        "clipped-adam": lambda lr: optax.chain(optax.clip(CLIP_NORM), optax.adam(lr)),
+        "clipped-adam": lambda lr: optax.chain(optax.clip(loop.CLIP_NORM), optax.adam(lr)),
     }
     """:data:`ppl_vae.training.loop.OPTIMIZERS` by name as optax transformations
     (``clipped-adam`` clips each gradient element before Adam, as Pyro's ``ClippedAdam``)."""
@@ -100,7 +100,7 @@ class NumPyroEngine:
 
         return jax.lax.scan(body, state, (jnp.arange(idx.shape[0]), idx))
 
-    def run(self, idx: np.ndarray) -> ChunkResult:
+    def run(self, idx: np.ndarray) -> loop.ChunkResult:
         n = len(idx)
         padded = np.zeros((self.max_chunk, idx.shape[1]), dtype=np.int32)
         padded[:n] = idx
@@ -110,12 +110,12 @@ class NumPyroEngine:
         now = time.perf_counter()
         if finite.all():
             self.svi_state = state
-            return ChunkResult(losses / self.num_data, np.full(n, now), None)
+            return loop.ChunkResult(losses / self.num_data, np.full(n, now), None)
         bad = int(np.argmin(finite))
         if bad > 0:
             self.svi_state, _ = self._chunk(self.svi_state, self._x, self._c, idx_j, bad)
         failure = self._diagnose(float(losses[bad]), idx_j[bad], bad)
-        return ChunkResult(losses[:bad] / self.num_data, np.full(bad, now), failure)
+        return loop.ChunkResult(losses[:bad] / self.num_data, np.full(bad, now), failure)
 
     def _loss_fn(self, params: dict, key: jax.Array, x: jax.Array, idx: jax.Array,
                  c: jax.Array | None) -> jax.Array:
@@ -129,7 +129,7 @@ class NumPyroEngine:
         """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
         stream."""
         params = self.svi.get_params(self.svi_state)
-        key = jax.random.PRNGKey(eval_seed(self.seed, step))
+        key = jax.random.PRNGKey(loop.eval_seed(self.seed, step))
         vae = self.vae
 
         def batch_loss(i: int, rows: np.ndarray, idx: np.ndarray, labels: Any) -> float:
@@ -137,7 +137,7 @@ class NumPyroEngine:
             return float(self._loss(params, jax.random.fold_in(key, i), xb, vae.as_index(idx),
                                     vae.as_index(labels)))
 
-        return held_out_loss(x, c, batch_loss)
+        return loop.held_out_loss(x, c, batch_loss)
 
     def get_params(self) -> dict[str, np.ndarray]:
         """The model's parameters (an estimator's own, e.g. a baseline network's, stay in
@@ -173,7 +173,7 @@ class NumPyroEngine:
         cb = None if self._c is None else self._c[ib]
         params_ok, sites_ok, batch_max = jax.jit(self._report)(
             params, self.svi_state.mutable_state or {}, key, self._x[ib], ib, cb)
-        return step_failure(index, loss, params_ok, sites_ok, batch_max)
+        return loop.step_failure(index, loss, params_ok, sites_ok, batch_max)
 
     def _report(self, params: dict, mutable: dict, key: jax.Array, xb: jax.Array,
                 ib: jax.Array, cb: jax.Array | None) -> tuple[dict, dict, jax.Array]:
@@ -187,8 +187,6 @@ class NumPyroEngine:
             guide_tr = handlers.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = handlers.trace(handlers.replay(self.vae.model, trace=guide_tr)) \
                 .get_trace(xb, ib, self.num_data, c=cb)
-        ok_sites = {f"{name} ({role})": jnp.isfinite(site["value"]).all()
-                    & jnp.isfinite(site["fn"].log_prob(site["value"])).all()
-                    for role, tr in (("guide", guide_tr), ("model", model_tr))
-                    for name, site in tr.items() if site["type"] == "sample"}
+        ok_sites = loop.sites_finite(self.vae.ops, {"guide": guide_tr.items(),
+                                               "model": model_tr.items()})
         return ok_params, ok_sites, jnp.abs(xb).max()

@@ -31,7 +31,7 @@ from ppl_vae.estimators import is_baseline_average
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
 from ppl_vae.runs.checkpoints import decode_tree, encode_tree
-from ppl_vae.training.loop import CLIP_NORM, ChunkResult, eval_seed, held_out_loss, step_failure
+from ppl_vae.training import loop
 
 
 class JointOptim(pyro.optim.PyroOptim):
@@ -133,7 +133,7 @@ class PyroEngine:
     OPTIMIZERS: dict[str, Any] = {
         "adam": lambda lr: JointOptim(torch.optim.Adam, {"lr": lr, "fused": True}),
         "clipped-adam": lambda lr: JointOptim(pyro.optim.clipped_adam.ClippedAdam,
-                                              {"lr": lr, "clip_norm": CLIP_NORM}),
+                                              {"lr": lr, "clip_norm": loop.CLIP_NORM}),
     }
     """:data:`ppl_vae.training.loop.OPTIMIZERS` by name: the updates of ``pyro.optim.Adam``
     (by torch's fused kernel) and ``pyro.optim.ClippedAdam``, as :class:`JointOptim`."""
@@ -172,7 +172,7 @@ class PyroEngine:
             self._x_source = x
             self._c = self.vae.as_index(c)
 
-    def run(self, idx: np.ndarray) -> ChunkResult:
+    def run(self, idx: np.ndarray) -> loop.ChunkResult:
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
         x, c, model, guide, elbo, num_data = self._x, self._c, self.vae.model, self.guide, \
             self.elbo, self.num_data
@@ -211,12 +211,12 @@ class PyroEngine:
                 if not (math.isfinite(loss) and _grads_finite(params)):
                     failure = self._diagnose(loss, params, xb, ib, cb, i)
                     _clear_grads(params)
-                    return ChunkResult(np.asarray(losses), np.asarray(times), failure)
+                    return loop.ChunkResult(np.asarray(losses), np.asarray(times), failure)
                 self.optim(params)
                 _clear_grads(params)
                 losses.append(loss / num_data)
                 times.append(time.perf_counter())
-        return ChunkResult(np.asarray(losses), np.asarray(times), None)
+        return loop.ChunkResult(np.asarray(losses), np.asarray(times), None)
 
     def evaluate(self, x: np.ndarray, step: int, c: np.ndarray | None = None) -> float:
         """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
@@ -228,8 +228,8 @@ class PyroEngine:
                                        vae.as_index(idx), None, c=vae.as_index(labels))
 
         with torch.no_grad(), torch.random.fork_rng(devices=self._devices):
-            torch.manual_seed(eval_seed(self.seed, step))
-            return held_out_loss(x, c, batch_loss)
+            torch.manual_seed(loop.eval_seed(self.seed, step))
+            return loop.held_out_loss(x, c, batch_loss)
 
     def get_params(self) -> dict[str, np.ndarray]:
         return self.vae.get_params()
@@ -307,11 +307,9 @@ class PyroEngine:
             guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = poutine.trace(poutine.replay(self.vae.model, trace=guide_tr)) \
                 .get_trace(xb, ib, self.num_data, c=cb)
-        sites = {f"{name} ({role})": torch.isfinite(site["value"]).all()
-                 and torch.isfinite(site["fn"].log_prob(site["value"])).all()
-                 for role, tr in (("guide", guide_tr), ("model", model_tr))
-                 for name, site in tr.nodes.items() if site["type"] == "sample"}
-        return step_failure(index, loss, params_ok, sites, xb.abs().max())
+        sites = loop.sites_finite(self.vae.ops, {"guide": guide_tr.nodes.items(),
+                                            "model": model_tr.nodes.items()})
+        return loop.step_failure(index, loss, params_ok, sites, xb.abs().max())
 
 
 def _clear_grads(params: list[torch.Tensor]) -> None:
