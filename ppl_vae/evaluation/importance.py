@@ -52,7 +52,7 @@ Larger chunks were slower on CPU (2^15: about 40% lower throughput measured on b
 backends), as their temporaries no longer stay in cache."""
 
 __all__ = ["DEFAULT_BUDGET", "ChunkPlan", "ImportanceEstimate", "elbo", "importance_sample",
-           "log_likelihood", "log_mean_exp", "plan_chunks", "sampler_plan"]
+           "check_inputs", "log_likelihood", "log_mean_exp", "plan_chunks", "sampler_plan"]
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     c : ``(N,)`` integer class labels of ``x``, required by a conditioned model (then every
         estimate is of log p(x | c)); None otherwise.
     """
-    x = _check_inputs(vae, x, idx)
-    c = check_labels(vae.spec, c, x.shape[0])
+    x, c = check_inputs(vae.spec, x, idx, c)
     if latents is not None:
         # Writable copies: torch warns when wrapping read-only buffers (e.g. from JAX).
         latents = {s: np.require(to_numpy(v), requirements="W") for s, v in latents.items()}
@@ -300,10 +299,16 @@ def sampler_plan(spec: Any, num_samples: int, num_data: int,
     return plan_chunks(num_samples, num_data, pairs_per_chunk(spec, budget))
 
 
-def _check_inputs(vae: Any, x: Any, idx: Any) -> np.ndarray:
-    x = check_x(vae.spec, x)
-    check_idx(vae.spec, x.shape[0], idx)
-    return x
+def check_inputs(spec: Any, x: Any, idx: Any = None, c: Any = None, *, codes: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data every evaluation entry point takes, checked once for ``spec``: ``x`` flattened
+    (:func:`check_x`), the training indices an encoder-free model needs where the caller reads
+    its stored codes (``codes``; :func:`check_idx`) and a conditioned model's labels
+    (:func:`~ppl_vae.models.conditioning.check_labels`)."""
+    x = check_x(spec, x)
+    if codes:
+        check_idx(spec, x.shape[0], idx)
+    return x, check_labels(spec, c, x.shape[0])
 
 
 # --------------------------------------------------------------------------- batches

@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ppl_vae.evaluation.importance import check_idx, check_x
+from ppl_vae.evaluation.importance import check_inputs
 from ppl_vae.models import float64, to_numpy
-from ppl_vae.models.conditioning import check_labels
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 """Burda et al. (2016)'s threshold on Cov_x(E_q[z_u])."""
@@ -72,9 +71,7 @@ def kl_per_dimension(vae: Any, x: Any, *, idx: Any = None, num_samples: int = 10
         raise ValueError(f"prior family {spec.prior.name!r} (a mixture or a flow) does not "
                          "factorise over latent dimensions, so KL per dimension is undefined; "
                          "use the total rate (importance_sample(...).rate)")
-    x = check_x(spec, x)
-    check_idx(spec, x.shape[0], idx)
-    c = check_labels(spec, c, x.shape[0])
+    x, c = check_inputs(spec, x, idx, c)
     analytic = spec.kl == "analytic"
     per_point = []
     with vae.inference(seed):
@@ -112,9 +109,7 @@ def active_units(vae: Any, x: Any, *, idx: Any = None, threshold: float = ACTIVE
 
     For masked codes E_q[z_u] = q(m_u = 1 | x) · E_q[s_u | x].
     """
-    x = check_x(vae.spec, x)
-    check_idx(vae.spec, x.shape[0], idx)
-    c = check_labels(vae.spec, c, x.shape[0])
+    x, c = check_inputs(vae.spec, x, idx, c)
     if x.shape[0] < 2:
         raise ValueError("active units need at least 2 datapoints (a variance over x)")
     means = np.concatenate([
@@ -132,8 +127,7 @@ def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000, c: Any = None) ->
     if not vae.spec.posterior.gated:
         raise ValueError(f"code sparsity applies to masked codes; posterior "
                          f"{vae.spec.posterior.name!r} has no gates")
-    x = check_x(vae.spec, x)
-    c = check_labels(vae.spec, c, x.shape[0])
+    x, c = check_inputs(vae.spec, x, None, c)
     total = np.zeros(vae.spec.latent_dim)
     for sl in _batches(x.shape[0], batch_size):
         logits = float64(vae.compute(_gate_logits, (), vae.as_tensor(x[sl]), _rows(vae, c, sl)))
@@ -144,9 +138,7 @@ def code_sparsity(vae: Any, x: Any, *, batch_size: int = 1000, c: Any = None) ->
 def reconstruction_error(vae: Any, x: Any, *, idx: Any = None,
                          batch_size: int = 1000, c: Any = None) -> np.ndarray:
     """Mean squared error per dimension of decode(encode(x)) against x, per datapoint."""
-    x = check_x(vae.spec, x)
-    check_idx(vae.spec, x.shape[0], idx)
-    c = check_labels(vae.spec, c, x.shape[0])
+    x, c = check_inputs(vae.spec, x, idx, c)
     out = []
     for sl in _batches(x.shape[0], batch_size):
         rec = float64(vae.compute(_reconstruct, (), vae.as_tensor(x[sl]), _rows(vae, idx, sl),

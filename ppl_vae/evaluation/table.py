@@ -38,9 +38,14 @@ import pandas as pd
 
 from ppl_vae.evaluation import metrics
 from ppl_vae.evaluation.ais import ais_log_likelihood
-from ppl_vae.evaluation.importance import DEFAULT_BUDGET, check_x, importance_sample
+from ppl_vae.evaluation.importance import (
+    DEFAULT_BUDGET,
+    check_inputs,
+    check_x,
+    importance_sample,
+)
 from ppl_vae.evaluation.units import LikelihoodUnits, likelihood_units
-from ppl_vae.models.conditioning import check_labels, require_unconditioned
+from ppl_vae.models.conditioning import require_unconditioned
 
 COLUMNS = ["run", "split", "metric", "value", "stderr"]
 
@@ -104,8 +109,7 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     """
     config = config or EvaluationConfig()
     spec = vae.spec
-    x = check_x(spec, x)
-    c = check_labels(spec, c, x.shape[0])
+    x, c = check_inputs(spec, x, idx, c, codes=False)  # an encoder-free model may take AIS
     if config.ais_points > 0:
         require_unconditioned(spec, "AIS (ais_points > 0; CLI: --ais)")
     units = units or likelihood_units(spec.likelihood, spec.data_dim)
