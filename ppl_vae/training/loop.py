@@ -57,6 +57,29 @@ class StepFailure:
     batch_max_abs: float
 
 
+class Engine:
+    """What both engines keep alike: the model, the seed, the dataset size, and the epoch's
+    training data (and labels) on the engine's device, converted once per epoch array."""
+
+    OPTIMIZERS: dict[str, Any]
+
+    def __init__(self, vae: Any, *, seed: int, num_data: int) -> None:
+        self.vae, self.seed, self.num_data = vae, seed, num_data
+        self._x: Any = None
+        self._c: Any = None
+        self._x_source: np.ndarray | None = None
+
+    def _on_device(self, array: Any) -> Any:
+        """A backend array on the engine's device (where the VAE put it, by default)."""
+        return array
+
+    def set_epoch_data(self, x: np.ndarray, c: np.ndarray | None = None) -> None:
+        if x is not self._x_source:
+            self._x = self._on_device(self.vae.as_tensor(x))
+            self._c = None if c is None else self._on_device(self.vae.as_index(c))
+            self._x_source = x
+
+
 def step_failure(index: int, loss: float, params_ok: dict[str, Any], sites_ok: dict[str, Any],
                  batch_max_abs: Any) -> StepFailure:
     """The report of a bad step from the finiteness of each parameter (value and gradient)

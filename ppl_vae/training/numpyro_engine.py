@@ -30,7 +30,7 @@ from ppl_vae.runs import CheckpointError
 from ppl_vae.training import loop
 
 
-class NumPyroEngine:
+class NumPyroEngine(loop.Engine):
     """Jitted SVI chunks, evaluation and checkpoint state for a :class:`NumPyroVAE`."""
 
     backend = "numpyro"
@@ -45,11 +45,9 @@ class NumPyroEngine:
                  optimizer: Any, seed: int, num_data: int, example_batch: np.ndarray,
                  max_chunk: int, example_labels: np.ndarray | None = None,
                  device: str | None = None) -> None:
-        self.vae = vae
+        super().__init__(vae, seed=seed, num_data=num_data)
         self.device = resolve_device(device)
         self.device_name = f"{self.device.platform}:{self.device.id}"
-        self.num_data = num_data
-        self.seed = seed
         self.max_chunk = max_chunk
         example_idx = jnp.arange(example_batch.shape[0])
         example_c = vae.as_index(example_labels)
@@ -62,9 +60,6 @@ class NumPyroEngine:
                                                     c=example_c)
         self.svi = numpyro.infer.SVI(vae.model, self.guide, optimizer, self.elbo,
                                      num_data=num_data)
-        self._x: jax.Array | None = None
-        self._x_source: np.ndarray | None = None
-        self._c: jax.Array | None = None
         with jax.default_device(self.device):  # jitted: one compile instead of op by op
             state = jax.jit(self.svi.init)(jax.random.PRNGKey(seed),
                                            vae.as_tensor(example_batch), example_idx,
@@ -74,11 +69,8 @@ class NumPyroEngine:
         self._loss = jax.jit(self._eval_loss_fn)
 
     # -- data and steps
-    def set_epoch_data(self, x: np.ndarray, c: np.ndarray | None = None) -> None:
-        if x is not self._x_source:
-            self._x = jax.device_put(self.vae.as_tensor(x), self.device)
-            self._x_source = x
-            self._c = None if c is None else jax.device_put(self.vae.as_index(c), self.device)
+    def _on_device(self, array: jax.Array) -> jax.Array:
+        return jax.device_put(array, self.device)
 
     def _chunk_fn(self, state: Any, x: jax.Array, c: jax.Array | None, idx: jax.Array,
                   n: jax.Array) -> Any:

@@ -126,7 +126,7 @@ def move_to_device(vae: Any, device: str | None) -> None:
     vae.device = target
 
 
-class PyroEngine:
+class PyroEngine(loop.Engine):
     """SVI steps, evaluation and checkpoint state for a :class:`PyroVAE`."""
 
     backend = "pyro"
@@ -142,15 +142,10 @@ class PyroEngine:
                  optimizer: Any, seed: int, num_data: int, device: str | None = None,
                  **unused: Any) -> None:
         move_to_device(vae, device)
-        self.vae = vae
+        super().__init__(vae, seed=seed, num_data=num_data)
         self.elbo, self.guide = make_elbo(vae, estimator, num_particles)
         self.optim = optimizer
-        self.num_data = num_data
-        self.seed = seed
         self.device_name = str(vae.device)
-        self._x = None
-        self._x_source: np.ndarray | None = None
-        self._c: torch.Tensor | None = None
         cuda = vae.device.type == "cuda"
         self._devices = [vae.device.index or 0] if cuda else []
         self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles)
@@ -165,13 +160,7 @@ class PyroEngine:
         for name in [n for n in store.keys() if is_baseline_average(n)]:
             del store[name]  # a fresh run starts its baselines at zero
 
-    # -- data and steps
-    def set_epoch_data(self, x: np.ndarray, c: np.ndarray | None = None) -> None:
-        if x is not self._x_source:
-            self._x = self.vae.as_tensor(x)
-            self._x_source = x
-            self._c = self.vae.as_index(c)
-
+    # -- steps
     def run(self, idx: np.ndarray) -> loop.ChunkResult:
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
         x, c, model, guide, elbo, num_data = self._x, self._c, self.vae.model, self.guide, \
