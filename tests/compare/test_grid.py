@@ -106,8 +106,10 @@ def test_ray_gives_the_same_table_as_the_local_pool(local_grid, specs, tmp_path)
 
 def test_a_killed_grid_resumes_with_only_the_missing_cells(specs, tmp_path):
     out = tmp_path / "grid"
+    # cells long enough (600 steps, about 1 s each here) that the kill lands before the second one
+    # is done: with 6 steps a warm worker once finished all three between two polls
     args = [sys.executable, "-m", "ppl_vae.cli", "compare", specs[0], "--dataset", "digits",
-            "--seeds", "3", "--steps", "6", "--num-samples", "20", "--eval-points", "16",
+            "--seeds", "3", "--steps", "600", "--num-samples", "20", "--eval-points", "16",
             "--workers", "1", "--quiet", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "stderr.txt"
@@ -118,12 +120,12 @@ def test_a_killed_grid_resumes_with_only_the_missing_cells(specs, tmp_path):
         while not list(out.glob(f"{CELLS_DIR}/*/{CELL_FILE}")):
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "no cell finished within 240 s"
-            time.sleep(0.2)
+            time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its pool worker, mid-grid
         proc.wait()
     done = {p.parent.name for p in out.glob(f"{CELLS_DIR}/*/{CELL_FILE}")}
     assert 1 <= len(done) < 3
-    cells = plan(specs[:1], [0, 1, 2], **{**SETTINGS, "model_samples": 100})
+    cells = plan(specs[:1], [0, 1, 2], **{**SETTINGS, "num_steps": 600, "model_samples": 100})
     result = run_grid(cells, out, LocalPool(2))
     assert set(result.skipped) == done
     assert sorted(result.ran) == sorted(c.key() for c in cells if c.key() not in done)
