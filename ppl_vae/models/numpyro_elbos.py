@@ -280,6 +280,8 @@ class TraceGraph_ELBO(ELBO):
     """
 
     can_infer_discrete = True
+    neural = False
+    """Whether a network baseline is fitted (:class:`TraceGraphBaseline_ELBO` with ``neural``)."""
 
     def loss_with_mutable_state(self, rng_key: jax.Array, param_map: dict, model: Any,
                                 guide: Any, *args: Any, **kwargs: Any) -> dict:
@@ -330,8 +332,6 @@ class TraceGraph_ELBO(ELBO):
         baseline_loss = jnp.mean(baseline_losses)
         loss = -jnp.mean(elbos) + baseline_loss - stop_gradient(baseline_loss)
         return {"loss": loss, "mutable_state": self._new_state(param_map, signals, slots)}
-
-    neural = False
 
     def _baseline(self, params: dict, node: str, args: tuple, signal: jax.Array,
                   index: tuple) -> Any:

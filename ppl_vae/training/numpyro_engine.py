@@ -159,7 +159,7 @@ class NumPyroEngine(loop.Engine):
         self.svi_state = jax.device_put(jax.tree_util.tree_unflatten(treedef, saved), self.device)
 
     # -- helpers
-    def _diagnose(self, loss: float, ib: jax.Array, index: int) -> Any:
+    def _diagnose(self, loss: float, ib: jax.Array, index: int) -> loop.StepFailure:
         params = self.svi.get_params(self.svi_state)
         _, key = jax.random.split(self.svi_state.rng_key)  # the key SVI.update would use
         cb = None if self._c is None else self._c[ib]

@@ -140,7 +140,10 @@ class PyroEngine(loop.Engine):
 
     def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
                  optimizer: Any, seed: int, num_data: int, device: str | None = None,
-                 **unused: Any) -> None:
+                 example_batch: Any = None, example_labels: Any = None,
+                 max_chunk: int | None = None) -> None:
+        # example_batch, example_labels, max_chunk: the NumPyro engine's (it traces and
+        # compiles); the same signature lets fit build either engine alike
         move_to_device(vae, device)
         super().__init__(vae, seed=seed, num_data=num_data)
         self.elbo, self.guide = make_elbo(vae, estimator, num_particles)
@@ -288,10 +291,10 @@ class PyroEngine(loop.Engine):
         self._pending = {}
 
     def _diagnose(self, loss: float, params: list[torch.Tensor], xb: torch.Tensor,
-                  ib: torch.Tensor, cb: torch.Tensor | None, index: int) -> Any:
+                  ib: torch.Tensor, cb: torch.Tensor | None, index: int) -> loop.StepFailure:
         store = pyro.get_param_store()
-        params_ok = {store.param_name(p) or "?": bool(torch.isfinite(p).all())
-                     and bool(torch.isfinite(p.grad).all()) for p in params}
+        params_ok = {store.param_name(p) or f"?{i}": bool(torch.isfinite(p).all())
+                     and bool(torch.isfinite(p.grad).all()) for i, p in enumerate(params)}
         with torch.no_grad():
             guide_tr = poutine.trace(self.guide).get_trace(xb, ib, self.num_data, c=cb)
             model_tr = poutine.trace(poutine.replay(self.vae.model, trace=guide_tr)) \
