@@ -47,6 +47,12 @@ CLASS_PRIOR_FAMILIES = ("learned-normal", "learned-laplace")
 turns into per-class tables (:func:`ppl_vae.families.class_rows`)."""
 BINARIZATIONS = ("static", "threshold", "dynamic", "none")
 """How ``ppl_vae.data.prepare`` turns grey levels into binary data for a Bernoulli likelihood."""
+SELECTIONS = ("best-valid", "last")
+"""Which parameters a run keeps (:mod:`ppl_vae.training.selection`)."""
+VALID_CRITERIA = ("objective", "elbo", "iwae")
+"""The validation bound that selection, early stopping and reduce-on-plateau read: the training
+estimator's own bound (the ELBO; the IWAE bound for iwae, vimco and dreg), the ELBO, or the
+IWAE bound, with ``valid_particles`` particles (default: the training ``num_particles``)."""
 
 
 class SpecError(ValueError):
@@ -70,12 +76,24 @@ class TrainingDefaults:
     learning_rate: float = 1e-3
     dataset: str = "mnist5k"
     binarization: str = "static"
+    select: str = "best-valid"
+    patience: int | None = None
+    valid_criterion: str = "objective"
+    valid_particles: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_particles", "num_steps", "batch_size"):
             value = getattr(self, name)
             if not is_count(value):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("patience", "valid_particles"):
+            value = getattr(self, name)
+            if value is not None and not is_count(value):
+                raise ValueError(f"{name} must be an integer >= 1 (or left out), got {value!r}")
+        for name, allowed in (("select", SELECTIONS), ("valid_criterion", VALID_CRITERIA)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got "
+                                 f"{getattr(self, name)!r}")
         if not _is_positive_number(self.learning_rate):
             raise ValueError(f"learning_rate must be a finite number > 0, got "
                              f"{self.learning_rate!r}")
@@ -241,7 +259,8 @@ class ModelSpec:
             net = getattr(self, role)
             if net is not None:
                 out[role] = net.to_dict()
-        out["training"] = dataclasses.asdict(self.training)
+        out["training"] = {k: v for k, v in dataclasses.asdict(self.training).items()
+                           if v is not None}  # TOML has no null: a left-out field is None
         if self.condition is not None:
             out["condition"] = dataclasses.asdict(self.condition)
         return out

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from ppl_vae.commands._args import positive_int
+from ppl_vae.commands._args import add_training_options, positive_int, training_options
 
 DESCRIPTION = """Train each spec with each seed on the same split and budget, evaluate every
 model on the test split (ELBO, importance-sampled log p(x) with K particles, bits/dim,
@@ -52,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("compare"),
                         help="output folder (default: ./compare)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_training_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cells = plan(args.specs, range(args.seeds), backend=args.backend, dataset=args.dataset,
                      num_steps=args.steps, num_epochs=args.epochs, batch_size=args.batch_size,
                      num_samples=args.num_samples, eval_points=args.eval_points,
-                     ais_steps=args.ais_steps)
+                     ais_steps=args.ais_steps, training=training_options(args))
         executor = make_executor(args.executor, workers=args.workers, address=args.address)
     except (SpecError, ValueError, ImportError, ConnectionError) as err:
         return fail(str(err))

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         likelihood_units,
     )
     from ppl_vae.io import atomic_write_text
-    from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run, trained_step
+    from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
     loaded = load_run(args.run_dir, backend=args.backend)
     warn_if_unfinished(loaded, args.prog)
@@ -88,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
                                  valid=data.valid, config=config, c=data.c)
     notes += more
     table.loc[len(table)] = [name, data.split, STEP_METRIC,
-                             float(trained_step(args.run_dir) or 0), float("nan")]
+                             float(_params_step(loaded)), float("nan")]
+    which = loaded.parameters_note()
+    if which:
+        notes.insert(0, which)
 
     path = Path(args.run_dir) / METRICS_FILE
     if path.exists():
@@ -107,3 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"- {note}")
     print(f"wrote {path}")
     return 0
+
+
+def _params_step(run) -> int:
+    """The step of the parameters evaluated (0 for a run without a checkpoint)."""
+    progress = run.progress()
+    return 0 if progress is None else progress.params_step

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae.commands._args import non_negative_int, positive_float, positive_int
+from ppl_vae.commands._args import (
+    add_training_options,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    training_options,
+)
 from ppl_vae.estimators import ESTIMATORS
 from ppl_vae.models import BACKENDS
 
@@ -56,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"lowest loss so far (default F = {DIVERGENCE_FACTOR:g})")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (for scripts and CI); the summary still prints")
+    add_training_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -82,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                  num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
                  out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
                  overwrite=args.overwrite, progress=not args.quiet, device=args.device,
-                 data_config=data_config, divergence_factor=args.divergence_factor)
+                 data_config=data_config, divergence_factor=args.divergence_factor,
+                 **training_options(args))
     _write_curves(result, spec.name)
     print(_summary(result))
     return 0
@@ -100,10 +108,20 @@ def _summary(result) -> str:
     history = result.history
     valid = history[history["split"] == "valid"]
     train = history[history["split"] == "train"]
+    selection = result.selection
     lines = [f"trained {result.num_steps} steps in {result.seconds:.1f} s -> {result.run_dir}"]
+    if selection["stopped_early"]:
+        lines.append(f"  stopped early: {selection['patience']} validation evaluations without "
+                     "improvement")
     if len(train):
         last_epoch = train[train["epoch"] == train["epoch"].max()]
         lines.append(f"  train loss (last epoch mean): {last_epoch['loss'].mean():.2f} nats")
     if len(valid):
-        lines.append(f"  validation ELBO: {-valid['loss'].iloc[-1]:.2f} nats per datapoint")
+        lines.append(f"  validation {selection['criterion']} (last): "
+                     f"{-valid['loss'].iloc[-1]:.2f} nats per datapoint")
+    if selection["best_valid_step"] is not None:
+        lines.append(f"  best validation {selection['criterion']}: "
+                     f"{-selection['best_valid_loss']:.2f} at step {selection['best_valid_step']}")
+    lines.append(f"  kept the parameters of step {selection['step']} (select = "
+                 f"{selection['select']})")
     return "\n".join(lines)

@@ -108,8 +108,10 @@ def run_cell(cell: Cell, root: str | Path) -> CellResult:
     start = time.perf_counter()
     run = runs.Run(path=out, spec=spec, config=read_json(out / runs.CONFIG_FILE), vae=vae)
     metrics, per_datapoint, estimator = _evaluate(cell, vae, run, splits)
-    seconds = {"train_seconds": result.seconds, "eval_seconds": time.perf_counter() - start}
-    extra = pd.DataFrame({"metric": list(seconds), "value": list(seconds.values()),
+    # the step of the parameters evaluated is the metrics' checkpoint_step; how far training ran
+    more = {"trained_steps": result.num_steps, "train_seconds": result.seconds,
+            "eval_seconds": time.perf_counter() - start}
+    extra = pd.DataFrame({"metric": list(more), "value": list(more.values()),
                           "stderr": math.nan})
     return CellResult(cell=cell, metrics=pd.concat([metrics, extra], ignore_index=True),
                       per_datapoint=per_datapoint, estimator=estimator)
@@ -156,7 +158,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
                               train=data.train, valid=data.valid, config=config, estimate=est,
                               ais_estimate=ais)
     table.loc[len(table)] = [cell.key(), "test", runs.STEP_METRIC,
-                             float(runs.trained_step(run.path) or 0), math.nan]
+                             float(run.progress().params_step), math.nan]
     atomic_write_text(run.path / runs.METRICS_FILE, table.to_csv(index=False))
 
     n = len(log_px)

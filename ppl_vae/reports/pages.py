@@ -45,6 +45,10 @@ def run_report(run_dir: str | Path) -> Report:
                 f"{spec.prior.name}, likelihood {spec.likelihood.name}, {spec.latent_dim} "
                 f"latent dimensions, {spec.kl} KL; backend {config.get('backend', '?')}, "
                 f"data {config.get('data', {}).get('source', '?')}.")
+    loaded = runs.Run(path=run_dir, spec=spec, config=config, vae=None)
+    which = loaded.parameters_note()
+    if which:
+        report.text(f"The run holds the {which}.")
     metrics_path = run_dir / runs.METRICS_FILE
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     diagnostics_path = run_dir / runs.DIAGNOSTICS_TABLE
@@ -54,7 +58,9 @@ def run_report(run_dir: str | Path) -> Report:
         shown = metrics[metrics["split"] == split]
         report.heading(f"Headline ({split} split)")
         report.table(_headline_table(shown, spec.latent_dim), caption="value ± standard error")
-        for level, text in _warnings(shown, diagnostics, trained_step=runs.trained_step(run_dir)):
+        progress = runs.training_progress(run_dir)
+        for level, text in _warnings(shown, diagnostics, params_step=None if progress is None
+                                     else progress.params_step):
             report.callout(level, text)
         dims = _per_dimension(shown)
         if dims is not None:
@@ -64,7 +70,7 @@ def run_report(run_dir: str | Path) -> Report:
         report.heading("All metrics").table(rest.drop(columns=["run"]),
                                             caption="ppl-vae evaluate (value ± stderr)")
     elif diagnostics is not None:
-        for level, text in _warnings(None, diagnostics, trained_step=None):
+        for level, text in _warnings(None, diagnostics, params_step=None):
             report.callout(level, text)
     else:
         report.callout("caution", "no metrics yet: run ppl-vae evaluate RUN_DIR")
@@ -145,7 +151,7 @@ def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
 
 
 def _warnings(rows: pd.DataFrame | None, diagnostics: pd.DataFrame | None, *,
-              trained_step: int | None) -> list[tuple[str, str]]:
+              params_step: int | None) -> list[tuple[str, str]]:
     """Traffic lights: stale results, importance ESS, PSIS k̂ bands, MCMC R-hat."""
     from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK
 
@@ -156,9 +162,9 @@ def _warnings(rows: pd.DataFrame | None, diagnostics: pd.DataFrame | None, *,
             notes.append(("caution", "these metrics do not record the training step they were "
                                      "computed at; re-run ppl-vae evaluate to be sure they "
                                      "describe the current parameters"))
-        elif trained_step is not None and step[0] < trained_step:
+        elif params_step is not None and step[0] != params_step:
             notes.append(("bad", f"stale: the metrics were computed at step {step[0]:.0f}, but "
-                                 f"the parameters are at step {trained_step}; re-run ppl-vae "
+                                 f"the parameters are at step {params_step}; re-run ppl-vae "
                                  "evaluate"))
         ess, k = _value(rows, "is_ess"), _value(rows, "num_samples")
         if ess is not None and k is not None and k[0] > 0:

@@ -2,12 +2,12 @@
 
 ``layout``       the names of a run's files, what counts as a run, the one overwrite refusal
 ``checkpoints``  checkpoint folders: atomic writes, checksums, no pickle; which step the
-                 parameters are at (:func:`trained_step`)
+                 parameters are at (:func:`training_progress`)
 ``run``          :class:`Run` and :func:`load_run` / :func:`create_run`
 ``writer``       :class:`RunWriter`: the lock on a run folder, new runs built aside and swapped in
 """
 
-from ppl_vae.runs.checkpoints import trained_step
+from ppl_vae.runs.checkpoints import TrainingProgress, training_progress
 from ppl_vae.runs.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -48,5 +48,6 @@ __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "CURVES_FILE", "DIAGNOSTICS_NETCDF",
            "SAMPLES_FILE", "SPEC_FILE", "SPLITS", "STEP_METRIC", "TRAVERSALS_FILE",
            "VARIANCE_DIR", "VARIANCE_RATIOS", "VARIANCE_TABLES", "CheckpointError",
            "EvaluationData", "NotARunError", "Run", "RunError", "RunExistsError",
-           "RunLockedError", "RunWriter", "check_replaceable", "create_run", "is_run",
-           "load_run", "require_run", "trained_step", "write_config", "writer_home"]
+           "RunLockedError", "RunWriter", "TrainingProgress", "check_replaceable", "create_run",
+           "is_run", "load_run", "require_run", "training_progress", "write_config",
+           "writer_home"]

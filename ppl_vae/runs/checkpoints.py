@@ -110,14 +110,35 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def trained_step(run_dir: str | Path) -> int | None:
-    """The step of the run's current parameters: that of its newest complete checkpoint
-    (``params.safetensors`` and ``history.csv`` are rewritten with each one), or None for a run
-    without a checkpoint. The one answer to "which step are the parameters at"."""
+@dataclass(frozen=True)
+class TrainingProgress:
+    """Where a run's training stands, from its newest complete checkpoint.
+
+    ``step``: the last trained step (the checkpoint's); ``params_step``: the step of the
+    parameters the run keeps in ``params.safetensors`` — the best validation step under
+    ``select = "best-valid"``, else ``step``; ``stopped_early``: patience ended the training.
+    """
+
+    step: int
+    params_step: int
+    stopped_early: bool
+
+
+def training_progress(run_dir: str | Path) -> TrainingProgress | None:
+    """The run's :class:`TrainingProgress`, or None for a run without a checkpoint. The one
+    answer to "which step are the parameters at" (``params.safetensors`` and ``history.csv``
+    are rewritten with each checkpoint)."""
     latest = latest_checkpoint(run_dir)
     if latest is None:
         return None
-    return int(read_json(latest / STATE_FILE).get("step", 0))
+    state = read_json(latest / STATE_FILE)
+    step = int(state.get("step", 0))
+    selection = state.get("selection") or {}
+    kept = selection.get("best_step") if selection.get("kept_best") else None
+    patience = selection.get("patience")
+    return TrainingProgress(step=step, params_step=step if kept is None else int(kept),
+                            stopped_early=patience is not None
+                            and selection.get("bad_evaluations", 0) >= patience)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

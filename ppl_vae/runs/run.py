@@ -14,7 +14,7 @@ from ppl_vae.data import binarize_static, prepare
 from ppl_vae.io import load_arrays, read_json, save_arrays, write_json, write_toml
 from ppl_vae.models import BACKENDS, build
 from ppl_vae.models.conditioning import check_labels
-from ppl_vae.runs.checkpoints import trained_step
+from ppl_vae.runs.checkpoints import TrainingProgress, training_progress
 from ppl_vae.runs.layout import (
     CONFIG_FILE,
     PARAMS_FILE,
@@ -57,26 +57,42 @@ class Run:
     config: dict[str, Any]
     vae: Any
 
-    def progress(self) -> tuple[int, int] | None:
-        """(step of the parameters, steps the run was asked for), or None where unknown.
-
-        The step is :func:`~ppl_vae.runs.checkpoints.trained_step`.
-        """
-        planned = self.config.get("training", {}).get("num_steps")
-        step = trained_step(self.path)
-        if planned is None or step is None:
-            return None
-        return step, int(planned)
+    def progress(self) -> TrainingProgress | None:
+        """Where training stands (:func:`~ppl_vae.runs.checkpoints.training_progress`)."""
+        return training_progress(self.path)
 
     def unfinished_warning(self) -> str | None:
-        """A warning when the run stopped before the steps it was asked for, else None."""
+        """A warning when the run stopped before the steps it was asked for (and not by
+        early stopping), else None."""
         progress = self.progress()
-        if progress is None or progress[0] >= progress[1]:
+        planned = self.config.get("training", {}).get("num_steps")
+        if progress is None or planned is None or progress.step >= planned \
+                or progress.stopped_early:
             return None
-        step, planned = progress
-        return (f"{self.path} has trained {step} of its {planned} steps (interrupted, or "
-                f"still training): its parameters are those of step {step}; an interrupted "
-                f"run continues with ppl-vae train ... --out {self.path} --resume")
+        return (f"{self.path} has trained {progress.step} of its {planned} steps (interrupted, "
+                f"or still training): its parameters are those of step {progress.params_step}"
+                f"; an interrupted run continues with ppl-vae train ... --out {self.path} "
+                "--resume")
+
+    def parameters_note(self) -> str | None:
+        """Which step's parameters the run holds and why, for what evaluates or reports it;
+        None for a run without a checkpoint."""
+        progress = self.progress()
+        if progress is None:
+            return None
+        selection = self.config.get("selection", {})
+        criterion = selection.get("criterion", "bound")
+        stopped = (f", stopped early after {selection.get('patience')} validation evaluations "
+                   "without improvement" if progress.stopped_early else "")
+        if progress.params_step != progress.step:
+            best = selection.get("best_valid_loss")
+            value = "" if best is None else f" {-best:.2f}"
+            return (f"parameters of step {progress.params_step}, the best validation "
+                    f"{criterion}{value} nats (select = best-valid); trained to step "
+                    f"{progress.step}{stopped}")
+        why = ("the best validation step, which is the last" if selection.get("select")
+               == "best-valid" else "the last trained step")
+        return f"parameters of step {progress.step} ({why}{stopped})"
 
     @property
     def has_data(self) -> bool:

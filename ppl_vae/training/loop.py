@@ -33,8 +33,11 @@ from ppl_vae.io import atomic_write_text, save_arrays
 from ppl_vae.runs.checkpoints import Checkpoint, write_checkpoint
 from ppl_vae.runs.layout import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
+from ppl_vae.training.selection import Selection
 
-HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time")
+HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time", "selected")
+"""The history's columns; ``selected`` is True on the validation row of the step whose
+parameters the run keeps (:mod:`ppl_vae.training.selection`)."""
 OPTIMIZERS = ("adam", "clipped-adam")
 """Optimizers by name: Adam, and Adam on gradients clipped elementwise to ±:data:`CLIP_NORM`
 (``pyro.optim.ClippedAdam``; ``optax.chain(optax.clip, optax.adam)``); each engine's
@@ -196,7 +199,9 @@ class History:
 
     @classmethod
     def from_csv(cls, text: str) -> History:
-        return cls([pd.read_csv(io.StringIO(text))]) if text.strip() else cls()
+        if not text.strip():
+            return cls()
+        return cls([pd.read_csv(io.StringIO(text)).drop(columns="selected", errors="ignore")])
 
     def add(self, steps: np.ndarray, epochs: np.ndarray, split: str, losses: np.ndarray,
             wall: np.ndarray) -> None:
@@ -206,29 +211,57 @@ class History:
                 "split": split, "loss": np.asarray(losses, dtype=np.float64),
                 "wall_time": np.asarray(wall, dtype=np.float64)}))
 
-    def frame(self) -> pd.DataFrame:
+    def _rows(self) -> pd.DataFrame:
         if not self.frames:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                                  zip(HISTORY_COLUMNS, ("int64", "int64", "str", "float64",
-                                                       "float64"), strict=True)})
+                                                       "float64"), strict=False)})
         frame = pd.concat(self.frames, ignore_index=True)
         self.frames = [frame]
         return frame
 
-    def to_csv(self) -> str:
+    def frame(self, selected_step: int | None = None) -> pd.DataFrame:
+        """The history, its ``selected`` column marking the validation row of
+        ``selected_step`` (the last row of that step where it has no validation row)."""
+        frame = self._rows().copy()
+        mark = frame["step"] == selected_step
+        if (mark & (frame["split"] == "valid")).any():
+            mark &= frame["split"] == "valid"
+        elif mark.any():
+            mark &= frame.index == frame.index[mark][-1]
+        frame["selected"] = mark.to_numpy()
+        return frame
+
+    def to_csv(self, selected_step: int | None = None) -> str:
         # repr-precision floats so a resumed history equals the uninterrupted one
-        return self.frame().to_csv(index=False, float_format="%.17g")
+        return self.frame(selected_step).to_csv(index=False, float_format="%.17g")
 
 
-def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What :func:`run_training` returns: the history (its ``selected`` column marks the kept
+    step), the steps trained, the seconds of training and the selection."""
+
+    history: pd.DataFrame
+    steps: int
+    seconds: float
+    selection: Selection
+
+
+def run_training(engine: Any, data: batches.TrainingData, plan: Plan, selection: Selection, *,
                  run_dir: Path | None = None, start: Checkpoint | None = None,
                  progress: bool = True, description: str = "",
                  state_extra: dict[str, Any] | None = None,
-                 commit: Callable[[], Path] | None = None) -> tuple[pd.DataFrame, float]:
-    """Run ``plan`` from step 0 or from ``start``; returns the history and total seconds.
+                 commit: Callable[[], Path] | None = None,
+                 on_checkpoint: Callable[[Path, int, Selection], None] | None = None
+                 ) -> TrainingOutcome:
+    """Run ``plan`` from step 0 or from ``start`` until its last step or until ``selection``
+    stops it (patience); at the end the engine's model holds the parameters ``selection``
+    keeps.
 
     ``commit``, when given, is called once the first checkpoint is on disk and returns the
     run directory to write to from then on (a new run built aside moves into place).
+    ``on_checkpoint(run_dir, step, selection)`` runs after each checkpoint.
 
     Raises :class:`NonFiniteLossError` on a non-finite step, after putting the last good
     parameters into the model, and :class:`DivergenceError` on a loss past the divergence
@@ -236,6 +269,8 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
     """
     step = start.step if start else 0
     history = History.from_csv(start.history_csv) if start else History()
+    if start is not None and "selection" in start.state:
+        selection.load_state(start.state["selection"], start.arrays)
     lowest = _lowest_train_loss(history)
     elapsed = float(start.state["elapsed"]) if start else 0.0
     last_checkpoint = start.path if start else None
@@ -248,6 +283,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
         loss = engine.evaluate(data.valid, at, data.valid_labels)
         history.add(np.array([at]), np.array([max(at - 1, 0) // plan.steps_per_epoch]), "valid",
                     np.array([loss]), np.array([time.perf_counter() - t0]))
+        selection.observe(at, loss, engine.get_params)
         postfix["valid"] = f"{loss:.2f}"
 
     if start is None and data.valid is not None:
@@ -255,7 +291,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
     bar = tqdm(total=plan.total_steps, initial=step, disable=not progress, unit="step",
                desc=description, dynamic_ncols=True)
     try:
-        while step < plan.total_steps:
+        while step < plan.total_steps and not selection.stopped:
             epoch, pos = divmod(step, plan.steps_per_epoch)
             if epoch != epoch_loaded:
                 order = batches.epoch_order(plan.seed, epoch, num_data, plan.batch_size)
@@ -283,28 +319,37 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, *,
             if data.valid is not None and plan.is_due(step, plan.eval_every):
                 record_valid(step)
             bar.set_postfix({k: v for k, v in postfix.items() if v}, refresh=False)
-            if run_dir is not None and plan.is_due(step, plan.checkpoint_every):
-                last_checkpoint = save(engine, run_dir, step, history,
+            if run_dir is not None and (plan.is_due(step, plan.checkpoint_every)
+                                        or selection.stopped):
+                last_checkpoint = save(engine, run_dir, step, history, selection,
                                        time.perf_counter() - t0, state_extra or {})
                 if commit is not None:
                     run_dir, commit = commit(), None
                     last_checkpoint = run_dir / CHECKPOINT_DIR / last_checkpoint.name
+                if on_checkpoint is not None:
+                    on_checkpoint(run_dir, step, selection)
     finally:
         bar.close()
     engine.finalize()
-    return history.frame(), time.perf_counter() - t0
+    if selection.best_params is not None:
+        engine.vae.set_params(selection.best_params)
+    return TrainingOutcome(history=history.frame(selection.kept_step(step)), steps=step,
+                           seconds=time.perf_counter() - t0, selection=selection)
 
 
-def save(engine: Any, run_dir: Path, step: int, history: History, elapsed: float,
-         state_extra: dict[str, Any]) -> Path:
-    """Write a checkpoint, then the run's top-level ``params.safetensors`` and history."""
+def save(engine: Any, run_dir: Path, step: int, history: History, selection: Selection,
+         elapsed: float, state_extra: dict[str, Any]) -> Path:
+    """Write a checkpoint (the last state, and the selection with its best parameters), then
+    the run's top-level ``params.safetensors`` (the kept parameters) and history."""
     params = engine.get_params()
     arrays, meta = engine.state()
-    csv = history.to_csv()
-    path = write_checkpoint(run_dir, step, params=params, arrays=arrays,
-                            state={"elapsed": elapsed, "engine": meta, **state_extra},
+    chosen, chosen_arrays = selection.state()
+    csv = history.to_csv(selection.kept_step(step))
+    path = write_checkpoint(run_dir, step, params=params, arrays={**arrays, **chosen_arrays},
+                            state={"elapsed": elapsed, "engine": meta, "selection": chosen,
+                                   **state_extra},
                             history_csv=csv)
-    save_arrays(run_dir / PARAMS_FILE, params)
+    save_arrays(run_dir / PARAMS_FILE, selection.kept_params(params))
     atomic_write_text(run_dir / HISTORY_FILE, csv)
     return path
 

@@ -36,7 +36,7 @@ import pandas as pd
 
 from ppl_vae import runs
 from ppl_vae import spec as spec_module
-from ppl_vae.estimators import Reparam, get_estimator
+from ppl_vae.estimators import IWAE, AnalyticKL, Reparam, get_estimator
 from ppl_vae.io import read_json
 from ppl_vae.runs import CheckpointError, RunWriter, check_replaceable, checkpoints
 from ppl_vae.threads import set_threads
@@ -51,6 +51,7 @@ from ppl_vae.training.loop import (
     Plan,
     run_training,
 )
+from ppl_vae.training.selection import Selection
 
 __all__ = ["CLIP_NORM", "OPTIMIZERS", "DivergenceError", "FitResult", "NonFiniteLossError",
            "fit"]
@@ -60,7 +61,7 @@ MAX_CHUNK = 100
 """Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
 
 _RESUME_KEYS = ("estimator", "num_particles", "optimizer", "learning_rate", "batch_size",
-                "dtype")
+                "dtype", "select", "valid_criterion", "valid_particles")
 
 
 class FitResult(NamedTuple):
@@ -71,8 +72,13 @@ class FitResult(NamedTuple):
         ``loss`` (−objective per datapoint, nats) and ``wall_time`` (seconds of training,
         counted across resumes).
     run_dir : the run directory, or None when nothing was written.
-    num_steps : SVI steps taken in total.
+    num_steps : SVI steps taken in total (fewer than asked for when early stopping ended the
+        run).
     seconds : wall-clock seconds of training, counted across resumes.
+    selection : what the run kept: ``select``, ``criterion`` (the validation bound, e.g.
+        "ELBO"), ``step`` (the step of the parameters the model now holds), ``best_valid_step``
+        and ``best_valid_loss`` (−bound per datapoint), ``last_step``, ``patience`` and
+        ``stopped_early``; the same record as run.json's ``selection``.
     """
 
     vae: Any
@@ -80,6 +86,12 @@ class FitResult(NamedTuple):
     run_dir: Path | None
     num_steps: int
     seconds: float
+    selection: dict[str, Any]
+
+    @property
+    def selected_step(self) -> int:
+        """The step whose parameters the model holds."""
+        return int(self.selection["step"])
 
 
 def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | None = None,
@@ -91,7 +103,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         progress: bool = True, device: str | None = None,
         data_config: dict[str, Any] | None = None,
         divergence_factor: float | None = DIVERGENCE_FACTOR,
-        threads: int | str = "auto") -> FitResult:
+        threads: int | str = "auto", select: str | None = None, patience: int | None = None,
+        valid_criterion: str | None = None,
+        valid_particles: int | None = None) -> FitResult:
     """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
 
     Parameters
@@ -113,6 +127,19 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     seed : fixes the minibatch order, the Monte Carlo draws and the evaluation draws.
     validation_data : held-out array (only with an array ``data``).
     eval_every : steps between validation losses; default: every epoch.
+    select : ``"best-valid"`` (the spec's default): the model ends with the parameters of its
+        lowest validation loss (the earliest on a tie), step 0's evaluation included;
+        ``"last"``: with its last parameters. The last training state always stays in the
+        checkpoints, so ``resume`` continues from it. Without validation data the run keeps
+        its last parameters (asking for ``"best-valid"`` then is an error).
+    patience : stop after this many validation evaluations in a row without a lower loss
+        (early stopping); 0 turns off a spec's patience; default: the spec's (none: train
+        every step). Needs validation data.
+    valid_criterion, valid_particles : the validation bound selection, patience and the
+        history's validation rows use: ``"objective"`` (default) the training estimator's own
+        bound without its regularizers (the ELBO; the IWAE bound for iwae, vimco and dreg),
+        ``"elbo"`` the ELBO (closed-form KL where the spec has one), ``"iwae"`` the IWAE bound
+        (Burda et al. 2016); with ``valid_particles`` particles (default: ``num_particles``).
     out_dir : run directory (spec, run.json, params, history, checkpoints); None writes nothing.
         While training, this process holds the folder's lock (:mod:`ppl_vae.runs.writer`); a
         new run is built beside it and moved into place with its first checkpoint.
@@ -177,6 +204,10 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                          f"{divergence_factor}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the run directory to continue")
+    valid_particles = _positive_int("valid_particles", valid_particles,
+                                    defaults.valid_particles or num_particles)
+    valid_estimator, criterion = _criterion(
+        vae, estimator, valid_criterion or defaults.valid_criterion, valid_particles)
     set_threads(threads)
 
     training_data = batches.prepare_training_data(spec, data, validation_data, seed=seed)
@@ -189,6 +220,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                              "to evaluate; drop validation_data")
         training_data = batches.TrainingData(train=training_data.train, valid=None,
                                              dynamic=training_data.dynamic, seed=seed)
+    selection = _selection(select, patience, defaults, validated=training_data.valid is not None)
     steps_per_epoch = batches.steps_per_epoch(num_data, batch_size)
     total_steps = _total_steps(num_steps, num_epochs, steps_per_epoch, defaults.num_steps)
     eval_every = _positive_int("eval_every", eval_every, steps_per_epoch)
@@ -204,7 +236,7 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         if writer is not None:
             _refuse_early(writer, resume=resume, overwrite=overwrite)
         engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
-                              eval_estimator=_value_estimator(estimator),
+                              eval_estimator=valid_estimator,
                               num_particles=num_particles, seed=seed, num_data=num_data,
                               example_batch=training_data.train[:batch_size],
                               example_labels=None if training_data.train_labels is None
@@ -216,7 +248,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                     "learning_rate": learning_rate, "batch_size": batch_size,
                     "num_steps": total_steps, "eval_every": eval_every,
                     "checkpoint_every": checkpoint_every,
-                    "dtype": vae.dtype_name, "device": engine.device_name}
+                    "dtype": vae.dtype_name, "device": engine.device_name,
+                    "select": selection.select, "patience": selection.patience,
+                    "valid_criterion": criterion, "valid_particles": valid_particles}
         config: dict[str, Any] = {"seed": seed, "training": training,
                                   "data_fingerprint": training_data.fingerprint()}
         if data_config is not None:
@@ -224,12 +258,15 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         if encoder_free:
             config["num_data"] = num_data
 
+        def record(run_dir: Path, step: int, kept: Selection) -> None:
+            runs.write_config(run_dir, vae, {**config, "selection": kept.record(step, criterion)})
+
         train = functools.partial(
-            run_training, engine, training_data, plan, progress=progress,
-            description=f"{vae.backend} {spec.name}",
+            run_training, engine, training_data, plan, selection, progress=progress,
+            description=f"{vae.backend} {spec.name}", on_checkpoint=record,
             state_extra={"data_fingerprint": config["data_fingerprint"]})
         if writer is None:
-            history, seconds = train()
+            outcome = train()
         elif resume:
             start = _resume_from(writer.path, vae, config)
             try:
@@ -237,13 +274,16 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
             except (KeyError, ValueError) as err:
                 raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
                                       f"{err}") from None
-            runs.write_config(writer.path, vae, config)
-            history, seconds = train(run_dir=writer.path, start=start)
+            outcome = train(run_dir=writer.path, start=start)
         else:
             staging = writer.create(vae, config, overwrite=overwrite)
-            history, seconds = train(run_dir=staging, commit=writer.commit)
-    return FitResult(vae=vae, history=history, run_dir=None if writer is None else writer.path,
-                     num_steps=total_steps, seconds=seconds)
+            outcome = train(run_dir=staging, commit=writer.commit)
+        if writer is not None:
+            record(writer.path, outcome.steps, outcome.selection)
+    return FitResult(vae=vae, history=outcome.history,
+                     run_dir=None if writer is None else writer.path, num_steps=outcome.steps,
+                     seconds=outcome.seconds,
+                     selection=outcome.selection.record(outcome.steps, criterion))
 
 
 def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, **options: Any) -> Any:
@@ -257,11 +297,40 @@ def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, **option
     return Engine(vae, optimizer=optimizer, **options)
 
 
-def _value_estimator(estimator: Any) -> Any:
-    """The estimator whose *value* is evaluated on held-out data. Score-function estimators
-    differ from ``reparam`` only in their gradient (and a baseline's state belongs to
-    training), so their value is the same Monte Carlo ELBO, computed the cheap way."""
-    return Reparam() if estimator.score_function else estimator
+def _criterion(vae: Any, estimator: Any, name: str, particles: int) -> tuple[Any, str]:
+    """The estimator whose *value* is the validation loss, and its label for records.
+
+    ``objective``: score-function estimators differ from ``reparam`` only in their gradient
+    (and a baseline's state belongs to training), so their value is the same Monte Carlo
+    ELBO, computed the cheap way; the others are their own value. ``elbo`` uses the closed-form
+    KL where the spec has one."""
+    if name not in spec_module.VALID_CRITERIA:
+        raise ValueError(f"valid_criterion must be one of {', '.join(spec_module.VALID_CRITERIA)}"
+                         f"; got {name!r}")
+    if name == "objective":
+        name = "iwae" if estimator.multi_particle else "elbo"
+        value = Reparam() if estimator.score_function else estimator
+    elif name == "elbo":
+        value = AnalyticKL() if vae.spec.kl == "analytic" else Reparam()
+    else:
+        value = IWAE()
+    label = "ELBO" if name == "elbo" else "IWAE bound"
+    return value, label + (f", K = {particles}" if particles > 1 or name == "iwae" else "")
+
+
+def _selection(select: str | None, patience: int | None, defaults: Any, *,
+               validated: bool) -> Selection:
+    """The selection rule from the arguments and the spec's defaults (``patience=0``: off)."""
+    patience = defaults.patience if patience is None else (patience or None)
+    if not validated:
+        if select == "best-valid":
+            raise ValueError("select='best-valid' needs validation data (Splits with a valid "
+                             "split, or validation_data=); pass select='last'")
+        if patience is not None:
+            raise ValueError("patience (early stopping) needs validation data (Splits with a "
+                             "valid split, or validation_data=); drop patience")
+        select = "last"
+    return Selection(select=select or defaults.select, patience=patience)
 
 
 def _refuse_early(writer: RunWriter, *, resume: bool, overwrite: bool) -> None:

@@ -78,7 +78,7 @@ def test_history_is_tidy_and_in_nats_per_datapoint(backend, digits):
     result = quiet_fit(vae, digits, num_epochs=2, seed=5)
     assert isinstance(result, FitResult) and result.vae is vae and result.run_dir is None
     history = result.history
-    assert list(history.columns) == ["step", "epoch", "split", "loss", "wall_time"]
+    assert list(history.columns) == ["step", "epoch", "split", "loss", "wall_time", "selected"]
     steps_per_epoch = len(digits.train) // 32
     train = history[history["split"] == "train"]
     np.testing.assert_array_equal(train["step"], np.arange(1, 2 * steps_per_epoch + 1))
