@@ -107,21 +107,31 @@ _NUMPYRO_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
-              example_batch: Any = None, **example_kwargs: Any) -> tuple[Any, Any]:
+              example_batch: Any = None, *, kl_weighting: bool = False, free_bits: float = 0.0,
+              **example_kwargs: Any) -> tuple[Any, Any]:
     """The backend ELBO for a named estimator and the guide to use with it.
 
     Refuses ``analytic-kl`` unless the spec chose ``kl = "analytic"`` (so a missing closed
     form never silently becomes Monte Carlo). On NumPyro, ``example_batch`` is used to trace
     the guide once and pick an unbiased ELBO for non-reparameterized sites.
+
+    With ``kl_weighting`` or ``free_bits`` > 0 (nats per latent dimension) the ELBO is the
+    backends' ``KLWeighted_ELBO`` (:func:`~ppl_vae.models.objectives.kl_weighted_loss`):
+    E_q[log p(x | z)] − w · Σ_j max(λ, KL̄_j), w passed per call as the keyword
+    ``kl_weight`` (β, or a warm-up's β_t; default 1), the KL Monte Carlo for ``reparam`` and
+    closed-form for ``analytic-kl``. Refused (``ValueError``, saying why and what to use) for
+    the other estimators, for guides with non-reparameterized sites, for point codes, and,
+    with free bits, for a prior that does not factorize over latent dimensions.
     """
     estimator = get_estimator(estimator)
+    free_bits = objectives.check_free_bits(free_bits)
+    if kl_weighting or free_bits > 0:
+        return _kl_weighted_elbo(vae, estimator, num_particles, free_bits)
     discrete = [site for site in vae.sites if site in vae.score_function_sites
                 or (site == "gate" and not vae.spec.posterior.continuous)]
     if estimator.reparameterized_only and discrete:
         raise objectives.reparameterized_only_error(estimator.name, discrete)
-    if estimator.closed_form_kl and vae.spec.kl != "analytic":
-        raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
-                         f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")
+    _require_closed_form(vae, estimator)
     if vae.backend == "pyro":
         from ppl_vae.models.pyro_elbos import make_elbo as backend_make_elbo
 
@@ -134,6 +144,43 @@ def make_elbo(vae: VAECore, estimator: Any = "reparam", num_particles: int = 1,
     return backend_make_elbo(estimator, vae.guide, num_particles,
                              example_args=(vae.as_tensor(example_batch),),
                              example_kwargs=example_kwargs)
+
+
+def _require_closed_form(vae: VAECore, estimator: Any) -> None:
+    if estimator.closed_form_kl and vae.spec.kl != "analytic":
+        raise ValueError(f"estimator 'analytic-kl' needs a closed-form KL, but spec "
+                         f"{vae.spec.name!r} has kl = {vae.spec.kl!r}; use 'reparam'")
+
+
+def _kl_weighted_elbo(vae: VAECore, estimator: Any, num_particles: int,
+                      free_bits: float) -> tuple[Any, Any]:
+    """:func:`make_elbo`'s KL-weighted ELBO; every refusal decided from the spec, before any
+    run. Free bits need a KL per latent dimension: the posteriors with a density are
+    products over dimensions (``Independent`` sites over elementwise bases), so the prior
+    decides, by its family's ``factorized`` flag (False for the mixture, VampPrior and flow);
+    the ELBOs check the sites' distributions again at run time."""
+    from ppl_vae.estimators import AnalyticKL, Reparam
+
+    spec = vae.spec
+    if not isinstance(estimator, Reparam | AnalyticKL):
+        raise objectives.kl_options_estimator_error(estimator)
+    discrete = [site for site in vae.sites if site in vae.score_function_sites
+                or (site == "gate" and not spec.posterior.continuous)]
+    if discrete:
+        raise objectives.kl_options_non_reparameterized_error(discrete)
+    if not spec.posterior.has_density:
+        raise objectives.kl_options_no_density_error(spec.posterior.name)
+    if free_bits > 0 and not spec.prior.factorized:
+        raise objectives.not_factorized_error(f"prior {spec.prior.name!r}")
+    _require_closed_form(vae, estimator)
+    options = {"analytic": estimator.closed_form_kl, "free_bits": free_bits}
+    if vae.backend == "pyro":
+        from ppl_vae.models.pyro_elbos import KLWeighted_ELBO
+
+        return KLWeighted_ELBO(num_particles, max_plate_nesting=1, **options), vae.guide
+    from ppl_vae.models.numpyro_elbos import KLWeighted_ELBO
+
+    return KLWeighted_ELBO(num_particles, **options), vae.guide
 
 
 def program_elbo(model: Any, guide: Any, estimator: Any, num_particles: int, backend: str,

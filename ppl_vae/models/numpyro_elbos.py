@@ -11,8 +11,9 @@ refuses the biased combinations.
 This module adds, for any model/guide pair: :class:`TraceGraph_ELBO` (score terms scaled
 once) and :class:`TraceGraphBaseline_ELBO` (per-datapoint baselines in ``numpyro.mutable``
 sites of the guide returned by :func:`baseline_guide`), :class:`TraceSTL_ELBO`,
-:class:`DReG_ELBO`, and :class:`IWAE_ELBO` / :class:`VIMCO_ELBO` (the same importance-weighted
-objective as the Pyro backend's, VIMCO's score term for discrete sites).
+:class:`DReG_ELBO`, :class:`IWAE_ELBO` / :class:`VIMCO_ELBO` (the same importance-weighted
+objective as the Pyro backend's, VIMCO's score term for discrete sites), and
+:class:`KLWeighted_ELBO` (β, warm-up weights and free bits).
 
 References
 ----------
@@ -218,6 +219,84 @@ def _event_dims(params: dict, guide: Any, args: tuple, kwargs: dict) -> dict[str
     with block():
         tr = trace(substitute(seed(guide, 0), data=params)).get_trace(*args, **kwargs)
     return {name: site["fn"].event_dim for name, site in _latent_sites(tr)}
+
+
+# ------------------------------------------------------------------ β, warm-up, free bits
+
+
+def _log_prob(site: dict, fn: Any = None) -> jax.Array:
+    """log-density of the site's value under ``fn`` (default the site's), through the sample
+    intermediates where the guide kept them (as NumPyro's ELBOs: no inverse of the transform
+    of a relaxed gate, which saturates)."""
+    fn = site["fn"] if fn is None else fn
+    if site.get("intermediates"):
+        return fn.log_prob(site["value"], site["intermediates"])
+    return fn.log_prob(site["value"])
+
+
+class KLWeighted_ELBO(ELBO):
+    r"""The ELBO with a weighted KL term (β-VAE, KL warm-up) and free bits:
+    E_q[log p(x | z)] − w · Σ_j max(λ, KL̄_j) (:func:`~ppl_vae.models.objectives.kl_weighted_loss`),
+    the same objective as the Pyro backend's ``KLWeighted_ELBO``.
+
+    ``loss(rng_key, param_map, model, guide, *args, kl_weight=w, **kwargs)``: the keyword
+    ``kl_weight`` (w, default 1.0: β, or the warm-up's β_t; a Python number or a traced scalar,
+    so ``SVI.update(state, x, idx, c=c, kl_weight=w)`` runs under ``jit`` and ``lax.scan``) is
+    removed before the model and guide run. ``analytic``: closed-form KL (``kl_divergence``; per
+    dimension, that of the ``Independent`` site's base distributions), else
+    log q(z | x) − log p(z) at the draw. ``free_bits`` λ > 0 floors the KL of every latent
+    dimension, averaged over the minibatch and the particles, at λ nats (Kingma et al. 2016);
+    the sites must then factorize over dimensions. Every guide site must be reparameterized.
+    The particles draw with the keys of NumPyro's ``Trace_ELBO`` (the key itself for K = 1),
+    so at w = 1, λ = 0 the value is its (or ``TraceMeanField_ELBO``'s) on the same draws.
+    """
+
+    def __init__(self, num_particles: int = 1, vectorize_particles: Any = True, *,
+                 analytic: bool = False, free_bits: float = 0.0) -> None:
+        super().__init__(num_particles=num_particles, vectorize_particles=vectorize_particles)
+        self.analytic = analytic
+        self.free_bits = objectives.check_free_bits(free_bits)
+
+    def loss(self, rng_key: jax.Array, param_map: dict, model: Any, guide: Any, *args: Any,
+             **kwargs: Any) -> jax.Array:
+        kl_weight = kwargs.pop("kl_weight", 1.0)
+        objectives.check_kl_weight(kl_weight)
+        scales: list[float] = []  # static: the plate's N/B, read while tracing
+
+        def particle(key: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+            model_key, guide_key = random.split(key)
+            guide_trace = trace(substitute(seed(guide, guide_key), data=param_map)).get_trace(
+                *args, **kwargs)
+            model_trace = trace(substitute(replay(seed(model, model_key), guide_trace),
+                                           data=param_map)).get_trace(*args, **kwargs)
+            check_model_guide_match(model_trace, guide_trace)
+            bad = [name for name, site in _latent_sites(guide_trace)
+                   if not site["fn"].has_rsample]
+            if bad:
+                raise objectives.kl_options_non_reparameterized_error(bad)
+            log_likelihood, kl_terms = 0.0, []
+            for name, site in model_trace.items():
+                if site["type"] != "sample":
+                    continue
+                if site["is_observed"]:
+                    log_likelihood = log_likelihood + _log_prob(site)
+                    continue
+                guide_site = guide_trace[name]
+                kl_terms.append(objectives.site_kl(
+                    JaxOps, name, guide_site["fn"], site["fn"], site["value"],
+                    analytic=self.analytic, per_dimension=self.free_bits > 0,
+                    log_q=lambda d, s=guide_site: _log_prob(s, d)))
+            scales.append(objectives.common_scale(
+                site["scale"] for tr in (model_trace, guide_trace) for site in _sample_sites(tr)))
+            return log_likelihood, kl_terms
+
+        if self.num_particles == 1:
+            log_likelihood, kl_terms = jax.tree.map(lambda v: v[None], particle(rng_key))
+        else:
+            log_likelihood, kl_terms = self.vectorize_particles_fn(
+                particle, random.split(rng_key, self.num_particles))
+        return objectives.kl_weighted_loss(JaxOps, log_likelihood, kl_terms, scales[0],
+                                           kl_weight, self.free_bits)
 
 
 # ------------------------------------------------------------------ score function + baseline
@@ -434,6 +513,6 @@ def make_elbo(estimator: Any, guide: Any, num_particles: int = 1, *,
     return elbo, guide
 
 
-__all__ = ["DReG_ELBO", "IWAE_ELBO", "TraceGraphBaseline_ELBO",
+__all__ = ["DReG_ELBO", "IWAE_ELBO", "KLWeighted_ELBO", "TraceGraphBaseline_ELBO",
            "TraceGraph_ELBO", "TraceSTL_ELBO", "VIMCO_ELBO",
            "baseline_guide", "check_closed_form_kl", "check_elbo", "make_elbo"]

@@ -4,8 +4,9 @@ The backends' ELBO classes (:mod:`ppl_vae.models.pyro_elbos`, :mod:`ppl_vae.mode
 run the programs and flatten their traces in their library's format; everything they compute
 from the flattened sites is here: the site checks and refusals, the log weights of the
 importance-weighted bounds and their gradients (IWAE, VIMCO, DReG), the surrogate that turns a
-(bound, surrogate) pair into a loss, and the per-datapoint and neural baselines of the
-score-function estimator.
+(bound, surrogate) pair into a loss, the per-datapoint and neural baselines of the
+score-function estimator, and the ELBO with a weighted (β, warm-up) or floored (free bits) KL
+term (:func:`kl_weighted_loss`).
 
 Importance-weighted bounds reduce the log-densities of every sample site to one log weight
 per element of the plates *shared by every site* (as Pyro's and NumPyro's ``RenyiELBO``):
@@ -20,12 +21,15 @@ References
 Burda, Grosse & Salakhutdinov (2016), Importance weighted autoencoders. Mnih & Rezende (2016),
 Variational inference for Monte Carlo objectives. Tucker, Lawson, Gu & Maddison (2018), Doubly
 reparameterized gradient estimators for Monte Carlo objectives. Mnih & Gregor (2014), Neural
-variational inference and learning in belief networks.
+variational inference and learning in belief networks. Higgins et al. (2017), β-VAE. Bowman et
+al. (2016) and Sønderby et al. (2016), KL warm-up. Kingma et al. (2016), Improved variational
+inference with inverse autoregressive flow (free bits).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,13 +58,19 @@ def check_closed_form_kl(pairs: Iterable[tuple[str, Any, Any]], kl_divergence: A
     (name, q, p) latent site: the libraries' ``TraceMeanField_ELBO`` silently falls back to
     Monte Carlo otherwise."""
     for name, q, p in pairs:
-        try:
-            kl_divergence(q, p)
-        except NotImplementedError:
-            raise ValueError(
-                f"site {name!r}: no closed-form KL between {type(q).__name__} and "
-                f"{type(p).__name__}; the analytic-kl estimator would silently use Monte "
-                "Carlo, use 'reparam' instead") from None
+        closed_form_kl(name, q, p, kl_divergence)
+
+
+def closed_form_kl(name: str, q: Any, p: Any, kl_divergence: Any) -> Any:
+    """KL(q ‖ p) of site ``name`` by the library's registered closed form; ``ValueError``
+    (never a silent Monte Carlo fallback) where none is registered."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        raise ValueError(
+            f"site {name!r}: no closed-form KL between {type(q).__name__} and "
+            f"{type(p).__name__}; the analytic-kl estimator would silently use Monte "
+            "Carlo, use 'reparam' instead") from None
 
 
 def surrogate_loss(bound: Any, surrogate: Any, stop_gradient: Callable[[Any], Any]) -> Any:
@@ -94,7 +104,7 @@ def common_scale(scales: Iterable[Any]) -> float:
             scale = float(scale)
         found.add(scale)
     if len(found) != 1 or not isinstance(next(iter(found)), int | float):
-        raise ValueError("the importance-weighted estimators need one scale shared by every "
+        raise ValueError("the importance- and KL-weighted ELBOs need one scale shared by every "
                          "sample site (a subsampled plate enclosing the whole model); got "
                          f"scales {sorted(map(str, found))}")
     return float(next(iter(found)))
@@ -260,3 +270,162 @@ def score_term(ops: Any, score: Any, signal: Any, baseline: Any, *,
     surrogate = _total(ops, score * ops.stop_gradient(signal - baseline))
     residual = signal - baseline
     return surrogate, (_total(ops, residual * residual) if neural else 0.0)
+
+
+# --------------------------------------------------------------------------- β, warm-up, free bits
+
+
+def check_free_bits(free_bits: Any) -> float:
+    """``free_bits`` as a float, or ``ValueError`` unless it is a finite number >= 0."""
+    if (isinstance(free_bits, bool) or not isinstance(free_bits, numbers.Real)
+            or not math.isfinite(free_bits) or free_bits < 0):
+        raise ValueError(f"free_bits must be a finite number >= 0 (nats per latent dimension), "
+                         f"got {free_bits!r}")
+    return float(free_bits)
+
+
+def check_kl_weight(kl_weight: Any) -> None:
+    """``ValueError`` unless a concrete ``kl_weight`` (a real number) is finite and >= 0; a
+    traced or array weight (NumPyro under ``jit``/``scan``) is taken as it is."""
+    if isinstance(kl_weight, bool) or (isinstance(kl_weight, numbers.Real) and not (
+            math.isfinite(kl_weight) and kl_weight >= 0)):
+        raise ValueError(f"kl_weight must be a finite number >= 0 (β, or the warm-up's β_t), "
+                         f"got {kl_weight!r}")
+
+
+def kl_options_estimator_error(estimator: Any) -> ValueError:
+    """The refusal of a KL weight or free bits for an estimator other than ``reparam`` and
+    ``analytic-kl``, saying why and what to use (read from its capability flags)."""
+    name = estimator.name
+    use = "use 'reparam' (Monte Carlo KL) or 'analytic-kl' (closed-form KL)"
+    if estimator.multi_particle:
+        why = ("the importance-weighted bound has no separate KL term to weight or floor "
+               "(log p(x, z) − log q(z | x) sits inside the log-mean-exp)")
+    elif estimator.score_function:
+        why = ("its score-function surrogate and baselines are built for the plain ELBO's "
+               "learning signal; a weighted or floored KL term would need its own")
+        use += ", with relaxed gates (gate = 'relaxed') where the guide has discrete ones"
+    elif estimator.reparameterized_only:
+        why = ("it drops the score term ∇φ log q, which is zero-variance only at "
+               "q = p(z | x), the optimum of the plain ELBO; a weighted KL has another "
+               "optimum, and inside max(λ, ·) of free bits the dropped term no longer has mean "
+               "zero")
+    else:
+        why = "it has no KL-weighted objective"
+    return ValueError(f"a KL weight (kl_weighting) or free bits do not apply to the {name} "
+                      f"estimator: {why}; {use}")
+
+
+def kl_options_non_reparameterized_error(sites: Sequence[str]) -> ValueError:
+    """The refusal of the KL-weighted ELBO for a guide with non-reparameterized sites."""
+    return ValueError(f"the KL-weighted ELBO (kl_weighting / free bits) differentiates through "
+                      f"every sample path, but the guide's sites {list(sites)} are not "
+                      "reparameterized (discrete gates or score_function_sites), so their "
+                      "parameters would get a biased gradient; use relaxed gates "
+                      "(gate = 'relaxed') and no score_function_sites")
+
+
+def kl_options_no_density_error(posterior: str) -> ValueError:
+    """The refusal of a KL weight or free bits for a posterior without a density."""
+    return ValueError(f"posterior {posterior!r} has point codes, no density q(z | x), so there is "
+                      "no KL term to weight or floor; use codes = 'gaussian'")
+
+
+def not_factorized_error(what: str) -> ValueError:
+    """The refusal of free bits where a prior or posterior does not factorize over latent
+    dimensions."""
+    return ValueError(f"free bits floor the KL of each latent dimension, but {what} does not "
+                      "factorize over latent dimensions, so there is no KL per dimension; use a "
+                      "KL weight instead (kl_weighting=True: β or a warm-up schedule) with "
+                      "free_bits=0")
+
+
+def elementwise_base(site: str, d: Any, independent: type, wrappers: tuple[type, ...]) -> Any:
+    """The elementwise base of a site distribution that factorizes over its event dimensions:
+    ``d`` an ``independent`` (``to_event``) over a base with empty event shape, or itself of
+    empty event shape, either under batch-expanding ``wrappers`` (unwrapped: they only
+    broadcast), so that its log-density and its KL are sums of elementwise terms;
+    :func:`not_factorized_error` otherwise (mixtures, the VampPrior's and the flow's
+    functional densities, multivariate bases)."""
+    while isinstance(d, wrappers):
+        d = d.base_dist
+    base = d.base_dist if isinstance(d, independent) else d
+    while isinstance(base, wrappers):
+        base = base.base_dist
+    if tuple(base.event_shape):
+        raise not_factorized_error(f"site {site!r} ({type(d).__name__})")
+    return base
+
+
+def site_kl(ops: Any, site: str, q: Any, p: Any, value: Any, *, analytic: bool,
+            per_dimension: bool, log_q: Callable[[Any], Any] | None = None) -> Any:
+    r"""The KL terms of one latent site at the draw ``value``: KL(q ‖ p) in closed form
+    (``analytic``, the library's ``kl_divergence``) or log q(z) − log p(z) (Monte Carlo);
+    per element of the event (``per_dimension``: of the :func:`elementwise_base` pair, shape
+    of ``value``) or for the whole site (a trailing group axis of size 1). ``log_q(d)``: the
+    guide's log-density under ``d`` where the backend has a better one than
+    ``d.log_prob(value)`` (NumPyro's sample intermediates)."""
+    if per_dimension:
+        wrappers = (ops.dist.ExpandedDistribution,)
+        q, p = (elementwise_base(site, d, ops.dist.Independent, wrappers) for d in (q, p))
+        shape = tuple(value.shape)
+    else:
+        shape = tuple(value.shape)[:len(value.shape) - q.event_dim]
+    if analytic:
+        kl = closed_form_kl(site, q, p, ops.kl_divergence)
+    else:
+        kl = (q.log_prob(value) if log_q is None else log_q(q)) - p.log_prob(value)
+    kl = ops.broadcast_to(kl, shape)
+    return kl if per_dimension else kl[..., None]
+
+
+def minibatch_kl(ops: Any, kl: Any) -> Any:
+    r"""Σ_b (1/K) Σ_k KL_kbj: a site's KL terms ``(K, B, ...)`` (particles, datapoints, its
+    groups) summed over the minibatch and averaged over particles, one value per group j."""
+    return ops.sum(kl, (0, 1)) / kl.shape[0]
+
+
+def kl_weighted_loss(ops: Any, log_likelihood: Any, kl_terms: Sequence[Any], scale: Any,
+                     kl_weight: Any = 1.0, free_bits: float = 0.0) -> Any:
+    r"""The loss −L_β of a minibatch: β-VAE's weighted KL (Higgins et al. 2017), a warm-up's
+    weight β_t (Bowman et al. 2016; Sønderby et al. 2016) and free bits (Kingma et al. 2016).
+
+    .. math:: −\frac NB \sum_b \overline{\log p(x_b \mid z_b)}
+              + w \, N \sum_j \max\Big(λ, \frac1B \sum_b \overline{\mathrm{KL}}_{bj}\Big)
+            = −\frac NB \Big[\sum_b \overline{\log p(x_b \mid z_b)}
+              − w \sum_j \max\Big(Bλ, \sum_b \overline{\mathrm{KL}}_{bj}\Big)\Big],
+
+    bars the means over the K particles, N/B = ``scale`` (the data plate's subsampling
+    scale), w = ``kl_weight``, j over the groups of every site: the latent dimensions for free
+    bits, any grouping with λ = ``free_bits`` = 0, which turns the floor off (a Monte Carlo
+    KL, log q(z | x) − log p(z) at the draw, may be negative in a dimension; it is not
+    clipped). With w = 1 and λ = 0 this is the negative ELBO, Trace_ELBO's (Monte Carlo KL) or
+    TraceMeanField_ELBO's (closed-form KL) on the same draws. A floored group gets no KL
+    gradient: it is free to carry λ nats (Kingma et al. 2016, appendix C).
+
+    ``log_likelihood`` ``(K, B)``: Σ over observed sites of the unscaled log p(x_b | z_kb);
+    ``kl_terms``: one ``(K, B, ...)`` array per latent site, its trailing dimensions the groups.
+
+    References
+    ----------
+    Higgins et al. (2017), β-VAE: learning basic visual concepts with a constrained
+    variational framework. Bowman et al. (2016), Generating sentences from a continuous space.
+    Sønderby et al. (2016), Ladder variational autoencoders. Kingma, Salimans, Jozefowicz,
+    Chen, Sutskever & Welling (2016), Improved variational inference with inverse
+    autoregressive flow.
+    """
+    shape = tuple(getattr(log_likelihood, "shape", ()))
+    if len(shape) != 2 or any(tuple(kl.shape[:2]) != shape for kl in kl_terms):
+        raise ValueError("the KL-weighted ELBO needs every sample site inside one data plate "
+                         "(dim -1) and no other plate: per-datapoint log-likelihoods (K, B) "
+                         f"and KL terms (K, B, ...), got {shape} and "
+                         f"{[tuple(kl.shape) for kl in kl_terms]}")
+    batch = shape[1]
+    expected = ops.sum(log_likelihood, (0, 1)) / shape[0]
+    penalty = 0.0
+    for kl in kl_terms:
+        total = minibatch_kl(ops, kl)
+        if free_bits > 0:
+            total = ops.clip(total, batch * free_bits, None)
+        penalty = penalty + _total(ops, total)
+    return -scale * (expected - kl_weight * penalty)

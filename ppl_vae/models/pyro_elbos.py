@@ -8,7 +8,8 @@ bound with the minibatch scale applied after the log-mean-exp (:class:`IWAE_ELBO
 ``RenyiELBO``'s weights carry the scale, which tempers the bound under subsampling, and its
 α = 0 score term vanishes) and VIMCO for discrete sites (:class:`VIMCO_ELBO`); and baselines kept
 per datapoint (:class:`TraceGraphBaseline_ELBO`; ``TraceGraph_ELBO``'s decaying average is per
-batch slot).
+batch slot); and the ELBO with a weighted (β, warm-up) or floored (free bits) KL term
+(:class:`KLWeighted_ELBO`).
 """
 
 from __future__ import annotations
@@ -197,6 +198,61 @@ class DReG_ELBO(_ParticleELBO):
 
         return objectives.doubly_reparameterized(TorchOps, log_w, self.num_particles, scale,
                                                  path_log_w)
+
+
+class KLWeighted_ELBO(_ParticleELBO):
+    r"""The ELBO with a weighted KL term (β-VAE, KL warm-up) and free bits:
+    E_q[log p(x | z)] − w · Σ_j max(λ, KL̄_j) (:func:`~ppl_vae.models.objectives.kl_weighted_loss`),
+    the same objective as the NumPyro backend's ``KLWeighted_ELBO``.
+
+    Each call (``loss``, ``differentiable_loss``, ``loss_and_grads``, so ``SVI.step``) takes
+    the keyword ``kl_weight`` (w, default 1.0: β, or the warm-up's β_t of this step), removed
+    before the model and guide run. The KL is closed-form with ``analytic`` (the library's
+    ``kl_divergence``; per dimension, that of the ``Independent`` site's base distributions),
+    else log q(z | x) − log p(z) at the draw. With ``free_bits`` λ > 0 the KL of every latent
+    dimension (of every site), averaged over the minibatch and the particles, is floored at
+    λ nats (Kingma et al. 2016); the sites must then factorize over dimensions. Every guide
+    site must be reparameterized. K = ``num_particles`` draws are vectorized in a plate.
+    """
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf"), *,
+                 analytic: bool = False, free_bits: float = 0.0) -> None:
+        super().__init__(num_particles, max_plate_nesting)
+        self.analytic = analytic
+        self.free_bits = objectives.check_free_bits(free_bits)
+
+    def _objective(self, model: Any, guide: Any, args: tuple,
+                   kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        kwargs = dict(kwargs)
+        kl_weight = kwargs.pop("kl_weight", 1.0)
+        objectives.check_kl_weight(kl_weight)
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        guide_trace = prune_subsample_sites(guide_trace)
+        if is_validation_enabled():
+            check_model_guide_match(model_trace, guide_trace, self.max_plate_nesting + 1)
+        bad = [name for name, site in _latent_sites(guide_trace) if not site["fn"].has_rsample]
+        if bad:
+            raise objectives.kl_options_non_reparameterized_error(bad)
+        log_likelihood, kl_terms = 0.0, []
+        sites = [site for tr in (model_trace, guide_trace) for site in tr.nodes.values()
+                 if site["type"] == "sample" and not site["infer"].get("_deterministic")]
+        for site in sites:
+            if site["mask"] is not None:
+                raise ValueError(f"site {site['name']!r} is masked; the KL-weighted ELBO "
+                                 "supports no masks")
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site["infer"].get("_deterministic"):
+                continue
+            if site["is_observed"]:
+                log_likelihood = log_likelihood + site["fn"].log_prob(site["value"])
+            else:
+                kl_terms.append(objectives.site_kl(
+                    TorchOps, name, guide_trace.nodes[name]["fn"], site["fn"], site["value"],
+                    analytic=self.analytic, per_dimension=self.free_bits > 0))
+        loss = objectives.kl_weighted_loss(TorchOps, log_likelihood, kl_terms,
+                                           objectives.common_scale(s["scale"] for s in sites),
+                                           kl_weight, self.free_bits)
+        return -loss, -loss
 
 
 class _SubsampleIndices(Messenger):
