@@ -49,6 +49,8 @@ BINARIZATIONS = ("static", "threshold", "dynamic", "none")
 """How ``ppl_vae.data.prepare`` turns grey levels into binary data for a Bernoulli likelihood."""
 SELECTIONS = ("best-valid", "last")
 """Which parameters a run keeps (:mod:`ppl_vae.training.selection`)."""
+LR_SCHEDULES = ("constant", "warmup", "cosine", "exponential", "step", "plateau")
+"""Learning-rate schedules (:mod:`ppl_vae.training.schedules`)."""
 VALID_CRITERIA = ("objective", "elbo", "iwae")
 """The validation bound that selection, early stopping and reduce-on-plateau read: the training
 estimator's own bound (the ELBO; the IWAE bound for iwae, vimco and dreg), the ELBO, or the
@@ -67,7 +69,26 @@ def _is_positive_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class TrainingDefaults:
-    """Defaults the ``ppl-vae train`` job uses unless overridden on the command line."""
+    """How ``ppl-vae train`` (and ``fit``) trains the model unless told otherwise.
+
+    The budget: ``estimator``, ``num_particles``, ``num_steps``, ``batch_size``,
+    ``learning_rate``, ``dataset``, ``binarization``.
+
+    Validation selection and early stopping (:mod:`ppl_vae.training.selection`): ``select``
+    (``best-valid``: keep the parameters of the best validation evaluation; ``last``),
+    ``patience`` (stop after that many evaluations without improvement; left out: never),
+    ``valid_criterion`` and ``valid_particles`` (:data:`VALID_CRITERIA`).
+
+    The learning-rate schedule (:class:`ppl_vae.training.schedules.LRSchedule`, whose fields
+    these are with an ``lr_`` prefix): ``lr_schedule`` (:data:`LR_SCHEDULES`),
+    ``lr_warmup_steps``, ``lr_decay_steps``, ``lr_decay_rate``, ``lr_min``,
+    ``lr_plateau_factor``, ``lr_plateau_patience``, ``lr_plateau_threshold``.
+
+    The objective (:class:`ppl_vae.training.schedules.KLWeight` and free bits): ``beta`` (the
+    KL weight; 1 is the ELBO), ``kl_warmup_steps`` and ``kl_warmup_start`` (a linear rise of
+    the weight from the start value to ``beta``), ``free_bits`` (λ nats per latent dimension,
+    Kingma et al. 2016). Held-out numbers always use the unweighted bound.
+    """
 
     estimator: str = "reparam"
     num_particles: int = 1
@@ -80,26 +101,49 @@ class TrainingDefaults:
     patience: int | None = None
     valid_criterion: str = "objective"
     valid_particles: int | None = None
+    lr_schedule: str = "constant"
+    lr_warmup_steps: int = 0
+    lr_decay_steps: int | None = None
+    lr_decay_rate: float = 0.1
+    lr_min: float = 0.0
+    lr_plateau_factor: float = 0.5
+    lr_plateau_patience: int = 5
+    lr_plateau_threshold: float = 1e-4
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    kl_warmup_start: float = 0.0
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_particles", "num_steps", "batch_size"):
             value = getattr(self, name)
             if not is_count(value):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("patience", "valid_particles"):
+        for name in ("patience", "valid_particles", "lr_decay_steps"):
             value = getattr(self, name)
             if value is not None and not is_count(value):
                 raise ValueError(f"{name} must be an integer >= 1 (or left out), got {value!r}")
-        for name, allowed in (("select", SELECTIONS), ("valid_criterion", VALID_CRITERIA)):
+        for name in ("lr_warmup_steps", "lr_plateau_patience", "kl_warmup_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("learning_rate", "lr_decay_rate", "lr_plateau_factor",
+                     "lr_plateau_threshold", "beta"):
+            if not _is_positive_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number > 0, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("lr_min", "kl_warmup_start", "free_bits"):
+            value = getattr(self, name)
+            if not (_is_positive_number(value) or (isinstance(value, int | float)
+                                                   and not isinstance(value, bool)
+                                                   and value == 0)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name, allowed in (("binarization", BINARIZATIONS), ("select", SELECTIONS),
+                              ("valid_criterion", VALID_CRITERIA),
+                              ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got "
                                  f"{getattr(self, name)!r}")
-        if not _is_positive_number(self.learning_rate):
-            raise ValueError(f"learning_rate must be a finite number > 0, got "
-                             f"{self.learning_rate!r}")
-        if self.binarization not in BINARIZATIONS:
-            raise ValueError(f"binarization must be one of {', '.join(BINARIZATIONS)}; got "
-                             f"{self.binarization!r}")
 
 
 @dataclass(frozen=True)
@@ -246,6 +290,12 @@ class ModelSpec:
     def replace(self, **changes: Any) -> ModelSpec:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+    def with_training(self, **changes: Any) -> ModelSpec:
+        """A copy with some ``[training]`` fields changed (validated again)."""
+        if not changes:
+            return self
+        return self.replace(training=dataclasses.replace(self.training, **changes))
 
     def to_dict(self) -> dict[str, Any]:
         """The TOML-shaped dict that :func:`from_dict` reads back to an equal spec."""

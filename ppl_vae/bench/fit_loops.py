@@ -18,6 +18,8 @@ from ppl_vae.estimators import Reparam
 from ppl_vae.runs.checkpoints import Checkpoint
 from ppl_vae.training import batches
 from ppl_vae.training.loop import Plan, run_training
+from ppl_vae.training.schedules import LRSchedule
+from ppl_vae.training.selection import Selection
 from ppl_vae.training.svi import MAX_CHUNK, _make_engine
 
 
@@ -34,7 +36,7 @@ class FitLoop:
         self.plan = dict(batch_size=batch_size, steps_per_epoch=steps, seed=seed,
                          eval_every=None, checkpoint_every=None, max_chunk=min(MAX_CHUNK, steps),
                          learning_rate=learning_rate)
-        self.engine = _make_engine(vae, "adam", learning_rate, estimator=Reparam(),
+        self.engine = _make_engine(vae, "adam", LRSchedule(learning_rate), estimator=Reparam(),
                                    eval_estimator=Reparam(), num_particles=1, seed=seed,
                                    num_data=self.data.num_data, example_batch=x[:batch_size],
                                    example_labels=None, device=device,
@@ -46,5 +48,6 @@ class FitLoop:
             path=Path(), step=epoch * self.steps_per_epoch, params={}, arrays={},
             state={"elapsed": 0.0}, history_csv="")
         plan = Plan(total_steps=(epoch + 1) * self.steps_per_epoch, **self.plan)
-        history, _ = run_training(self.engine, self.data, plan, start=start, progress=False)
+        history = run_training(self.engine, self.data, plan, Selection(select="last"),
+                               start=start, progress=False).history
         return float(history["loss"].iloc[-self.steps_per_epoch:].mean())

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.models import build, load_spec
     from ppl_vae.training import fit
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec).with_training(**training_options(args))
     data_config = {"source": args.dataset or spec.training.dataset,
                    "binarization": args.binarization or spec.training.binarization,
                    "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
@@ -89,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
                  num_particles=args.particles, seed=args.seed, eval_every=args.eval_every,
                  out_dir=out, checkpoint_every=args.checkpoint_every, resume=args.resume,
                  overwrite=args.overwrite, progress=not args.quiet, device=args.device,
-                 data_config=data_config, divergence_factor=args.divergence_factor,
-                 **training_options(args))
+                 data_config=data_config, divergence_factor=args.divergence_factor)
     _write_curves(result, spec.name)
     print(_summary(result))
     return 0

@@ -16,7 +16,7 @@ failed cell once, then writes the grid's tables and report:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,14 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], *, training: dict[str, Any]
     seed: the first cells a pool runs are different specs, so a load on the machine that
     changes over time does not fall on one spec's timings alone.
 
-    ``training`` replaces fields of every spec's ``[training]`` (``fit``'s keywords of the
-    same names: the training protocol, e.g. ``{"patience": 5}``; ``patience=0`` removes a
-    spec's patience), so each cell's spec, and so its key, says how it was trained."""
+    ``training`` replaces fields of every spec's ``[training]`` (the training protocol, e.g.
+    ``{"patience": 5, "lr_schedule": "cosine"}``), so each cell's spec, and so its key, says
+    how it was trained."""
     import tomli_w
 
     from ppl_vae.models import load_spec
 
-    loaded = [_with_training(load_spec(s), training or {}) for s in specs]
+    loaded = [load_spec(s).with_training(**(training or {})) for s in specs]
     for spec in loaded:
         require_unconditioned(spec, "the comparison grid")
     names = [s.name for s in loaded]
@@ -164,11 +164,3 @@ def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
-
-def _with_training(spec: Any, changes: dict[str, Any]) -> Any:
-    """``spec`` with its ``[training]`` fields replaced (``patience=0``: none)."""
-    if not changes:
-        return spec
-    if changes.get("patience") == 0:
-        changes = {**changes, "patience": None}
-    return spec.replace(training=replace(spec.training, **changes))

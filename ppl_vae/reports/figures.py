@@ -140,7 +140,8 @@ def interleave_rows(originals: Any, reconstructions: Any, num_columns: int) -> n
 def training_curves(history: pd.DataFrame, title: str = "") -> Any:
     """The loss (−objective per datapoint, nats) against the step: the training loss averaged
     per epoch and the validation loss at each evaluation (the tidy history of
-    :func:`ppl_vae.training.fit`; a history without ``epoch`` is drawn per step)."""
+    :func:`ppl_vae.training.fit`; a history without ``epoch`` is drawn per step), with a star
+    at the validation evaluation whose parameters the run keeps (its ``selected`` column)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     split = history["split"] if "split" in history else pd.Series("train", history.index)
@@ -153,6 +154,10 @@ def training_curves(history: pd.DataFrame, title: str = "") -> Any:
     valid = history[split == "valid"]
     if len(valid):
         ax.plot(valid["step"], valid["loss"], marker="o", markersize=3, label="validation")
+    kept = valid[valid["selected"]] if "selected" in valid else valid.iloc[:0]
+    if len(kept):
+        ax.plot(kept["step"], kept["loss"], linestyle="none", marker="*", markersize=12,
+                color="black", label=f"kept: step {int(kept['step'].iloc[0])}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (−ELBO, nats per datapoint)")
     if title:

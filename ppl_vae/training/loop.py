@@ -7,10 +7,12 @@ chunks it records the history, evaluates held-out data, writes checkpoints and u
 progress bar. Chunk boundaries depend only on the global step, so a resumed run replays the
 chunks of an uninterrupted one.
 
-An engine provides ``set_epoch_data(x, c)``, ``run(idx) -> ChunkResult`` (stopping *before* a
-step whose loss or gradients are not finite), ``evaluate(x, step, c)``, ``get_params()``,
-``finalize()``, ``state()`` and ``load_state(params, arrays, meta)``; ``c`` are the class
-labels of a conditioned model (None otherwise), indexed by the same minibatch rows as ``x``.
+An engine provides ``set_epoch_data(x, c)``, ``run(idx, kl_weights) -> ChunkResult``
+(stopping *before* a step whose loss or gradients are not finite; ``kl_weights`` one KL weight
+per step, or None), ``evaluate(x, step, c)``, ``after_validation(loss)`` (a reduce-on-plateau
+schedule's update), ``get_params()``, ``finalize()``, ``state()`` and
+``load_state(params, arrays, meta)``; ``c`` are the class labels of a conditioned model (None
+otherwise), indexed by the same minibatch rows as ``x``.
 What both engines share is here too: the optimizers by name (each engine maps them to its
 library's), the held-out loss in batches (:func:`held_out_loss`) and the report of a bad step
 (:func:`step_failure`).
@@ -33,6 +35,7 @@ from ppl_vae.io import atomic_write_text, save_arrays
 from ppl_vae.runs.checkpoints import Checkpoint, write_checkpoint
 from ppl_vae.runs.layout import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
+from ppl_vae.training.schedules import KLWeight
 from ppl_vae.training.selection import Selection
 
 HISTORY_COLUMNS = ("step", "epoch", "split", "loss", "wall_time", "selected")
@@ -171,6 +174,11 @@ class Plan:
     max_chunk: int
     learning_rate: float | None = None
     divergence_factor: float | None = DIVERGENCE_FACTOR
+    kl_weight: KLWeight | None = None
+
+    def kl_weights(self, step: int, end: int) -> np.ndarray | None:
+        """The KL weights of steps ``step .. end - 1``, or None where the objective has none."""
+        return None if self.kl_weight is None else self.kl_weight.weights(step, end)
 
     def chunk_end(self, step: int) -> int:
         """The step after which the chunk starting at ``step`` stops."""
@@ -284,6 +292,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, selection:
         history.add(np.array([at]), np.array([max(at - 1, 0) // plan.steps_per_epoch]), "valid",
                     np.array([loss]), np.array([time.perf_counter() - t0]))
         selection.observe(at, loss, engine.get_params)
+        engine.after_validation(loss)
         postfix["valid"] = f"{loss:.2f}"
 
     if start is None and data.valid is not None:
@@ -298,7 +307,7 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, selection:
                 engine.set_epoch_data(data.epoch_train(epoch), data.train_labels)
                 epoch_loaded = epoch
             end = plan.chunk_end(step)
-            result = engine.run(order[pos:pos + end - step])
+            result = engine.run(order[pos:pos + end - step], plan.kl_weights(step, end))
             diverged = _first_divergent(result.losses, lowest, plan.divergence_factor)
             done = len(result.losses) if diverged is None else diverged
             steps = np.arange(step + 1, step + done + 1)

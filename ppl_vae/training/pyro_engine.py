@@ -8,6 +8,11 @@ gradients — with one difference: the loss and the gradients are checked for no
 Parameters an estimator adds outside the VAE (a baseline's per-datapoint averages, a neural
 baseline's network) are saved in checkpoints by their param-store names and put back on resume.
 
+A learning-rate schedule (:class:`ppl_vae.training.schedules.LRSchedule`) is one of torch's
+``lr_scheduler`` classes over the one torch optimizer (:class:`JointLRScheduler`), stepped after
+each optimizer step, or for ``plateau`` after each validation evaluation with its loss
+(:meth:`PyroEngine.after_validation`); its state is in the checkpoint with the optimizer's.
+
 Randomness comes from a private copy of torch's generator state, swapped in around each chunk of
 steps (``torch.random.fork_rng``): the user's global RNG is left alone, evaluation draws from its
 own seeded stream, and the state is saved in checkpoints for exact resume.
@@ -16,10 +21,12 @@ own seeded stream, and the state is saved in checkpoints for exact resume.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,8 +37,10 @@ from pyro import poutine
 from ppl_vae.estimators import is_baseline_average
 from ppl_vae.models import make_elbo
 from ppl_vae.models.pyro_backend import resolve_device
+from ppl_vae.runs import CheckpointError
 from ppl_vae.runs.checkpoints import decode_tree, encode_tree
 from ppl_vae.training import loop
+from ppl_vae.training.schedules import LRSchedule
 
 
 class JointOptim(pyro.optim.PyroOptim):
@@ -71,8 +80,9 @@ class JointOptim(pyro.optim.PyroOptim):
             if args.get("fused") and not _has_fused_kernel(params):
                 args["fused"] = False
             self.optimizer = self.pt_optim_constructor(params, **args)
+            self._created()
         else:
-            self.optimizer.add_param_group({"params": params})
+            self._join(params)
         store = pyro.get_param_store()
         for p in params:
             self._known.add(p)
@@ -84,6 +94,20 @@ class JointOptim(pyro.optim.PyroOptim):
                     k: _step_tensor(v, p, fused) if k == "step"
                     else v.to(dtype=p.dtype, device=p.device, copy=True)
                     for k, v in saved["state"][0].items()}
+
+    def _created(self) -> None:
+        """Called once the torch optimizer exists."""
+
+    def _join(self, params: list[torch.Tensor]) -> None:
+        """Parameters seen after the first step: a new parameter group."""
+        self.optimizer.add_param_group({"params": params})
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate of the next step."""
+        if self.optimizer is None:
+            return float(self.pt_optim_args["lr"])
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def get_state(self) -> dict[str, Any]:
         if self.optimizer is None:
@@ -99,6 +123,101 @@ class JointOptim(pyro.optim.PyroOptim):
                 "state": {0: whole["state"][i]} if i in whole["state"] else {},
                 "param_groups": [{**options, "params": [0]}]}
         return state
+
+
+class JointLRScheduler(JointOptim):
+    """:class:`JointOptim` with one ``torch.optim.lr_scheduler`` over its one torch optimizer.
+
+    It has the interface of ``pyro.optim.PyroLRScheduler`` — ``step(*args, **kwargs)`` with
+    the scheduler's own arguments (none after a training step; the validation loss for
+    ``ReduceLROnPlateau``), ``get_state``/``set_state`` — but not its implementation:
+    ``PyroLRScheduler`` is a ``PyroOptim``, one torch optimizer and so one scheduler per
+    parameter, the per-parameter calls :class:`JointOptim` exists to avoid.
+
+    The torch optimizer is created at the first step, when the parameters are known. Until
+    then the scheduler runs over a stand-in optimizer (one placeholder tensor), so that the
+    learning rate of step 0 can be read and a validation loss fed before any step; when the
+    optimizer is created, a scheduler is built over it and given the stand-in's state and
+    learning rate. Parameters seen later join the first parameter group, so the scheduler's
+    per-group base rates cover them too.
+
+    ``scheduler_constructor(optimizer)`` builds the scheduler. :meth:`get_state` is
+    ``{"optimizer": JointOptim's per-parameter state, "scheduler": the scheduler's
+    state_dict()}``, the latter plain numbers, strings and lists (JSON in a checkpoint).
+    """
+
+    def __init__(self, optim_constructor: Any, optim_args: dict[str, Any],
+                 scheduler_constructor: Callable[[torch.optim.Optimizer], Any]) -> None:
+        super().__init__(optim_constructor, optim_args)
+        self.scheduler_constructor = scheduler_constructor
+        standin = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=optim_args["lr"])
+        self.scheduler = scheduler_constructor(standin)
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        """Step the scheduler (after an optimizer step; ``ReduceLROnPlateau``: with the
+        validation loss), as ``PyroLRScheduler.step``."""
+        self.scheduler.step(*args, **kwargs)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.scheduler.optimizer.param_groups[0]["lr"])
+
+    def _created(self) -> None:
+        standin = self.scheduler
+        self.scheduler = self.scheduler_constructor(self.optimizer)
+        self._load_scheduler(standin.state_dict())
+
+    def _join(self, params: list[torch.Tensor]) -> None:
+        self.optimizer.param_groups[0]["params"].extend(params)
+
+    def _load_scheduler(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+        # the learning rates the state was saved with: what the next step uses
+        for group, lr in zip(self.scheduler.optimizer.param_groups,
+                             self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+
+    def get_state(self) -> dict[str, Any]:
+        return {"optimizer": super().get_state(), "scheduler": self.scheduler.state_dict()}
+
+    def set_state(self, state_dict: dict[str, Any]) -> None:
+        super().set_state(state_dict["optimizer"])
+        self._load_scheduler(copy.deepcopy(state_dict["scheduler"]))
+
+
+def _torch_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> Any:
+    """The torch scheduler of ``schedule`` over ``optimizer`` (stepped once per step, or, for
+    ``plateau``, once per validation evaluation with its loss)."""
+    sched = torch.optim.lr_scheduler
+    if schedule.kind == "plateau":
+        # eps=0: a reduction is skipped only when it changes nothing (at min_lr), as in
+        # optax's reduce_on_plateau, which has no eps; torch's default 1e-8 would stop the
+        # reductions below ~1e-8 where optax's go on
+        return sched.ReduceLROnPlateau(
+            optimizer, mode="min", factor=schedule.plateau_factor,
+            patience=schedule.plateau_patience, threshold=schedule.plateau_threshold,
+            threshold_mode="rel", cooldown=0, min_lr=schedule.min_learning_rate, eps=0.0)
+    warmup = schedule.warmup_steps
+    phases, milestones = [], []
+    if warmup:
+        # lr (t + 1) / W for t < W; total_iters = W - 1 puts the last warm-up step at lr
+        phases.append(sched.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0,
+                                     total_iters=warmup - 1))
+        milestones.append(warmup)
+    horizon = schedule.horizon
+    if schedule.kind == "cosine":
+        phases.append(sched.CosineAnnealingLR(optimizer, T_max=horizon,
+                                              eta_min=schedule.min_learning_rate))
+        # CosineAnnealingLR is periodic past T_max; from there on keep its last value, lr_min
+        phases.append(sched.MultiplicativeLR(optimizer, lambda epoch: 1.0))
+        milestones.append(warmup + horizon + 1)
+    elif schedule.kind == "exponential":
+        phases.append(sched.ExponentialLR(optimizer, gamma=schedule.decay_rate ** (1 / horizon)))
+    elif schedule.kind == "step":
+        phases.append(sched.StepLR(optimizer, step_size=horizon, gamma=schedule.decay_rate))
+    if len(phases) == 1:
+        return phases[0]
+    return sched.SequentialLR(optimizer, phases, milestones[:len(phases) - 1])
 
 
 def _has_fused_kernel(params: list[torch.Tensor]) -> bool:
@@ -130,28 +249,59 @@ class PyroEngine(loop.Engine):
     """SVI steps, evaluation and checkpoint state for a :class:`PyroVAE`."""
 
     backend = "pyro"
-    OPTIMIZERS: dict[str, Any] = {
-        "adam": lambda lr: JointOptim(torch.optim.Adam, {"lr": lr, "fused": True}),
-        "clipped-adam": lambda lr: JointOptim(pyro.optim.clipped_adam.ClippedAdam,
-                                              {"lr": lr, "clip_norm": loop.CLIP_NORM}),
-    }
-    """:data:`ppl_vae.training.loop.OPTIMIZERS` by name: the updates of ``pyro.optim.Adam``
-    (by torch's fused kernel) and ``pyro.optim.ClippedAdam``, as :class:`JointOptim`."""
+
+    @staticmethod
+    def build_optimizer(name: str, schedule: LRSchedule) -> JointOptim:
+        """A named optimizer of :data:`ppl_vae.training.loop.OPTIMIZERS` following
+        ``schedule``: the updates of ``pyro.optim.Adam`` (by torch's fused kernel) or
+        ``pyro.optim.ClippedAdam`` as one :class:`JointOptim`; a schedule other than
+        ``constant`` as a :class:`JointLRScheduler` with torch's schedulers
+        (``LinearLR`` warm-up, ``CosineAnnealingLR``, ``ExponentialLR``, ``StepLR``, chained
+        by ``SequentialLR``; ``ReduceLROnPlateau``)."""
+        lr = schedule.learning_rate
+        if name == "adam":
+            constructor, args = torch.optim.Adam, {"lr": lr, "fused": True}
+        elif name == "clipped-adam":
+            constructor = pyro.optim.clipped_adam.ClippedAdam
+            args = {"lr": lr, "clip_norm": loop.CLIP_NORM}
+        else:
+            raise ValueError(f"unknown optimizer {name!r}; choose one of "
+                             f"{', '.join(loop.OPTIMIZERS)}")
+        if schedule.kind == "constant":
+            return JointOptim(constructor, args)
+        return JointLRScheduler(constructor, args,
+                                functools.partial(_torch_scheduler, schedule=schedule))
 
     def __init__(self, vae: Any, *, estimator: Any, eval_estimator: Any, num_particles: int,
                  optimizer: Any, seed: int, num_data: int, device: str | None = None,
+                 schedule: LRSchedule | None = None, valid_particles: int | None = None,
+                 kl_weighting: bool = False, free_bits: float = 0.0,
                  example_batch: Any = None, example_labels: Any = None,
                  max_chunk: int | None = None) -> None:
         # example_batch, example_labels, max_chunk: the NumPyro engine's (it traces and
-        # compiles); the same signature lets fit build either engine alike
+        # compiles); the same signature lets fit build either engine alike. schedule: the
+        # one build_optimizer was given (None for a user's optimizer); the scheduler itself
+        # comes with the optimizer
+        if schedule is not None and schedule.kind != "constant" \
+                and not isinstance(optimizer, JointLRScheduler):
+            raise TypeError(f"a {schedule.kind!r} learning-rate schedule needs the optimizer "
+                            f"PyroEngine.build_optimizer(name, schedule) builds, got "
+                            f"{type(optimizer).__name__}")
         move_to_device(vae, device)
         super().__init__(vae, seed=seed, num_data=num_data)
-        self.elbo, self.guide = make_elbo(vae, estimator, num_particles)
+        self.elbo, self.guide = make_elbo(vae, estimator, num_particles,
+                                          kl_weighting=kl_weighting, free_bits=free_bits)
         self.optim = optimizer
+        self.schedule = schedule
+        scheduler = optimizer.scheduler if isinstance(optimizer, JointLRScheduler) else None
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self._per_step = scheduler is not None and not plateau
+        self._on_validation = plateau
         self.device_name = str(vae.device)
         cuda = vae.device.type == "cuda"
         self._devices = [vae.device.index or 0] if cuda else []
-        self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator, num_particles)
+        self.eval_elbo, self.eval_guide = make_elbo(vae, eval_estimator,
+                                                    valid_particles or num_particles)
         with torch.random.fork_rng(devices=self._devices):
             torch.manual_seed(seed)
             self._rng = self._get_rng()
@@ -164,7 +314,10 @@ class PyroEngine(loop.Engine):
             del store[name]  # a fresh run starts its baselines at zero
 
     # -- steps
-    def run(self, idx: np.ndarray) -> loop.ChunkResult:
+    def run(self, idx: np.ndarray, kl_weights: np.ndarray | None = None) -> loop.ChunkResult:
+        """The steps of the minibatches ``idx`` (``(L, B)`` rows); ``kl_weights``, one float
+        per step, go to the ELBO as ``kl_weight`` (None: the ELBO is called without it)."""
+        weights = _check_kl_weights(kl_weights, len(idx))
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
         x, c, model, guide, elbo, num_data = self._x, self._c, self.vae.model, self.guide, \
             self.elbo, self.num_data
@@ -182,16 +335,17 @@ class PyroEngine(loop.Engine):
             for i in range(idx_t.shape[0]):
                 ib, xb = idx_t[i], chunk[i]
                 cb = None if labels is None else labels[i]
+                kw = {} if weights is None else {"kl_weight": weights[i]}
                 if captured is None:
                     # what SVI.step optimizes: the parameters the step touched, captured once
                     # per chunk (the programs touch the same ones every step)
                     with poutine.trace(param_only=True) as capture:
-                        loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb)
+                        loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb, **kw)
                     captured = [site["value"].unconstrained()
                                 for site in capture.trace.nodes.values()]
                     store_size = len(store)
                 else:
-                    loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb)
+                    loss = elbo.loss_and_grads(model, guide, xb, ib, num_data, c=cb, **kw)
                     if len(store) != store_size:  # a parameter was created: capture it too
                         seen = set(captured)
                         captured += [p for _, p in store.named_parameters() if p not in seen]
@@ -205,6 +359,8 @@ class PyroEngine(loop.Engine):
                     _clear_grads(params)
                     return loop.ChunkResult(np.asarray(losses), np.asarray(times), failure)
                 self.optim(params)
+                if self._per_step:
+                    self.optim.step()
                 _clear_grads(params)
                 losses.append(loss / num_data)
                 times.append(time.perf_counter())
@@ -222,6 +378,23 @@ class PyroEngine(loop.Engine):
         with torch.no_grad(), torch.random.fork_rng(devices=self._devices):
             torch.manual_seed(loop.eval_seed(self.seed, step))
             return loop.held_out_loss(x, c, batch_loss)
+
+    def after_validation(self, loss: float) -> None:
+        """Feed a validation loss to a ``plateau`` schedule (no-op otherwise). The driver calls
+        it after every validation evaluation, the one at step 0 included."""
+        if self._on_validation:
+            self.optim.step(float(loss))
+
+    def learning_rate(self) -> float:
+        """The learning rate the next step uses (NaN if a user's optimizer does not say)."""
+        optim = self.optim
+        if isinstance(optim, JointOptim):
+            return optim.learning_rate
+        for torch_optim in getattr(optim, "optim_objs", {}).values():  # a PyroOptim
+            torch_optim = getattr(torch_optim, "optimizer", torch_optim)  # a scheduler's
+            return float(torch_optim.param_groups[0]["lr"])
+        args = getattr(optim, "pt_optim_args", None)
+        return float(args["lr"]) if isinstance(args, dict) and "lr" in args else math.nan
 
     def get_params(self) -> dict[str, np.ndarray]:
         return self.vae.get_params()
@@ -244,6 +417,12 @@ class PyroEngine(loop.Engine):
 
     def load_state(self, params: dict[str, np.ndarray], arrays: dict[str, np.ndarray],
                    meta: dict[str, Any]) -> None:
+        saved = meta.get("optim_class")
+        if saved is not None and saved != type(self.optim).__name__:
+            # e.g. a learning-rate schedule added or removed: the states do not translate
+            raise CheckpointError(f"the checkpoint's optimizer state is a {saved}'s, this "
+                                  f"run's optimizer is a {type(self.optim).__name__}; resume "
+                                  f"with the original optimizer and learning-rate schedule")
         self.vae.set_params(params)
         self.optim.set_state(decode_tree(meta["optim"], arrays, {"torch": _tensor}))
         self._rng = {"cpu": _tensor(arrays["rng/cpu"])}
@@ -302,6 +481,17 @@ class PyroEngine(loop.Engine):
         sites = loop.sites_finite(self.vae.ops, {"guide": guide_tr.nodes.items(),
                                             "model": model_tr.nodes.items()})
         return loop.step_failure(index, loss, params_ok, sites, xb.abs().max())
+
+
+def _check_kl_weights(kl_weights: np.ndarray | None, steps: int) -> list[float] | None:
+    """One KL weight per step as Python floats, or None."""
+    if kl_weights is None:
+        return None
+    weights = np.asarray(kl_weights, dtype=np.float64)
+    if weights.shape != (steps,):
+        raise ValueError(f"kl_weights must hold one weight per step, shape ({steps},), got "
+                         f"shape {weights.shape}")
+    return [float(w) for w in weights]
 
 
 def _clear_grads(params: list[torch.Tensor]) -> None:

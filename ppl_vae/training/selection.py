@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-SELECTIONS = ("best-valid", "last")
-"""What a run keeps: the parameters of its best validation evaluation, or its last ones."""
+from ppl_vae.spec import SELECTIONS
+
 _ARRAY_PREFIX = "selection/"
 
 

@@ -26,6 +26,7 @@ Kingma, D. P. and Ba, J. (2015). Adam: a method for stochastic optimization. ICL
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -51,6 +52,7 @@ from ppl_vae.training.loop import (
     Plan,
     run_training,
 )
+from ppl_vae.training.schedules import KLWeight, LRSchedule
 from ppl_vae.training.selection import Selection
 
 __all__ = ["CLIP_NORM", "OPTIMIZERS", "DivergenceError", "FitResult", "NonFiniteLossError",
@@ -61,7 +63,8 @@ MAX_CHUNK = 100
 """Longest run of steps between two looks at the loss (progress bar, NaN guard)."""
 
 _RESUME_KEYS = ("estimator", "num_particles", "optimizer", "learning_rate", "batch_size",
-                "dtype", "select", "valid_criterion", "valid_particles")
+                "dtype", "select", "valid_criterion", "valid_particles", "lr_schedule",
+                "kl_weight", "free_bits")
 
 
 class FitResult(NamedTuple):
@@ -104,8 +107,10 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         data_config: dict[str, Any] | None = None,
         divergence_factor: float | None = DIVERGENCE_FACTOR,
         threads: int | str = "auto", select: str | None = None, patience: int | None = None,
-        valid_criterion: str | None = None,
-        valid_particles: int | None = None) -> FitResult:
+        valid_criterion: str | None = None, valid_particles: int | None = None,
+        lr_schedule: str | LRSchedule | None = None, beta: float | None = None,
+        kl_warmup_steps: int | None = None, kl_warmup_start: float | None = None,
+        free_bits: float | None = None) -> FitResult:
     """Train ``vae`` on ``data`` by SVI and return the trained model and its history.
 
     Parameters
@@ -140,6 +145,21 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
         bound without its regularizers (the ELBO; the IWAE bound for iwae, vimco and dreg),
         ``"elbo"`` the ELBO (closed-form KL where the spec has one), ``"iwae"`` the IWAE bound
         (Burda et al. 2016); with ``valid_particles`` particles (default: ``num_particles``).
+    lr_schedule : the learning-rate schedule of a named optimizer: a kind of
+        :data:`ppl_vae.training.schedules.SCHEDULES` with its settings from the spec's
+        ``[training] lr_*`` fields, or an :class:`~ppl_vae.training.schedules.LRSchedule`
+        (which carries its own learning rate; its ``total_steps`` defaults to the run's).
+        Default: the spec's (``constant``). Pyro steps torch's ``lr_scheduler`` classes,
+        NumPyro optax schedules; ``plateau`` reads the validation criterion.
+    beta, kl_warmup_steps, kl_warmup_start : the KL term's weight, β (Higgins et al. 2017),
+        reached by a linear warm-up from ``kl_warmup_start`` over ``kl_warmup_steps`` steps
+        (Bowman et al. 2016); :class:`~ppl_vae.training.schedules.KLWeight`. Default: the
+        spec's (β = 1, no warm-up: the ELBO).
+    free_bits : λ nats per latent dimension: the KL term becomes Σ_j max(λ, KL̄_j) over the
+        minibatch means KL̄_j (Kingma et al. 2016). Default: the spec's (0: off). β, warm-up and
+        free bits apply to ``reparam`` and ``analytic-kl`` (free bits to priors that factorize
+        over dimensions) and are refused elsewhere; validation and every evaluation score the
+        unweighted bound, while the history's training rows are the weighted loss optimized.
     out_dir : run directory (spec, run.json, params, history, checkpoints); None writes nothing.
         While training, this process holds the folder's lock (:mod:`ppl_vae.runs.writer`); a
         new run is built beside it and moved into place with its first checkpoint.
@@ -189,6 +209,10 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     if custom_optimizer and learning_rate is not None:
         raise ValueError("learning_rate applies to a named optimizer; set the learning rate "
                          "inside the optimizer object you passed")
+    if isinstance(lr_schedule, LRSchedule):
+        if learning_rate is not None:
+            raise ValueError("an LRSchedule carries its own learning_rate; drop learning_rate")
+        learning_rate = lr_schedule.learning_rate
     learning_rate = None if custom_optimizer else float(
         learning_rate if learning_rate is not None else defaults.learning_rate)
     if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
@@ -204,6 +228,11 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                          f"{divergence_factor}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir, the run directory to continue")
+    kl_weight = KLWeight(
+        beta=defaults.beta if beta is None else beta,
+        warmup_steps=defaults.kl_warmup_steps if kl_warmup_steps is None else kl_warmup_steps,
+        warmup_start=defaults.kl_warmup_start if kl_warmup_start is None else kl_warmup_start)
+    free_bits = defaults.free_bits if free_bits is None else free_bits
     valid_particles = _positive_int("valid_particles", valid_particles,
                                     defaults.valid_particles or num_particles)
     valid_estimator, criterion = _criterion(
@@ -223,19 +252,24 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     selection = _selection(select, patience, defaults, validated=training_data.valid is not None)
     steps_per_epoch = batches.steps_per_epoch(num_data, batch_size)
     total_steps = _total_steps(num_steps, num_epochs, steps_per_epoch, defaults.num_steps)
+    schedule = _lr_schedule(lr_schedule, defaults, learning_rate, total_steps,
+                            custom=custom_optimizer)
     eval_every = _positive_int("eval_every", eval_every, steps_per_epoch)
     checkpoint_every = _positive_int("checkpoint_every", checkpoint_every,
                                      DEFAULT_CHECKPOINT_EVERY)
     plan = Plan(total_steps=total_steps, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                 seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every,
                 max_chunk=min(MAX_CHUNK, steps_per_epoch), learning_rate=learning_rate,
-                divergence_factor=divergence_factor)
+                divergence_factor=divergence_factor,
+                kl_weight=kl_weight if kl_weight.active else None)
 
     with contextlib.ExitStack() as stack:  # the run folder's lock, before anything is built
         writer = None if out_dir is None else stack.enter_context(RunWriter(out_dir))
         if writer is not None:
             _refuse_early(writer, resume=resume, overwrite=overwrite)
-        engine = _make_engine(vae, optimizer, learning_rate, estimator=estimator,
+        engine = _make_engine(vae, optimizer, schedule, estimator=estimator,
+                              kl_weighting=kl_weight.active, free_bits=free_bits,
+                              valid_particles=valid_particles,
                               eval_estimator=valid_estimator,
                               num_particles=num_particles, seed=seed, num_data=num_data,
                               example_batch=training_data.train[:batch_size],
@@ -250,7 +284,9 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                     "checkpoint_every": checkpoint_every,
                     "dtype": vae.dtype_name, "device": engine.device_name,
                     "select": selection.select, "patience": selection.patience,
-                    "valid_criterion": criterion, "valid_particles": valid_particles}
+                    "valid_criterion": criterion, "valid_particles": valid_particles,
+                    "lr_schedule": None if schedule is None else schedule.to_dict(),
+                    "kl_weight": kl_weight.to_dict(), "free_bits": float(free_bits)}
         config: dict[str, Any] = {"seed": seed, "training": training,
                                   "data_fingerprint": training_data.fingerprint()}
         if data_config is not None:
@@ -286,15 +322,46 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                      selection=outcome.selection.record(outcome.steps, criterion))
 
 
-def _make_engine(vae: Any, optimizer: Any, learning_rate: float | None, **options: Any) -> Any:
-    """The backend's engine; a named optimizer is built by the engine's ``OPTIMIZERS``."""
+def _make_engine(vae: Any, optimizer: Any, schedule: LRSchedule | None, **options: Any) -> Any:
+    """The backend's engine; a named optimizer is built by the engine's ``build_optimizer``
+    following ``schedule`` (None with a user's optimizer object)."""
     if vae.backend == "pyro":
         from ppl_vae.training.pyro_engine import PyroEngine as Engine
     else:
         from ppl_vae.training.numpyro_engine import NumPyroEngine as Engine
     if isinstance(optimizer, str):
-        optimizer = Engine.OPTIMIZERS[optimizer](learning_rate)
-    return Engine(vae, optimizer=optimizer, **options)
+        optimizer = Engine.build_optimizer(optimizer, schedule)
+    return Engine(vae, optimizer=optimizer, schedule=schedule, **options)
+
+
+def _lr_schedule(given: str | LRSchedule | None, defaults: Any, learning_rate: float | None,
+                 total_steps: int, *, custom: bool) -> LRSchedule | None:
+    """The schedule of a named optimizer (None for a user's optimizer object, which schedules
+    itself): ``given``, or the kind ``given`` (default the spec's) with the spec's settings."""
+    if isinstance(given, LRSchedule):
+        if custom:
+            raise ValueError("lr_schedule applies to a named optimizer; schedule the optimizer "
+                             "object you passed itself")
+        return given if given.total_steps is not None else \
+            dataclasses.replace(given, total_steps=total_steps)
+    kind = given or defaults.lr_schedule
+    if custom:
+        if kind != "constant":
+            raise ValueError(f"lr_schedule {kind!r} applies to a named optimizer; schedule the "
+                             "optimizer object you passed itself")
+        return None
+    try:
+        return LRSchedule(learning_rate=learning_rate, kind=kind,
+                          warmup_steps=defaults.lr_warmup_steps,
+                          decay_steps=defaults.lr_decay_steps, decay_rate=defaults.lr_decay_rate,
+                          min_learning_rate=defaults.lr_min,
+                          plateau_factor=defaults.lr_plateau_factor,
+                          plateau_patience=defaults.lr_plateau_patience,
+                          plateau_threshold=defaults.lr_plateau_threshold,
+                          total_steps=total_steps)
+    except ValueError as err:
+        raise ValueError(f"learning-rate schedule {kind!r}: {err} (the spec's [training] "
+                         "lr_* fields, or the --lr-* flags)") from None
 
 
 def _criterion(vae: Any, estimator: Any, name: str, particles: int) -> tuple[Any, str]:
@@ -375,15 +442,18 @@ def _check_same_run(run_dir: Path, vae: Any, config: dict[str, Any]) -> None:
     if saved.get("backend") != vae.backend:
         problems.append(f"backend was {saved.get('backend')!r}, now {vae.backend!r}")
     saved_spec = spec_module.load(run_dir / runs.SPEC_FILE)
-    if saved_spec.to_dict() != vae.spec.to_dict():
+    if saved_spec.replace(training=vae.spec.training).to_dict() != vae.spec.to_dict():
         problems.append(f"the model spec differs from {run_dir / runs.SPEC_FILE}")
+    problems += [f"[training] {key} was {value!r}, now {getattr(vae.spec.training, key)!r}"
+                 for key, value in dataclasses.asdict(saved_spec.training).items()
+                 if getattr(vae.spec.training, key) != value]
     if saved.get("seed") != config["seed"]:
         problems.append(f"seed was {saved.get('seed')}, now {config['seed']}")
     if saved.get("data_fingerprint") != config["data_fingerprint"]:
         problems.append("the training data differ (another dataset, split or binarization)")
     old, new = saved.get("training", {}), config["training"]
     problems += [f"{key} was {old.get(key)!r}, now {new[key]!r}" for key in _RESUME_KEYS
-                 if old.get(key) != new[key]]
+                 if key in old and old[key] != new[key]]  # runs older than a key skip it
     if problems:
         raise CheckpointError(f"cannot resume {run_dir}: " + "; ".join(problems)
                               + ". Resume with the original settings, or start a new run "
