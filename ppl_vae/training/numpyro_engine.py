@@ -138,12 +138,8 @@ class NumPyroEngine(loop.Engine):
         idx_j = jax.device_put(padded, self.device)
         kl = None
         if kl_weights is not None:
-            weights = np.asarray(kl_weights, dtype=np.float64)
-            if weights.shape != (n,):
-                raise ValueError(f"kl_weights must hold one weight per step, shape ({n},), "
-                                 f"got shape {weights.shape}")
             padded_kl = np.zeros(self.max_chunk, dtype=self.vae.dtype)  # padded as idx
-            padded_kl[:n] = weights
+            padded_kl[:n] = kl_weights
             kl = jax.device_put(padded_kl, self.device)
         state, (losses, finite) = self._chunk(self.svi_state, self._x, self._c, idx_j, n, kl)
         losses, finite = np.asarray(losses)[:n], np.asarray(finite)[:n]

@@ -317,7 +317,7 @@ class PyroEngine(loop.Engine):
     def run(self, idx: np.ndarray, kl_weights: np.ndarray | None = None) -> loop.ChunkResult:
         """The steps of the minibatches ``idx`` (``(L, B)`` rows); ``kl_weights``, one float
         per step, go to the ELBO as ``kl_weight`` (None: the ELBO is called without it)."""
-        weights = _check_kl_weights(kl_weights, len(idx))
+        weights = None if kl_weights is None else [float(w) for w in kl_weights]
         idx_t = torch.as_tensor(idx, dtype=torch.long, device=self.vae.device)
         x, c, model, guide, elbo, num_data = self._x, self._c, self.vae.model, self.guide, \
             self.elbo, self.num_data
@@ -481,17 +481,6 @@ class PyroEngine(loop.Engine):
         sites = loop.sites_finite(self.vae.ops, {"guide": guide_tr.nodes.items(),
                                             "model": model_tr.nodes.items()})
         return loop.step_failure(index, loss, params_ok, sites, xb.abs().max())
-
-
-def _check_kl_weights(kl_weights: np.ndarray | None, steps: int) -> list[float] | None:
-    """One KL weight per step as Python floats, or None."""
-    if kl_weights is None:
-        return None
-    weights = np.asarray(kl_weights, dtype=np.float64)
-    if weights.shape != (steps,):
-        raise ValueError(f"kl_weights must hold one weight per step, shape ({steps},), got "
-                         f"shape {weights.shape}")
-    return [float(w) for w in weights]
 
 
 def _clear_grads(params: list[torch.Tensor]) -> None:
