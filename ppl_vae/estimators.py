@@ -28,6 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+__all__ = ["BASELINE_PREFIX", "ESTIMATORS", "IWAE", "STL", "VARIANTS", "VIMCO", "AnalyticKL",
+           "DReG", "Reparam", "Score", "ScoreBaseline", "baseline_average_name",
+           "estimator_names", "get_estimator", "is_baseline_average"]
+
 
 class _Estimator:
     """Capability flags (all off) and the label reports use: the name, unless a preset."""

@@ -40,6 +40,10 @@ from ppl_vae import families, networks
 from ppl_vae.families import LIKELIHOODS, POSTERIORS, PRIORS
 from ppl_vae.networks import NetworkSpec, is_count
 
+__all__ = ["BINARIZATIONS", "CLASS_PRIOR_FAMILIES", "CONDITION_PRIORS", "KL_CHOICES",
+           "LR_SCHEDULES", "SELECTIONS", "VALID_CRITERIA", "ConditionSpec", "ModelSpec",
+           "NetworkSpec", "SpecError", "TrainingDefaults", "from_dict", "load", "loads"]
+
 KL_CHOICES = ("analytic", "monte-carlo")
 CONDITION_PRIORS = ("fixed", "learned")
 CLASS_PRIOR_FAMILIES = ("learned-normal", "learned-laplace")
