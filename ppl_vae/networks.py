@@ -40,6 +40,18 @@ class NetworkSpec:
     (decoders only) makes the decoder locally autoregressive: that many PixelCNN masked
     convolutions of ``masked_kernel`` and ``masked_channels`` (see
     :func:`local_autoregressive`).
+
+    Attributes
+    ----------
+    hidden : the MLP's hidden layer sizes (a conv net's MLP head); ``()`` is a linear map.
+    activation : the nonlinearity between layers, one of :data:`ACTIVATIONS`.
+    kind : ``"mlp"`` or ``"conv"`` (:data:`NETWORK_KINDS`).
+    channels : a conv net's channels per convolution (conv only).
+    kernel : the convolutions' kernel size (conv only).
+    stride : the convolutions' stride (conv only).
+    masked_layers : masked convolutions of a local autoregressive decoder (0: none).
+    masked_kernel : their kernel size, odd.
+    masked_channels : their channels.
     """
 
     hidden: tuple[int, ...] = (400,)

@@ -92,6 +92,34 @@ class TrainingDefaults:
     KL weight; 1 is the ELBO), ``kl_warmup_steps`` and ``kl_warmup_start`` (a linear rise of
     the weight from the start value to ``beta``), ``free_bits`` (λ nats per latent dimension,
     Kingma et al. 2016). Held-out numbers always use the unweighted bound.
+
+    Attributes
+    ----------
+    estimator : the gradient estimator's name (:mod:`ppl_vae.estimators`).
+    num_particles : particles per datapoint (K of the importance-weighted bounds).
+    num_steps : optimization steps.
+    batch_size : datapoints per minibatch.
+    learning_rate : Adam's (peak) learning rate.
+    dataset : the data set: a built-in name or a path (``ppl-vae train --dataset``).
+    binarization : how grey levels become binary data (:data:`BINARIZATIONS`).
+    select : which parameters the run keeps, ``"best-valid"`` or ``"last"``.
+    patience : stop after that many evaluations without a lower validation loss; left out:
+        never.
+    valid_criterion : the validation bound (:data:`VALID_CRITERIA`).
+    valid_particles : particles of the validation bound; left out: ``num_particles``.
+    lr_schedule : the learning-rate schedule (:data:`LR_SCHEDULES`).
+    lr_warmup_steps : steps of linear warm-up, lr·(t + 1)/W.
+    lr_decay_steps : D, the decay horizon; needed by ``exponential`` and ``step``; ``cosine``
+        defaults to ``num_steps − lr_warmup_steps``.
+    lr_decay_rate : the factor per period (exponential, step).
+    lr_min : the floor of the cosine decay and of reduce-on-plateau.
+    lr_plateau_factor : reduce-on-plateau's factor.
+    lr_plateau_patience : evaluations without improvement before a plateau reduction.
+    lr_plateau_threshold : the relative improvement reduce-on-plateau counts.
+    beta : the weight of the KL term (β-VAE; 1 is the ELBO).
+    kl_warmup_steps : steps of the linear rise of the KL weight (0: none).
+    kl_warmup_start : the KL weight at step 0 of the warm-up.
+    free_bits : λ, the floor in nats on each latent dimension's minibatch-mean KL.
     """
 
     estimator: str = "reparam"
@@ -157,6 +185,12 @@ class ConditionSpec:
 
     ``prior = "learned"``: p(z | c) is the ``[prior]`` family with a location and a scale per
     class (a linear map of one_hot(c)); ``"fixed"``: p(z | c) = p(z), the ``[prior]`` as is.
+
+    Attributes
+    ----------
+    classes : C ≥ 2, the number of labels (labels are 0, …, C − 1).
+    prior : ``"learned"`` (a prior location and scale per class) or ``"fixed"`` (p(z) for
+        every class).
     """
 
     classes: int = 0
@@ -182,6 +216,7 @@ class ModelSpec:
 
     Attributes
     ----------
+    name : the model's name (the zoo file's stem; reports and tables show it).
     latent_dim : number of latent dimensions (≥ 1).
     data_shape : shape of one datapoint, e.g. ``(784,)`` or ``(28, 28)``.
     posterior, prior, likelihood : family instances from :mod:`ppl_vae.families`.
@@ -189,6 +224,8 @@ class ModelSpec:
     kl : ``"analytic"`` (closed form; the pair must have one) or ``"monte-carlo"``.
     scale_floor : added after softplus to every scale the networks emit.
     condition : the class label the model is conditioned on, or None (an ordinary VAE).
+    description : one line saying what the model is, for reports.
+    training : how to train it unless told otherwise (:class:`TrainingDefaults`).
     """
 
     name: str

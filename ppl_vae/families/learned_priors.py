@@ -42,6 +42,10 @@ class VampPrior:
     (the posterior family's ``component_log_densities``), so importance-sampled log p(x)
     stays a bound; there is no closed-form KL. The encoder runs on the K pseudo-inputs each
     time the prior is built (once per batch of importance sampling).
+
+    Attributes
+    ----------
+    components : K, the number of learned pseudo-inputs.
     """
 
     name: ClassVar[str] = "vamp"
@@ -107,6 +111,11 @@ class AutoregressiveFlowPrior:
     e^{±3}, and α ≈ a near 0. The last layer of every MADE starts at zero weights and biases,
     so the flow starts at the identity and the prior at N(0, I). Parameters are
     ``prior.flow.{layer}.{i}.weight`` / ``.bias`` (``torch.nn.Linear``'s rule otherwise).
+
+    Attributes
+    ----------
+    layers : L, the number of masked autoregressive affine layers.
+    hidden : the MADE's hidden layer sizes, a list or one integer.
     """
 
     name: ClassVar[str] = "flow"

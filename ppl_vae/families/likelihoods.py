@@ -49,7 +49,13 @@ class Bernoulli:
 @dataclass(frozen=True)
 class Gaussian:
     """p(x | z) = N(x; f(z), σ² I) with a fixed σ (``scale = 0.1``) or a learned one
-    (``scale = "learned"``: σ = softplus(ρ) + min_scale, one global value)."""
+    (``scale = "learned"``: σ = softplus(ρ) + min_scale, one global value).
+
+    Attributes
+    ----------
+    scale : a fixed σ > 0, or ``"learned"`` (one global σ = softplus(ρ) + min_scale).
+    min_scale : the floor added to a learned σ.
+    """
 
     name: ClassVar[str] = "gaussian"
     data_kind: ClassVar[str] = "continuous"
@@ -122,6 +128,11 @@ class DiscretizedLogistic(_EightBit):
     decoder emits, per value, K mixture logits, K locations μ and K raw scales; s =
     softplus(raw) + ``min_scale`` (e^{−7} by default: log-scales floored at −7 as in PixelCNN++).
     Values (channels too) are independent given z: no coupling of RGB channels.
+
+    Attributes
+    ----------
+    components : K, logistic mixture components per value.
+    min_scale : the floor added to every softplus scale s.
     """
 
     name: ClassVar[str] = "discretized-logistic"

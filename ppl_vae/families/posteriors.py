@@ -141,6 +141,14 @@ class MaskedPosterior:
     q(s | x) is a diagonal Gaussian or Laplace slab. The model's gate prior is
     Bernoulli(α) (relaxed with the same τ when the gate is relaxed), and the slab prior is
     the spec's prior family.
+
+    Attributes
+    ----------
+    slab : ``"gaussian"`` or ``"laplace"``, the distribution of q(s | x).
+    gate : ``"bernoulli"`` (discrete gates, score-function gradients) or ``"relaxed"``
+        (RelaxedBernoulli gates, reparameterized).
+    temperature : τ of relaxed gates, in the guide and the model's gate prior.
+    prior_gate : α, the prior probability that a gate is on.
     """
 
     name: ClassVar[str] = "masked"
@@ -214,6 +222,12 @@ class NoEncoderPosterior(_SingleCode):
     ``codes="point"``: q(z_n) = δ(z - c_n), so the objective is log p(x_n, c_n), as in
     GLO (Bojanowski et al. 2018). ``codes="gaussian"``: q(z_n) = N(c_n, diag s_n²), the
     non-amortized mean-field posterior. The model and guide receive datapoint indices.
+
+    Attributes
+    ----------
+    codes : ``"gaussian"`` (a location and a scale per datapoint) or ``"point"`` (a location
+        only).
+    init_scale : the standard deviation of the N(0, init_scale²) draws the codes start at.
     """
 
     name: ClassVar[str] = "none"

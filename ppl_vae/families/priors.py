@@ -91,7 +91,12 @@ class LearnedLaplace(_LearnedLocScale):
 
 @dataclass(frozen=True)
 class MixtureOfGaussians:
-    r"""p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), all learned; means start at N(0, I) draws."""
+    r"""p(z) = Σ_k π_k N(z; μ_k, diag σ_k²), all learned; means start at N(0, I) draws.
+
+    Attributes
+    ----------
+    components : K, the number of Gaussian components.
+    """
 
     name: ClassVar[str] = "mixture"
     factorized: ClassVar[bool] = False
