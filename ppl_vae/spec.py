@@ -73,25 +73,12 @@ def _is_positive_number(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class TrainingDefaults:
-    """How ``ppl-vae train`` (and ``fit``) trains the model unless told otherwise.
-
-    The budget: ``estimator``, ``num_particles``, ``num_steps``, ``batch_size``,
-    ``learning_rate``, ``dataset``, ``binarization``.
-
-    Validation selection and early stopping (:mod:`ppl_vae.training.selection`): ``select``
-    (``best-valid``: keep the parameters of the best validation evaluation; ``last``),
-    ``patience`` (stop after that many evaluations without improvement; left out: never),
-    ``valid_criterion`` and ``valid_particles`` (:data:`VALID_CRITERIA`).
-
-    The learning-rate schedule (:class:`ppl_vae.training.schedules.LRSchedule`, whose fields
-    these are with an ``lr_`` prefix): ``lr_schedule`` (:data:`LR_SCHEDULES`),
-    ``lr_warmup_steps``, ``lr_decay_steps``, ``lr_decay_rate``, ``lr_min``,
-    ``lr_plateau_factor``, ``lr_plateau_patience``, ``lr_plateau_threshold``.
-
-    The objective (:class:`ppl_vae.training.schedules.KLWeight` and free bits): ``beta`` (the
-    KL weight; 1 is the ELBO), ``kl_warmup_steps`` and ``kl_warmup_start`` (a linear rise of
-    the weight from the start value to ``beta``), ``free_bits`` (λ nats per latent dimension,
-    Kingma et al. 2016). Held-out numbers always use the unweighted bound.
+    """How ``ppl-vae train`` (and ``fit``) trains the model unless told otherwise: the budget,
+    validation selection and early stopping (:mod:`ppl_vae.training.selection`), the
+    learning-rate schedule (:class:`ppl_vae.training.schedules.LRSchedule`, whose fields the
+    ``lr_*`` ones are) and the KL term's weight and floor
+    (:class:`ppl_vae.training.schedules.KLWeight`, free bits). Held-out numbers always use the
+    unweighted bound.
 
     Attributes
     ----------
