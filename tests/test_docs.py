@@ -99,7 +99,8 @@ def test_top_level_page_lists_every_public_name():
 
 
 def test_every_included_snippet_is_generated():
-    generated = {f"{name}.md" for name in _load("build_examples").RUNS} | {"spec-reference.md"}
+    build = _load("build_examples")
+    generated = {f"{name}.md" for name in [*build.RUNS, *build.COMMANDS]} | {"spec-reference.md"}
     included = {m for page in DOCS.rglob("*.md") if "generated" not in page.parts
                 for m in re.findall(r'--8<-- "([^"]+)"', page.read_text(encoding="utf-8"))}
     assert included <= generated, f"pages include snippets nobody writes: {included - generated}"
