@@ -11,7 +11,8 @@ A spec file looks like::
     family = "laplace"              # gaussian | laplace | masked | none
     [prior]
     family = "learned-laplace"      # standard-normal | standard-laplace | learned-normal | ...
-                                    # mixture | vamp (components) | flow (layers, hidden)
+                                    # mixture | vamp (components) |
+                                    # flow (layers, hidden, defensive)
     [likelihood]
     family = "bernoulli"            # bernoulli | gaussian | discretized-logistic | categorical
     [encoder]

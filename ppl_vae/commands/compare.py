@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--num-samples", type=positive_int, default=1000,
                         help="importance samples per test image (default: 1000)")
+    parser.add_argument("--split", choices=("test", "valid"), default="test",
+                        help="the split the cells are evaluated on: choose models on 'valid', "
+                             "report the chosen one on 'test' once (default: test)")
     parser.add_argument("--eval-points", type=positive_int, default=None,
                         help="evaluate on the first N test images (default: all)")
     parser.add_argument("--ais-steps", type=positive_int, default=200,
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         cells = plan(args.specs, range(args.seeds), backend=args.backend, dataset=args.dataset,
                      num_steps=args.steps, num_epochs=args.epochs, batch_size=args.batch_size,
                      num_samples=args.num_samples, eval_points=args.eval_points,
-                     ais_steps=args.ais_steps, training=training_options(args))
+                     ais_steps=args.ais_steps, split=args.split,
+                     training=training_options(args))
         executor = make_executor(args.executor, workers=args.workers, address=args.address)
     except (SpecError, ValueError, ImportError, ConnectionError) as err:
         return fail(str(err))
@@ -87,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(err))
     if not args.quiet:
         print(_wide(result.summary).to_markdown(index=False))
+        print(_caption())
         print(f"wall time {result.settings['wall_seconds']:.1f} s ({len(result.ran)} cells run, "
               f"{len(result.skipped)} already done) on the {args.executor} executor; wrote "
               f"{len(paths)} files to {args.out}")
@@ -101,3 +106,9 @@ def _wide(summary):
     from ppl_vae.reports.pages import summary_wide
 
     return summary_wide(summary, marker="*")
+
+
+def _caption() -> str:
+    from ppl_vae.reports.pages import SUMMARY_CAPTION
+
+    return SUMMARY_CAPTION.format(marker="*")

@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     md, html = diagnostics_page(result, title).write(run_dir, runs.DIAGNOSTICS_STEM)
 
     print(result.khat_summary.to_markdown(index=False, floatfmt=".3g"))
+    print(f"verdict: {result.khat_verdict.level} ({result.khat_verdict.text})")
     if result.reference is not None:
         print(f"MCMC: max R-hat {result.reference.max_rhat:.4f}, "
               f"min bulk ESS {result.reference.min_ess_bulk:.0f}, "

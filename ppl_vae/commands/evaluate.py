@@ -1,6 +1,7 @@
 """``ppl-vae evaluate RUN_DIR``: likelihoods and model metrics of a trained run.
 
-Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr; rows of other
+Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr, stderr_source; a
+file from before ``stderr_source`` existed is read with that column empty; rows of other
 splits already there are kept, rows of the evaluated split are replaced) and prints the
 table with notes on units and estimators.
 """
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                                  valid=data.valid, config=config, c=data.c)
     notes += more
     table.loc[len(table)] = [name, data.split, STEP_METRIC,
-                             float(_params_step(loaded)), float("nan")]
+                             float(_params_step(loaded)), float("nan"), ""]
     which = loaded.parameters_note()
     if which:
         notes.insert(0, which)
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.run_dir) / METRICS_FILE
     if path.exists():
         old = pd.read_csv(path)
+        if list(old.columns) == COLUMNS[:-1]:  # written before stderr_source existed
+            old["stderr_source"] = ""
         if list(old.columns) != COLUMNS:
             raise UsageError(f"{path} has columns {list(old.columns)}, not {COLUMNS}; move it "
                              "away and run again")

@@ -3,7 +3,8 @@
 ``cells``      one cell: train a spec with a seed, evaluate on the test split; keyed settings
 ``executors``  a local process pool (one thread per worker) or Ray tasks
 ``grid``       plan, run (skipping finished cells, one retry), collect, write
-``summary``    mean ± se over seeds; paired per-datapoint log p(x) differences
+``summary``    mean ± se over seeds, datapoints and combined; paired per-datapoint log p(x)
+               differences; importance flags
 
 >>> cells = plan(["gaussian_gaussian", "laplace_laplace"], seeds=[0, 1, 2],
 ...              dataset="mnist5k", num_steps=500)                       # doctest: +SKIP

@@ -1,4 +1,5 @@
-"""One cell of a comparison grid: train a spec with a seed, evaluate it on the test split.
+"""One cell of a comparison grid: train a spec with a seed, evaluate it on the test split
+(or the validation split, to choose between models without looking at the test split).
 
 A :class:`Cell` names everything its result depends on (the spec's content, the seed, the
 data, the training budget, the evaluation settings); its :meth:`Cell.key` hashes them, so a
@@ -7,9 +8,10 @@ finished cell is found again by key and a re-run grid skips it. :func:`run_cell`
 training resumes from its last checkpoint) and returns a :class:`CellResult`;
 :func:`write_result` stores it beside the run, ``cell.json`` last, which marks the cell done.
 
-Evaluation on the test split: importance-sampled log p(x) with K particles (the IWAE
-protocol, Burda et al. 2016) for models with an encoder; encoder-free models (per-datapoint
-codes exist only for training points) get AIS from the prior instead, and the table says so.
+Evaluation on the cell's ``split`` (``"test"`` by default): importance-sampled log p(x) with
+K particles (the IWAE protocol, Burda et al. 2016) for models with an encoder; encoder-free
+models (per-datapoint codes exist only for training points) get AIS from the prior instead,
+and the table says so.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ CELL_FILE = "cell.json"
 PER_DATAPOINT_FILE = "per_datapoint.csv"
 CELLS_DIR = "cells"
 PER_DATAPOINT_COLUMNS = ["datapoint", "source_row", "label", "log_px", "log_px_se", "elbo"]
+METRIC_COLUMNS = ("metric", "value", "stderr", "stderr_source")
+"""A cell's metric rows; ``stderr_source`` as in :data:`ppl_vae.evaluation.STDERR_SOURCES`."""
 TIME_METRICS = ("train_seconds", "eval_seconds")
 """Wall-clock metrics: the only ones that differ between two runs of the same cell."""
 
@@ -53,10 +57,15 @@ class Cell:
     ais_steps: int = 200
     ais_chains: int = 8
     model_samples: int = 100
+    split: str = "test"
 
     def key(self) -> str:
-        """``SPEC-seedN-HASH``: the same settings always give the same key."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        """``SPEC-seedN-HASH``: the same settings always give the same key (test-split cells
+        keep the keys they had before ``split`` existed)."""
+        settings = asdict(self)
+        if settings["split"] == "test":
+            del settings["split"]
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         return f"{self.spec_name}-seed{self.seed}-{digest.hexdigest()[:10]}"
 
     def spec(self) -> Any:
@@ -67,8 +76,8 @@ class Cell:
 
 @dataclass(frozen=True)
 class CellResult:
-    """What a finished cell hands back: its tidy metric rows (metric, value, stderr), the
-    per-datapoint log p(x) on the test split (:data:`PER_DATAPOINT_COLUMNS`) and the name
+    """What a finished cell hands back: its tidy metric rows (:data:`METRIC_COLUMNS`), the
+    per-datapoint log p(x) on the cell's split (:data:`PER_DATAPOINT_COLUMNS`) and the name
     of the log p(x) estimator. The run directory beside it keeps the rest (history,
     samples)."""
 
@@ -112,7 +121,7 @@ def run_cell(cell: Cell, root: str | Path) -> CellResult:
     more = {"trained_steps": result.num_steps, "train_seconds": result.seconds,
             "eval_seconds": time.perf_counter() - start}
     extra = pd.DataFrame({"metric": list(more), "value": list(more.values()),
-                          "stderr": math.nan})
+                          "stderr": math.nan, "stderr_source": ""})
     return CellResult(cell=cell, metrics=pd.concat([metrics, extra], ignore_index=True),
                       per_datapoint=per_datapoint, estimator=estimator)
 
@@ -120,7 +129,7 @@ def run_cell(cell: Cell, root: str | Path) -> CellResult:
 def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame, pd.DataFrame,
                                                                      str]:
     from ppl_vae import runs
-    from ppl_vae.diagnostics.psis import KHAT_OK, psis
+    from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK, psis
     from ppl_vae.evaluation import (
         EvaluationConfig,
         ais_log_likelihood,
@@ -130,7 +139,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     )
     from ppl_vae.reports.figures import save_image_grid
 
-    data = run.evaluation_data("test", max_points=cell.eval_points, seed=0)
+    data = run.evaluation_data(cell.split, max_points=cell.eval_points, seed=0)
     x = data.x
     units = likelihood_units(vae.spec.likelihood, vae.spec.data_dim,
                              dequantized=splits.dequantized, max_value=splits.max_value)
@@ -139,14 +148,16 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
                               num_model_samples=cell.model_samples,
                               ais_points=0 if amortized else len(x), ais_steps=cell.ais_steps,
                               ais_chains=cell.ais_chains, ais_start="prior")
-    extra: dict[str, tuple[float, float]] = {}
+    extra: dict[str, tuple[float, float, str]] = {}
     if amortized:
         est = importance_sample(vae, x, cell.num_samples, seed=0, return_log_weights=True)
         ais = None
         log_px, log_px_se, elbo = est.log_likelihood, est.stderr, est.elbo
         khat = psis(est.log_weights).khat
-        extra["khat_mean"] = (float(np.mean(khat)), math.nan)
-        extra["khat_unreliable_fraction"] = (float(np.mean(khat > KHAT_OK)), math.nan)
+        extra["khat_mean"] = (float(np.mean(khat)), math.nan, "")
+        extra["khat_unreliable_fraction"] = (float(np.mean(khat > KHAT_OK)), math.nan, "")
+        extra["khat_ok_fraction"] = (float(np.mean((khat >= KHAT_GOOD) & (khat <= KHAT_OK))),
+                                     math.nan, "")
         estimator = f"IS, K = {cell.num_samples}"
     else:
         est = None
@@ -154,21 +165,24 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
                                  start="prior", seed=0)
         log_px, log_px_se, elbo = ais.log_likelihood, ais.stderr, np.full(len(x), np.nan)
         estimator = f"AIS from the prior, T = {cell.ais_steps}, {cell.ais_chains} chains"
-    table, _ = evaluate_split(vae, x, run=cell.key(), split="test", units=units,
+    table, _ = evaluate_split(vae, x, run=cell.key(), split=cell.split, units=units,
                               train=data.train, valid=data.valid, config=config, estimate=est,
                               ais_estimate=ais)
-    table.loc[len(table)] = [cell.key(), "test", runs.STEP_METRIC,
-                             float(run.progress().params_step), math.nan]
+    table.loc[len(table)] = [cell.key(), cell.split, runs.STEP_METRIC,
+                             float(run.progress().params_step), math.nan, ""]
     atomic_write_text(run.path / runs.METRICS_FILE, table.to_csv(index=False))
 
     n = len(log_px)
-    extra["log_px"] = (float(np.mean(log_px)), float(np.std(log_px, ddof=1) / math.sqrt(n)))
+    # a comparison's figures vary over test images: their errors are over datapoints
+    se_log_px = float(np.std(log_px, ddof=1) / math.sqrt(n))
+    extra["log_px"] = (float(np.mean(log_px)), se_log_px, "datapoints")
     extra["bits_per_dim"] = (float(units.bits_per_dim(np.mean(log_px))),
-                             extra["log_px"][1] / (units.data_dim * math.log(2.0)))
+                             se_log_px / (units.data_dim * math.log(2.0)), "datapoints")
     # the rate in bits, closed form or Monte Carlo (the evaluation table names which)
-    rate = table.loc[table["metric"].isin(("rate_bits", "rate_bits_mc")), ["value", "stderr"]]
+    rate = table.loc[table["metric"].isin(("rate_bits", "rate_bits_mc"))]
     if len(rate):
-        extra["rate_bits"] = (float(rate["value"].iloc[0]), float(rate["stderr"].iloc[0]))
+        extra["rate_bits"] = (float(rate["value"].iloc[0]), float(rate["stderr"].iloc[0]),
+                              str(rate["stderr_source"].iloc[0]))
     samples = np.asarray(vae.sample(64, seed=0))
     save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape)
     if splits.train_labels is not None:
@@ -177,14 +191,15 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
         clf = classifier_for(splits)
         scores = sample_scores(clf, np.asarray(vae.sample(max(cell.model_samples, 500),
                                                           seed=1)))
-        extra |= {f"sample_{name}": (value, math.nan) for name, value in scores.items()}
-        extra["classifier_accuracy"] = (clf.accuracy, math.nan)
-    rows = table[["metric", "value", "stderr"]]
-    rows = pd.concat([rows, pd.DataFrame([{"metric": m, "value": v, "stderr": s}
-                                          for m, (v, s) in extra.items()])], ignore_index=True)
-    labels = splits.test_labels
+        extra |= {f"sample_{name}": (value, math.nan, "") for name, value in scores.items()}
+        extra["classifier_accuracy"] = (clf.accuracy, math.nan, "")
+    # one row per metric: the figures above replace the evaluation table's of the same name
+    rows = table.loc[~table["metric"].isin(list(extra)), list(METRIC_COLUMNS)]
+    rows = pd.concat([rows, pd.DataFrame([dict(zip(METRIC_COLUMNS, (m, *v), strict=True))
+                                          for m, v in extra.items()])], ignore_index=True)
+    labels = getattr(splits, f"{cell.split}_labels")
     per_datapoint = pd.DataFrame({
-        "datapoint": np.arange(n), "source_row": splits.indices["test"][:n],
+        "datapoint": np.arange(n), "source_row": splits.indices[cell.split][:n],
         "label": labels[:n] if labels is not None else np.full(n, -1),
         "log_px": log_px, "log_px_se": log_px_se, "elbo": elbo}, columns=PER_DATAPOINT_COLUMNS)
     return rows, per_datapoint, estimator
@@ -204,7 +219,9 @@ def write_result(root: str | Path, result: CellResult) -> Path:
 def read_result(root: str | Path, cell: Cell) -> CellResult:
     folder = cell_dir(root, cell)
     record = read_json(folder / CELL_FILE)
-    metrics = pd.DataFrame(record["metrics"], columns=["metric", "value", "stderr"])
+    metrics = pd.DataFrame(record["metrics"], columns=list(METRIC_COLUMNS))
+    # cells from before stderr_source existed name no source
+    metrics["stderr_source"] = [v if isinstance(v, str) else "" for v in metrics["stderr_source"]]
     per_datapoint = pd.read_csv(folder / PER_DATAPOINT_FILE)
     return CellResult(cell=cell, metrics=metrics.astype({"value": float, "stderr": float}),
                       per_datapoint=per_datapoint, estimator=record["estimator"])

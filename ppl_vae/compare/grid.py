@@ -4,8 +4,10 @@
 ``OUT/cells/``), runs the rest on an executor, stores each result as it arrives, retries a
 failed cell once, then writes the grid's tables and report:
 
-    OUT/table.csv           tidy: spec, seed, key, estimator, metric, value, stderr
-    OUT/summary.csv         per spec and metric: mean, se over seeds, num_seeds, best
+    OUT/table.csv           tidy: spec, seed, key, estimator, metric, value, stderr,
+                            stderr_source
+    OUT/summary.csv         per spec and metric: mean, se over seeds, over datapoints (or
+                            Monte Carlo) and combined, num_seeds, best, importance flag
     OUT/paired.csv          per spec: paired log p(x) differences against the baseline
     OUT/paired_seeds.csv    the same per seed
     OUT/failures.csv        cells that failed twice: spec, seed, key, error
@@ -33,7 +35,8 @@ from ppl_vae.compare.summary import (
 from ppl_vae.io import write_csv_tables
 from ppl_vae.models.conditioning import require_unconditioned
 
-TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr"]
+TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr",
+                 "stderr_source"]
 FAILURE_COLUMNS = ["spec", "seed", "key", "error"]
 TABLES = ("table", "summary", "paired", "paired_seeds", "failures")
 
@@ -127,12 +130,13 @@ def collect(cells: Sequence[Cell], out: str | Path, *, baseline: str | None = No
     table = (pd.concat(rows, ignore_index=True)[TABLE_COLUMNS] if rows
              else pd.DataFrame(columns=TABLE_COLUMNS))
     baseline = baseline or (cells[0].spec_name if cells else "")
-    if points:
-        paired, paired_seeds = paired_differences(pd.concat(points, ignore_index=True), baseline)
+    per_datapoint = pd.concat(points, ignore_index=True) if points else None
+    if per_datapoint is not None:
+        paired, paired_seeds = paired_differences(per_datapoint, baseline)
     else:
         paired = pd.DataFrame(columns=PAIRED_COLUMNS)
         paired_seeds = pd.DataFrame(columns=PAIRED_SEED_COLUMNS)
-    return GridResult(table=table, summary=summarize(table), paired=paired,
+    return GridResult(table=table, summary=summarize(table, per_datapoint), paired=paired,
                       paired_seeds=paired_seeds, failures=pd.DataFrame(columns=FAILURE_COLUMNS),
                       baseline=baseline, settings=_settings(cells))
 
@@ -156,7 +160,8 @@ def _settings(cells: Sequence[Cell]) -> dict[str, Any]:
     return {"backend": first.backend, "dataset": first.dataset, "data_seed": first.data_seed,
             "num_steps": first.num_steps, "num_epochs": first.num_epochs,
             "batch_size": first.batch_size, "num_samples": first.num_samples,
-            "eval_points": first.eval_points, "seeds": sorted({c.seed for c in cells}),
+            "eval_points": first.eval_points, "split": first.split,
+            "seeds": sorted({c.seed for c in cells}),
             "specs": list(dict.fromkeys(c.spec_name for c in cells))}
 
 

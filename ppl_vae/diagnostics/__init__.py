@@ -16,13 +16,15 @@ The recipe of Yao et al. (2018), per datapoint x:
   compare the guide with it;
 * :func:`inference_gaps` — approximation and amortization gaps (Cremer et al. 2018);
 * :func:`posterior_collapse` — KL per latent dimension and active units;
+* :func:`khat_values_verdict`, :func:`ess_verdict` — the one judgement (good, caution, bad)
+  of k̂ and importance ESS that the run report, ``compare`` and ``diagnose`` all print;
 * :func:`diagnose` — all of it, as a :class:`Diagnosis` that renders an ArviZ
   InferenceData (conversion in :mod:`ppl_vae.diagnostics.inference_data`) and one tidy
   table; its figures and report page are in :mod:`ppl_vae.reports`.
 
 Both backends are accepted; MCMC and the per-datapoint optimization run in JAX on a
 NumPyro copy of a Pyro model's parameters. Modules: ``psis``, ``mcmc``, ``gaps``,
-``collapse``, ``inference_data``, ``diagnose``.
+``collapse``, ``inference_data``, ``verdicts``, ``diagnose``.
 
 References
 ----------
@@ -58,11 +60,13 @@ from ppl_vae.diagnostics.psis import (
     khat_threshold,
     psis,
 )
+from ppl_vae.diagnostics.verdicts import Verdict, ess_verdict, khat_values_verdict, khat_verdict
 
 __all__ = [
     "BANDS", "KHAT_GOOD", "KHAT_OK", "Diagnosis", "GapResult", "ImportanceWeights",
-    "MCMCReference", "PSISResult", "check_continuous_latents",
-    "compare_with_reference", "convergence_summary", "diagnose", "energy_distance",
+    "MCMCReference", "PSISResult", "Verdict", "check_continuous_latents",
+    "compare_with_reference", "convergence_summary", "diagnose", "energy_distance", "ess_verdict",
     "importance_weights", "inference_gaps", "khat_bands", "khat_summary", "khat_threshold",
+    "khat_values_verdict", "khat_verdict",
     "mcmc_reference", "posterior_collapse", "psis", "reference_distances",
 ]

@@ -34,6 +34,7 @@ from ppl_vae.diagnostics.psis import (
     khat_summary,
     psis,
 )
+from ppl_vae.diagnostics.verdicts import Verdict, khat_values_verdict
 from ppl_vae.models.conditioning import require_unconditioned
 
 __all__ = ["Diagnosis", "diagnose"]
@@ -73,6 +74,11 @@ class Diagnosis:
     @property
     def khat_summary(self) -> pd.DataFrame:
         return khat_summary(self.psis.khat, self.psis.num_samples)
+
+    @property
+    def khat_verdict(self) -> Verdict:
+        """The k̂ verdict the run report and ``compare`` give the same weights."""
+        return khat_values_verdict(self.psis.khat)
 
     def pair_dims(self, datapoint: Any, max_dims: int = MAX_PAIR_DIMS) -> np.ndarray:
         """The latent dimensions to show for ``datapoint`` beside its MCMC reference: all, or

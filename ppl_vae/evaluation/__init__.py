@@ -42,15 +42,15 @@ from ppl_vae.evaluation.metrics import (
     parzen_log_likelihood,
     reconstruction_error,
 )
-from ppl_vae.evaluation.table import COLUMNS, EvaluationConfig, evaluate_split
+from ppl_vae.evaluation.table import COLUMNS, STDERR_SOURCES, EvaluationConfig, evaluate_split
 from ppl_vae.evaluation.units import LikelihoodUnits, bits_per_dim, likelihood_units
 
 __all__ = [
-    "ACTIVE_UNIT_THRESHOLD", "COLUMNS", "DEFAULT_BUDGET", "AISEstimate", "ActiveUnits",
-    "ChunkPlan", "EvaluationConfig", "ImportanceEstimate", "KLPerDimension", "LikelihoodUnits",
-    "ParzenEstimate", "active_units", "ais_log_likelihood", "bits_per_dim", "code_sparsity",
-    "elbo", "evaluate_split", "importance_sample", "kl_per_dimension", "likelihood_units",
-    "log_likelihood", "log_mean_exp", "model_samples", "nearest_training_neighbours",
-    "parzen_log_likelihood", "plan_chunks", "reconstruction_error", "sampler_plan",
-    "sigmoid_schedule",
+    "ACTIVE_UNIT_THRESHOLD", "COLUMNS", "DEFAULT_BUDGET", "STDERR_SOURCES", "AISEstimate",
+    "ActiveUnits", "ChunkPlan", "EvaluationConfig", "ImportanceEstimate", "KLPerDimension",
+    "LikelihoodUnits", "ParzenEstimate", "active_units", "ais_log_likelihood", "bits_per_dim",
+    "code_sparsity", "elbo", "evaluate_split", "importance_sample", "kl_per_dimension",
+    "likelihood_units", "log_likelihood", "log_mean_exp", "model_samples",
+    "nearest_training_neighbours", "parzen_log_likelihood", "plan_chunks", "reconstruction_error",
+    "sampler_plan", "sigmoid_schedule",
 ]

@@ -47,7 +47,9 @@ __all__ = ["CACHE_ENV", "Classifier", "cache_dir", "classifier_for", "fingerprin
 
 @dataclass(frozen=True, eq=False)
 class Classifier:
-    """An MLP's weights: ``layers`` of (W, b), ReLU between them, softmax at the end."""
+    """An MLP's weights: ``layers`` of (W, b), ReLU between them, softmax at the end. With two
+    classes scikit-learn keeps one output column h, the logit of class 1: its class
+    probabilities are then (1 − σ(h), σ(h)) = softmax([0, h])."""
 
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
     accuracy: float
@@ -59,6 +61,8 @@ class Classifier:
             h = h @ w + b
             if k < len(self.layers) - 1:
                 h = np.maximum(h, 0.0)
+        if h.shape[1] == 1:  # two classes, one logistic output
+            h = np.concatenate([np.zeros_like(h), h], axis=1)
         h = h - h.max(axis=1, keepdims=True)
         p = np.exp(h)
         return p / p.sum(axis=1, keepdims=True)

@@ -1,8 +1,12 @@
-"""One tidy table of a model's metrics on a split: run, split, metric, value, stderr.
+"""One tidy table of a model's metrics on a split: run, split, metric, value, stderr,
+stderr_source.
 
-Rows (value is a mean over the split's datapoints unless the name says otherwise; stderr is
-the Monte Carlo standard error of that mean for the likelihood estimates, the standard error
-over datapoints for other per-datapoint quantities, NaN for counts and settings):
+Rows (value is a mean over the split's datapoints unless the name says otherwise). Every
+``stderr`` is a standard error of the mean, and ``stderr_source`` names what it covers
+(:data:`STDERR_SOURCES`): ``"monte-carlo"`` for the likelihood estimates (the sampling error
+of the estimator on these datapoints, not the spread over datapoints), ``"datapoints"`` for
+other per-datapoint quantities (sd over datapoints / √N), empty with a NaN stderr for counts
+and settings:
 
 * ``elbo``, ``log_likelihood_is`` (nats; the model's log-density or log-probability),
   ``iwae_gap`` (= log_likelihood_is − elbo), ``is_ess``;
@@ -47,9 +51,12 @@ from ppl_vae.evaluation.importance import (
 from ppl_vae.evaluation.units import LikelihoodUnits, likelihood_units
 from ppl_vae.models.conditioning import require_unconditioned
 
-COLUMNS = ["run", "split", "metric", "value", "stderr"]
+COLUMNS = ["run", "split", "metric", "value", "stderr", "stderr_source"]
+STDERR_SOURCES = ("monte-carlo", "datapoints", "seeds", "combined")
+"""What a standard error covers: the estimator's Monte Carlo error, resampling the
+datapoints, resampling the training seed (``compare``), or the last two in quadrature."""
 
-__all__ = ["COLUMNS", "EvaluationConfig", "evaluate_split"]
+__all__ = ["COLUMNS", "STDERR_SOURCES", "EvaluationConfig", "evaluate_split"]
 
 
 @dataclass(frozen=True)
@@ -74,19 +81,22 @@ class _Rows:
     split: str
     rows: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, metric: str, value: float, stderr: float = math.nan) -> None:
+    def add(self, metric: str, value: float, stderr: float = math.nan,
+            source: str = "") -> None:
         self.rows.append({"run": self.run, "split": self.split, "metric": metric,
-                          "value": float(value), "stderr": float(stderr)})
+                          "value": float(value), "stderr": float(stderr),
+                          "stderr_source": source if not math.isnan(stderr) else ""})
 
     def add_mean(self, metric: str, values: Any, mc_stderr: Any = None) -> None:
-        """Mean over datapoints with the Monte Carlo error of the mean (when given) or the
-        standard error over datapoints."""
+        """Mean over datapoints with the Monte Carlo error of the mean, √Σσᵢ² / N (when the
+        per-datapoint errors σᵢ are given), or the standard error over datapoints."""
         values = np.asarray(values, dtype=np.float64)
         if mc_stderr is not None:
             se = math.sqrt(np.sum(np.square(mc_stderr))) / values.size
+            self.add(metric, values.mean(), se, "monte-carlo")
         else:
             se = values.std(ddof=1) / math.sqrt(values.size) if values.size > 1 else math.nan
-        self.add(metric, values.mean(), se)
+            self.add(metric, values.mean(), se, "datapoints")
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -178,7 +188,7 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
     else:
         kl = metrics.kl_per_dimension(vae, x, idx=idx, seed=config.seed, c=c)
         for u, (value, se) in enumerate(zip(kl.kl, kl.stderr, strict=True)):
-            rows.add(f"kl_dim_{u}", value, se)
+            rows.add(f"kl_dim_{u}", value, se, "datapoints")
         notes.append(f"KL per dimension: {kl.method}")
     if x.shape[0] > 1:
         au = metrics.active_units(vae, x, idx=idx, c=c)

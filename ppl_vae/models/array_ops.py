@@ -21,8 +21,9 @@ class ArrayOps:
     xp: ClassVar[Any]
     like: ClassVar[Any]
     FunctionalDistribution: ClassVar[type]
-    SHARED: ClassVar[tuple[str, ...]] = ("abs", "log", "exp", "expm1", "log1p", "round", "where",
-                                         "tanh", "clip", "broadcast_to", "moveaxis", "isfinite")
+    SHARED: ClassVar[tuple[str, ...]] = ("abs", "log", "exp", "expm1", "log1p", "logaddexp",
+                                         "round", "where", "tanh", "clip", "broadcast_to",
+                                         "moveaxis", "isfinite")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -390,13 +390,13 @@ def variance_over_training(df: pd.DataFrame) -> Any:
 
 def forest_plot(paired: pd.DataFrame) -> Any:
     """Paired log p(x) differences against the baseline, one row per spec: the mean with
-    ±2 standard errors over datapoints (thick) and over seeds (thin, where there are several
-    seeds)."""
+    ±2 combined standard errors (seeds and datapoints in quadrature; thin, capped) and ±2
+    standard errors over datapoints alone (thick)."""
     fig = _figure(6.5, 0.55 * len(paired) + 1.4)
     ax = fig.subplots()
     pos = np.arange(len(paired))[::-1]
-    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_seeds"].fillna(0), fmt="none",
-                ecolor="0.55", capsize=4, label="±2 se over seeds")
+    ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_combined"].fillna(0), fmt="none",
+                ecolor="0.55", capsize=4, label="±2 se, seeds and datapoints combined")
     ax.errorbar(paired["mean_diff"], pos, xerr=2 * paired["se_datapoints"], fmt="o",
                 color="C0", elinewidth=3, capsize=0, label="±2 se over datapoints")
     ax.axvline(0.0, color="0.3", linestyle=":")

@@ -57,7 +57,7 @@ def run_report(run_dir: str | Path) -> Report:
     if metrics is not None and split is not None:
         shown = metrics[metrics["split"] == split]
         report.heading(f"Headline ({split} split)")
-        report.table(_headline_table(shown, spec.latent_dim), caption="value ± standard error")
+        report.table(_headline_table(shown, spec.latent_dim), caption=STDERR_CAPTION)
         progress = runs.training_progress(run_dir)
         for level, text in _warnings(shown, diagnostics, params_step=None if progress is None
                                      else progress.params_step):
@@ -68,7 +68,7 @@ def run_report(run_dir: str | Path) -> Report:
                           "KL per latent dimension and activity Var_x E_q[z_u] (Burda et al.)")
         rest = shown[~shown["metric"].str.match(r"(kl|activity|gate_on)_dim_\d+$")]
         report.heading("All metrics").table(rest.drop(columns=["run"]),
-                                            caption="ppl-vae evaluate (value ± stderr)")
+                                            caption=f"ppl-vae evaluate; {STDERR_CAPTION}")
     elif diagnostics is not None:
         for level, text in _warnings(None, diagnostics, params_step=None):
             report.callout(level, text)
@@ -122,6 +122,11 @@ _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
              ("is_ess", "importance ESS", 1.0))
 
 
+STDERR_CAPTION = ("value ± standard error of the mean, its source named: monte-carlo (the "
+                  "estimator's sampling error on these images, not their spread), datapoints "
+                  "(resampling the images)")
+
+
 def _headline_split(metrics: pd.DataFrame | None) -> str | None:
     if metrics is None or metrics.empty:
         return None
@@ -134,6 +139,14 @@ def _value(rows: pd.DataFrame, metric: str) -> tuple[float, float] | None:
     return None if hit.empty else (float(hit["value"].iloc[0]), float(hit["stderr"].iloc[0]))
 
 
+def _source(rows: pd.DataFrame, metric: str) -> str:
+    """The ``stderr_source`` of a metric ("unnamed" in a metrics.csv from before it existed)."""
+    if "stderr_source" not in rows:
+        return "unnamed"
+    source = rows.loc[rows["metric"] == metric, "stderr_source"].iloc[0]
+    return source if isinstance(source, str) and source else "unnamed"
+
+
 def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
     out = []
     for metric, label, scale in _HEADLINE:
@@ -143,7 +156,9 @@ def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
             if math.isnan(value):  # e.g. the rate of point codes: missing, not 0
                 out.append((label, "missing"))
                 continue
-            out.append((label, f"{value:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")))
+            source = _source(rows, metric)
+            out.append((label, f"{value:.4g}" + ("" if math.isnan(se) else
+                                                 f" ± {se:.2g} ({source})")))
     active = _value(rows, "active_units")
     if active is not None:
         out.append(("active units", f"{active[0]:.0f} of {latent_dim}"))
@@ -152,8 +167,9 @@ def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
 
 def _warnings(rows: pd.DataFrame | None, diagnostics: pd.DataFrame | None, *,
               params_step: int | None) -> list[tuple[str, str]]:
-    """Traffic lights: stale results, importance ESS, PSIS k̂ bands, MCMC R-hat."""
-    from ppl_vae.diagnostics.psis import KHAT_GOOD, KHAT_OK
+    """Traffic lights: stale results, importance ESS, PSIS k̂ bands (judged as
+    :mod:`ppl_vae.diagnostics.verdicts` says, like ``compare`` and ``diagnose``), MCMC R-hat."""
+    from ppl_vae.diagnostics.verdicts import ess_verdict, khat_values_verdict
 
     notes = []
     if rows is not None:
@@ -168,22 +184,12 @@ def _warnings(rows: pd.DataFrame | None, diagnostics: pd.DataFrame | None, *,
                                  "evaluate"))
         ess, k = _value(rows, "is_ess"), _value(rows, "num_samples")
         if ess is not None and k is not None and k[0] > 0:
-            share = ess[0] / k[0]
-            level = "bad" if share < 0.01 else "caution" if share < 0.1 else "good"
-            notes.append((level, f"importance ESS {ess[0]:.3g} of K = {k[0]:.0f} "
-                                 f"({share:.1%}): " + (
-                                     "log p(x) rests on a handful of weights; it is a loose, "
-                                     "noisy lower bound" if level == "bad" else
-                                     "few effective weights; read log p(x) with care"
-                                     if level == "caution" else "weights well spread")))
+            notes.append(ess_verdict(ess[0], k[0]))
     if diagnostics is not None:
         khat = diagnostics.loc[(diagnostics["analysis"] == "psis")
                                & (diagnostics["metric"] == "khat"), "value"].to_numpy()
         if khat.size:
-            bad, ok = np.mean(khat > KHAT_OK), np.mean((khat >= KHAT_GOOD) & (khat <= KHAT_OK))
-            level = "bad" if bad > 0.1 else "caution" if bad > 0 or ok > 0.5 else "good"
-            notes.append((level, f"PSIS k̂ over {khat.size} datapoints: {bad:.0%} unreliable "
-                                 f"(> 0.7), {ok:.0%} ok (0.5–0.7), {1 - bad - ok:.0%} good"))
+            notes.append(khat_values_verdict(khat))
         rhat = diagnostics.loc[(diagnostics["analysis"] == "mcmc")
                                & (diagnostics["metric"] == "r_hat"), "value"].to_numpy()
         if rhat.size:
@@ -238,6 +244,7 @@ def diagnostics_page(diagnosis: Any, title: str) -> Report:
                 "Pareto k̂ < 0.5 good, 0.5–0.7 ok, > 0.7 unreliable (Yao et al. 2018); with "
                 "S draws the reliable range ends at min(1 − 1/log10 S, 0.7) (Vehtari et al. "
                 "2024).")
+    report.callout(*d.khat_verdict)
     report.table(d.khat_summary, caption="datapoints per k̂ band")
     report.figure(figures.khat_histogram(d.psis.khat, d.psis.num_samples), "khat")
     if d.reference is not None:
@@ -375,8 +382,10 @@ COMPARE_METRICS = (
 
 
 def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
-    """One row per :data:`COMPARE_METRICS` entry present, one "mean ± se" column per spec;
-    the best spec of each row carries ``marker``."""
+    """One row per :data:`COMPARE_METRICS` entry present, one "mean ± se" column per spec (the
+    combined standard error, :func:`ppl_vae.compare.summary.summarize`); the best spec of
+    each row carries ``marker``; a figure the importance verdict flags carries ``[bad]`` or
+    ``[caution]`` beside it."""
     order = list(dict.fromkeys(summary["spec"]))
     rows = []
     for metric, header in COMPARE_METRICS:
@@ -389,10 +398,20 @@ def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
                 row[spec] = ""
                 continue
             hit = hits.loc[spec]
-            text = f"{hit['mean']:.4g}" + ("" if pd.isna(hit["se"]) else f" ± {hit['se']:.2g}")
+            se = hit["se_combined"]
+            text = f"{hit['mean']:.4g}" + ("" if pd.isna(se) else f" ± {se:.2g}")
+            if hit["flag"]:
+                text += f" [{hit['flag']}]"
             row[spec] = f"{text} {marker}" if hit["best"] else text
         rows.append(row)
     return pd.DataFrame(rows, columns=["metric", *order])
+
+
+SUMMARY_CAPTION = ("mean ± standard error of the mean over seeds and datapoints combined "
+                   "(in quadrature; seeds alone for figures without a per-datapoint error); "
+                   "{marker} best per row among figures not flagged bad; [bad] / [caution]: "
+                   "the importance verdict (PSIS k̂, ESS) of that spec; per-source terms in "
+                   "summary.csv")
 
 
 class CellFolder(NamedTuple):
@@ -420,8 +439,8 @@ def compare_page(result: Any, out: str | Path, cells: Sequence[CellFolder] = ())
                 f"(seeds {s.get('seeds')}) on {s.get('dataset')} (split seed "
                 f"{s.get('data_seed')}), backend {s.get('backend')}, budget {budget}, batch "
                 f"{s.get('batch_size') or 'spec default'}; evaluated on "
-                f"{s.get('eval_points') or 'all'} test images with K = {s.get('num_samples')} "
-                f"importance samples. Machine: {machine_description()}.")
+                f"{s.get('eval_points') or 'all'} {s.get('split', 'test')} images with "
+                f"K = {s.get('num_samples')} importance samples. Machine: {machine_description()}.")
     cell_seconds = result.table[result.table["metric"].isin(("train_seconds",
                                                              "eval_seconds"))]["value"].sum()
     if "wall_seconds" in s:
@@ -436,8 +455,13 @@ def compare_page(result: Any, out: str | Path, cells: Sequence[CellFolder] = ())
     estimators = result.table.drop_duplicates("spec")[["spec", "estimator"]]
     report.heading("Summary over seeds")
     report.table(summary_wide(result.summary),
-                 caption="mean ± standard error over seeds; ★ best per row; log p(x) "
-                         "estimators per spec below")
+                 caption=SUMMARY_CAPTION.format(marker="★") + "; log p(x) estimators per "
+                                                            "spec below")
+    flagged = (result.summary[result.summary["flag"] != ""]
+               .drop_duplicates("spec")[["spec", "flag", "flag_reason"]])
+    for spec, level, reason in flagged.itertuples(index=False):
+        report.callout(level, f"{spec}: {reason}; its log p(x) is a lower bound of unknown "
+                              "looseness" if level == "bad" else f"{spec}: {reason}")
     report.table(estimators, caption="log p(x) estimator of each spec (encoder-free models "
                                      "have no q(z|x) on test data: AIS from the prior)")
     if (estimators["estimator"].str.startswith("AIS")).any():
@@ -447,11 +471,12 @@ def compare_page(result: Any, out: str | Path, cells: Sequence[CellFolder] = ())
     if not result.paired.empty:
         report.heading(f"Paired differences against {result.baseline}")
         report.text("Per test image, log p(x) of the spec minus that of the baseline trained "
-                    "with the same seed; se over datapoints of the seed-averaged differences, "
-                    "se over seeds of the per-seed means.")
+                    "with the same seed; standard errors of the mean: se_datapoints over the "
+                    "seed-averaged differences, se_seeds over the per-seed means, se_combined "
+                    "both in quadrature (the one to quote).")
         report.table(result.paired, caption="paired log p(x) differences, nats per image")
         report.figure(figures.forest_plot(result.paired), "forest",
-                      "paired differences with ±2 standard errors")
+                      "paired differences with ±2 combined standard errors")
     histories = []
     for cell in cells:
         path = cell.folder / runs.HISTORY_FILE

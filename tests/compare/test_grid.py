@@ -104,6 +104,29 @@ def test_ray_gives_the_same_table_as_the_local_pool(local_grid, specs, tmp_path)
     pd.testing.assert_frame_equal(result.paired, local.paired)
 
 
+def test_a_validation_split_cell_scores_the_validation_images(local_grid, specs, tmp_path):
+    """``split="valid"`` evaluates the same trained model on the validation rows (chosen on
+    them, reported on test once): other source rows, another key, the same training; a
+    test-split cell keeps its key (the default is left out of it)."""
+    from ppl_vae.data import prepare
+
+    cells, out, _ = local_grid
+    test_cell = cells[0]
+    valid_cell = plan(specs[:1], [test_cell.seed], **SETTINGS, split="valid")[0]
+    assert valid_cell.key() != test_cell.key()
+    assert plan(specs[:1], [test_cell.seed], **SETTINGS, split="test")[0].key() == test_cell.key()
+    result = run_grid([valid_cell], tmp_path, LocalPool(1))
+    points = pd.read_csv(tmp_path / CELLS_DIR / valid_cell.key() / "per_datapoint.csv")
+    splits = prepare("digits", likelihood="bernoulli", data_shape=(64,))
+    assert points["source_row"].tolist() == splits.indices["valid"][:16].tolist()
+    assert points["label"].tolist() == splits.valid_labels[:16].tolist()
+    assert result.settings["split"] == "valid"
+    trained = pd.read_csv(out / CELLS_DIR / test_cell.key() / "history.csv")
+    again = pd.read_csv(tmp_path / CELLS_DIR / valid_cell.key() / "history.csv")
+    pd.testing.assert_frame_equal(trained.drop(columns="wall_time"),
+                                  again.drop(columns="wall_time"))
+
+
 def test_a_killed_grid_resumes_with_only_the_missing_cells(specs, tmp_path):
     out = tmp_path / "grid"
     # cells long enough (600 steps, about 1 s each here) that the kill lands before the second one

@@ -1,4 +1,5 @@
-"""Summaries of a grid against hand computations: mean ± se over seeds, paired differences."""
+"""Summaries of a grid against hand computations: mean ± se over seeds, datapoints and
+combined, importance flags, paired differences."""
 
 import math
 
@@ -15,19 +16,76 @@ def test_summary_mean_se_and_best_match_a_hand_computation():
         "seed": [0, 1, 2] * 2,
         "metric": ["log_px"] * 6,
         "value": [-100.0, -102.0, -101.0, -99.0, -99.5, -98.5],
+        "stderr": math.nan, "stderr_source": "",
     })
     table = pd.concat([table, table.assign(metric="bits_per_dim", value=[1.0, 1.2, 1.1, 2, 2, 2])])
     summary = summarize(table).set_index(["spec", "metric"])
     # a: mean -101, sample sd 1 (deviations 1, -1, 0 over ddof = 1), se = 1 / sqrt(3)
     assert summary.loc[("a", "log_px"), "mean"] == -101.0
-    assert summary.loc[("a", "log_px"), "se"] == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    assert summary.loc[("a", "log_px"), "se_seeds"] == pytest.approx(1 / math.sqrt(3), rel=1e-12)
     # b: mean -99, deviations 0, -0.5, 0.5: sd 0.5, se 0.5 / sqrt(3)
-    assert summary.loc[("b", "log_px"), "se"] == pytest.approx(0.5 / math.sqrt(3), rel=1e-12)
+    assert summary.loc[("b", "log_px"), "se_seeds"] == pytest.approx(0.5 / math.sqrt(3), rel=1e-12)
     assert summary.loc[("b", "log_px"), "best"] and not summary.loc[("a", "log_px"), "best"]
     # lower is better for bits/dim
     assert summary.loc[("a", "bits_per_dim"), "best"]
-    assert summary.loc[("b", "bits_per_dim"), "se"] == 0.0
+    assert summary.loc[("b", "bits_per_dim"), "se_seeds"] == 0.0
     assert (summary["num_seeds"] == 3).all()
+    # no per-datapoint errors given: the combined error is the seeds' alone
+    np.testing.assert_array_equal(summary["se_combined"], summary["se_seeds"])
+    assert (summary["flag"] == "").all()
+
+
+def _rows(spec, metric, values, stderr=math.nan, source=""):
+    return pd.DataFrame({"spec": spec, "seed": np.arange(len(values)), "metric": metric,
+                         "value": values, "stderr": stderr, "stderr_source": source})
+
+
+def test_within_and_combined_errors_follow_their_sources():
+    """log p(x): sd over images of the seed-averaged values / √N; datapoint errors of other
+    metrics: their root mean square over seeds; Monte Carlo errors: √Σσ² / S; combined: the
+    quadrature sum with the seeds' term."""
+    table = pd.concat([_rows("a", "log_px", [-10.0, -12.0]),
+                       _rows("a", "reconstruction_mse", [1.0, 1.0], [0.3, 0.4], "datapoints"),
+                       _rows("a", "rate_bits", [5.0, 7.0], [0.3, 0.4], "monte-carlo")])
+    points = pd.concat([_points("a", 0, np.array([-9.0, -11.0, -10.0])),
+                        _points("a", 1, np.array([-11.0, -13.0, -12.0]))])
+    summary = summarize(table, points).set_index("metric")
+    # seed-averaged per image: -10, -12, -11: sd 1, se 1/√3; seeds -10, -12: se 1
+    log_px = summary.loc["log_px"]
+    assert log_px["within_source"] == "datapoints"
+    assert log_px["se_within"] == pytest.approx(1 / math.sqrt(3), rel=1e-12)
+    assert log_px["se_seeds"] == pytest.approx(1.0, rel=1e-12)
+    assert log_px["se_combined"] == pytest.approx(math.sqrt(1 + 1 / 3), rel=1e-12)
+    mse = summary.loc["reconstruction_mse"]
+    assert mse["se_within"] == pytest.approx(math.sqrt((0.09 + 0.16) / 2), rel=1e-12)
+    assert mse["se_combined"] == pytest.approx(mse["se_within"], rel=1e-12)  # seeds agree
+    rate = summary.loc["rate_bits"]
+    assert rate["within_source"] == "monte-carlo"
+    assert rate["se_within"] == pytest.approx(0.5 / 2, rel=1e-12)
+    assert rate["se_combined"] == pytest.approx(math.hypot(1.0, 0.25), rel=1e-12)
+
+
+def test_a_spec_flagged_bad_by_its_importance_weights_gets_no_star():
+    """b has the higher log p(x) but k̂ > 0.7 on 90% of its images: flagged bad, so the
+    best mark goes to a (k̂ fine, ESS 150 of 1000: good); the flag rides on the importance
+    figures only, and the wide table shows it beside the figure."""
+    from ppl_vae.reports.pages import summary_wide
+
+    table = pd.concat([
+        _rows("a", "log_px", [-101.0, -101.2]), _rows("b", "log_px", [-99.0, -99.4]),
+        _rows("a", "elbo", [-110.0, -110.0]), _rows("b", "elbo", [-108.0, -108.0]),
+        _rows("a", "khat_unreliable_fraction", [0.0, 0.0]),
+        _rows("b", "khat_unreliable_fraction", [0.9, 0.9]),
+        _rows("a", "is_ess", [150.0, 150.0]), _rows("b", "is_ess", [150.0, 150.0]),
+        _rows("a", "num_samples", [1000.0, 1000.0]), _rows("b", "num_samples", [1000.0, 1000.0])])
+    summary = summarize(table).set_index(["spec", "metric"])
+    assert summary.loc[("b", "log_px"), "flag"] == "bad"
+    assert "90% unreliable" in summary.loc[("b", "log_px"), "flag_reason"]
+    assert summary.loc[("a", "log_px"), "best"] and not summary.loc[("b", "log_px"), "best"]
+    assert summary.loc[("b", "elbo"), "flag"] == "" and summary.loc[("b", "elbo"), "best"]
+    wide = summary_wide(summary.reset_index()).set_index("metric")
+    assert wide.loc["log p(x), nats", "b"].endswith("[bad]")
+    assert wide.loc["log p(x), nats", "a"].endswith("★")
 
 
 def _points(spec, seed, values, rows=None):
@@ -55,6 +113,7 @@ def test_paired_differences_match_a_hand_computation():
     assert row["se_seeds"] == pytest.approx(1.0, rel=1e-12)
     # seed-averaged differences 0.5, 1.5, 2, 4: mean 2, variance (2.25+.25+0+4)/3, se /sqrt(4)
     assert row["se_datapoints"] == pytest.approx(math.sqrt(6.5 / 3 / 4), rel=1e-12)
+    assert row["se_combined"] == pytest.approx(math.sqrt(1.0 + 6.5 / 3 / 4), rel=1e-12)
     assert row["fraction_better"] == 1.0 and row["num_datapoints"] == 4
     # the baseline itself is not paired with itself
     assert summary["spec"].tolist() == ["new"]

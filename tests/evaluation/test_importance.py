@@ -256,8 +256,12 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     out = capsys.readouterr().out
     assert "log_likelihood_is" in out and "bits/dim need no offset" in out
     table = pd.read_csv(run / "metrics.csv")
-    assert list(table.columns) == ["run", "split", "metric", "value", "stderr"]
+    assert list(table.columns) == ["run", "split", "metric", "value", "stderr",
+                                   "stderr_source"]
     assert set(table["split"]) == {"test"} and set(table["run"]) == {run.name}
+    source = table.set_index("metric")["stderr_source"].fillna("")
+    assert source["log_likelihood_is"] == "monte-carlo" and source["elbo"] == "monte-carlo"
+    assert source["reconstruction_mse"] == "datapoints" and source["active_units"] == ""
     value = table.set_index("metric")["value"]
     # Bernoulli data: bits/dim = −log p(x) / (64 ln 2), nats = −log p(x); the means commute.
     assert value["bits_per_dim"] == pytest.approx(-value["log_likelihood_is"]
@@ -272,6 +276,11 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     table = pd.read_csv(run / "metrics.csv")
     counts = table.groupby("split").size()
     assert counts["test"] == counts["valid"] == len(value)
+    # a metrics.csv from before stderr_source existed is upgraded, its rows kept
+    table.drop(columns="stderr_source").to_csv(run / "metrics.csv", index=False)
+    assert main(args + ["--split", "valid", "--max-points", "20"]) == 0
+    upgraded = pd.read_csv(run / "metrics.csv")
+    assert "stderr_source" in upgraded and upgraded.groupby("split").size()["test"] == len(value)
 
 
 def test_cli_states_units_for_dequantized_and_dynamically_binarized_data(tmp_path, capsys):

@@ -207,6 +207,8 @@ def test_monte_carlo_rate_agrees_with_the_closed_form_within_its_standard_error(
     value, se = _metric(table, "rate_bits_mc")
     np.testing.assert_allclose(se, np.sqrt(np.sum(est.rate_stderr**2)) / 40 / math.log(2.0),
                                rtol=1e-12)
+    # the error of the Monte Carlo rate is named as such, not as a spread over datapoints
+    assert table.set_index("metric").loc["rate_bits_mc", "stderr_source"] == "monte-carlo"
     assert abs(value - exact.mean() / math.log(2.0)) < 4 * se
     assert "rate_bits" not in set(table["metric"])
 

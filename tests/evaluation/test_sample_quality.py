@@ -59,3 +59,32 @@ def test_classifier_is_cached_by_fingerprint_and_matches_scikit_learn(tmp_path, 
     np.testing.assert_allclose(first.predict_proba(splits.test),
                                reference.predict_proba(splits.test.astype(np.float64)),
                                rtol=1e-9, atol=1e-12)
+
+
+def test_two_classes_give_logistic_probabilities_and_finite_scores():
+    """scikit-learn keeps one logistic output for C = 2: the probabilities must match its
+    predict_proba exactly (softmax of one column alone would be 1.0 everywhere), and the
+    scores of the two digits 0 and 1 must reflect two classes."""
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    splits = prepare("digits", likelihood="bernoulli")
+    keep = splits.train_labels < 2
+    x, labels = splits.train[keep], splits.train_labels[keep]
+    clf = sample_quality.train_classifier(x, labels, max_iter=50)
+    assert clf.layers[-1][0].shape[1] == 1  # the single logistic column
+    reference = MLPClassifier(hidden_layer_sizes=(sample_quality.HIDDEN,), max_iter=50,
+                              random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.fit(x.astype(np.float64), labels)
+    test = splits.test[splits.test_labels < 2]
+    p = clf.predict_proba(test)
+    assert p.shape == (len(test), 2)
+    np.testing.assert_allclose(p, reference.predict_proba(test.astype(np.float64)),
+                               rtol=1e-9, atol=1e-12)
+    scores = sample_scores(clf, test)
+    # real digits 0 and 1 in both classes: entropy of the class mix near log 2, not 0
+    assert 0.5 * math.log(2) < scores["class_entropy"] <= math.log(2) + 1e-12
+    assert 1.0 < scores["inception_score"] <= 2.0 + 1e-9
