@@ -113,7 +113,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     options: dict[str, Any] = {"log_to_driver": False,
                                "runtime_env": {"env_vars": dict(env_vars or {})}}
     if address is None:
-        options |= {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False}
+        # "local": a new head even where `ray start` left a cluster running
+        options |= {"address": "local", "num_cpus": num_cpus or os.cpu_count(),
+                    "include_dashboard": False}
     else:
         options["address"] = address
     with warnings.catch_warnings(), _keep_loopback(address) as loopback:
