@@ -71,7 +71,8 @@ def check_out(out: str | Path, *, overwrite: bool = False) -> Path:
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise OutFolderError(
-                f"--out {out} holds {len(entries)} entries ({shown}) that ppl-vae compare did "
+                f"--out {out} holds {len(entries)} "
+                f"{'entry' if len(entries) == 1 else 'entries'} ({shown}) that ppl-vae compare did "
                 f"not write (no {MARKER_FILE}); nothing was touched. Choose a new or empty "
                 "folder, or pass --overwrite to write the grid beside them (files compare "
                 "does not write are kept)")
