@@ -87,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
         if args.device == "cuda" and args.executor == "ray" else 0.0
     try:
         out = check_out(args.out, overwrite=args.overwrite)
+        # the cluster first: an address that does not answer ends before the data is hashed
+        executor = make_executor(args.executor, workers=args.workers, address=args.address,
+                                 cpus_per_cell=args.cpus_per_cell, gpus_per_cell=gpus)
         cells = plan(args.specs, range(args.seeds), backend=args.backend, dataset=args.dataset,
                      num_steps=args.steps, num_epochs=args.epochs, batch_size=args.batch_size,
                      num_samples=args.num_samples, eval_points=args.eval_points,
                      ais_steps=args.ais_steps, device=args.device,
                      training=training_options(args))
-        executor = make_executor(args.executor, workers=args.workers, address=args.address,
-                                 cpus_per_cell=args.cpus_per_cell, gpus_per_cell=gpus)
     except (SpecError, ValueError, ImportError, ConnectionError) as err:
         return fail(str(err))
     names = [c.spec_name for c in cells]

@@ -32,7 +32,7 @@ GCS_TIMEOUTS = {"RAY_gcs_rpc_server_connect_timeout_s": "5",
                 "RAY_gcs_server_request_timeout_seconds": "5"}
 """Ray's GCS connect / reconnect / request timeouts (seconds) in the probe: a GCS that does
 not answer ends it in about 16 s."""
-PROBE_SECONDS = 25.0
+PROBE_SECONDS = 20.0
 TCP_SECONDS = 5.0
 LOOPBACK = "127.0.0.1"
 
@@ -63,10 +63,11 @@ def check_address(address: str) -> dict[str, float]:
             from None
     lines = probe.stdout.strip().splitlines()
     if probe.returncode != 0 or not lines:
-        errors = [line for line in probe.stderr.splitlines() if "Error" in line]
-        reason = errors[-1].strip() if errors else f"the probe exited with {probe.returncode}"
-        raise _unreachable(address, f"a server listens there but Ray could not connect: "
-                                    f"{reason[:200]}")
+        gcs = "Failed to connect to GCS" in probe.stderr or "GCS" in probe.stderr
+        errors = [line.strip() for line in probe.stderr.splitlines() if "Error" in line]
+        reason = ("a server listens there, but no Ray GCS answered it" if gcs or not errors
+                  else f"Ray could not connect: {errors[-1][:200]}")
+        raise _unreachable(address, reason)
     return json.loads(lines[-1])
 
 
