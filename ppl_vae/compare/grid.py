@@ -41,7 +41,7 @@ from ppl_vae.compare.summary import (
     paired_differences,
     summarize,
 )
-from ppl_vae.io import write_csv_tables, write_json
+from ppl_vae.io import describe_entries, write_csv_tables, write_json
 from ppl_vae.models.conditioning import require_unconditioned
 
 TABLE_COLUMNS = ["spec", "seed", "key", "estimator", "metric", "value", "stderr"]
@@ -66,16 +66,14 @@ def check_out(out: str | Path, *, overwrite: bool = False) -> Path:
     if out.exists() and not out.is_dir():
         raise OutFolderError(f"--out {out} is a file; nothing was touched. Choose a new or "
                              "empty folder")
-    if out.is_dir() and not (out / MARKER_FILE).is_file() and not overwrite:
-        entries = sorted(p.name for p in out.iterdir())
-        if entries:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise OutFolderError(
-                f"--out {out} holds {len(entries)} "
-                f"{'entry' if len(entries) == 1 else 'entries'} ({shown}) that ppl-vae compare did "
-                f"not write (no {MARKER_FILE}); nothing was touched. Choose a new or empty "
-                "folder, or pass --overwrite to write the grid beside them (files compare "
-                "does not write are kept)")
+    ours = overwrite or not out.is_dir() or (out / MARKER_FILE).is_file()
+    entries = "" if ours else describe_entries(out)
+    if entries:
+        raise OutFolderError(
+            f"--out {out} holds {entries} that ppl-vae compare did not write (no "
+            f"{MARKER_FILE}); nothing was touched. Choose a new or empty folder, or pass "
+            "--overwrite to write the grid beside them (files compare does not write are "
+            "kept)")
     return out
 
 

@@ -92,7 +92,7 @@ def test_a_grid_on_a_cluster_survives_a_lost_node_and_matches_the_local_pool(
     def on_line(line):
         lines.append(line)
         if " done (" in line and not removed:  # the first result is in: a node goes away
-            removed.append(workers[0].unique_id)
+            removed.append(workers[0].node_id)
             cluster.remove_node(workers[0])
 
     executor = RayExecutor(cluster.address)
@@ -106,7 +106,7 @@ def test_a_grid_on_a_cluster_survives_a_lost_node_and_matches_the_local_pool(
         ran_on = result_ran_on(out, cell)
         # trained in a temporary folder on a worker node, gone now: only the driver wrote out
         assert not Path(ran_on["folder"]).exists() and out not in Path(ran_on["folder"]).parents
-        assert ran_on["node_id"] in {w.unique_id for w in workers}
+        assert ran_on["node_id"] in {w.node_id for w in workers}
         assert ran_on["device"] == "cpu" and ran_on["threads"] == 1
     local = run_grid(cells, tmp_path / "local", LocalPool(2))
     pd.testing.assert_frame_equal(_without_times(result.table), _without_times(local.table))
