@@ -102,6 +102,8 @@ def test_a_grid_on_a_cluster_survives_a_lost_node_and_matches_the_local_pool(
     assert sorted(result.ran) == keys  # every cell once: no duplicates, none lost
     assert sorted(p.name for p in (out / CELLS_DIR).iterdir()) == keys
     assert len(result.table.drop_duplicates("key")) == len(cells)
+    # only the cell whose result triggered the removal can have finished on the lost node
+    assert sum(result_ran_on(out, c)["node_id"] == removed[0] for c in cells) <= 1
     for cell in cells:
         ran_on = result_ran_on(out, cell)
         # trained in a temporary folder on a worker node, gone now: only the driver wrote out
