@@ -63,4 +63,5 @@ class GridProgress:
 
     def _update(self) -> None:
         if not self._bar.disable:
-            self._bar.set_postfix_str(f"{self.running} running, {self.left} left", refresh=True)
+            self._bar.set_postfix_str(f"{self.running} running, {self.left - self.running} waiting",
+                                      refresh=True)
