@@ -29,9 +29,20 @@ import pandas as pd
 
 from ppl_vae.compare.store import CELL_FILE, cell_problem, result_files
 from ppl_vae.io import atomic_write_text, read_json, write_json
+from ppl_vae.runs.layout import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PARAMS_FILE,
+    SAMPLES_FILE,
+    SPEC_FILE,
+)
 
 PER_DATAPOINT_FILE = "per_datapoint.csv"
 CELLS_DIR = "cells"
+RESULT_FILES = (SPEC_FILE, CONFIG_FILE, PARAMS_FILE, HISTORY_FILE, METRICS_FILE, SAMPLES_FILE,
+                PER_DATAPOINT_FILE)
+"""The files of a cell that ``cell.json`` lists with their SHA-256 (and a Ray task returns)."""
 PER_DATAPOINT_COLUMNS = ["datapoint", "source_row", "label", "log_px", "log_px_se", "elbo"]
 TIME_METRICS = ("train_seconds", "eval_seconds")
 """Wall-clock metrics: the only ones that differ between two runs of the same cell."""
@@ -231,7 +242,7 @@ def write_result(root: str | Path, result: CellResult) -> Path:
                       result.per_datapoint.to_csv(index=False, float_format="%.17g"))
     write_json(folder / CELL_FILE, {
         "cell": asdict(result.cell), "key": result.cell.key(), "estimator": result.estimator,
-        "metrics": result.metrics.to_dict("records"), "files": result_files(folder),
+        "metrics": result.metrics.to_dict("records"), "files": result_files(folder, RESULT_FILES),
         "num_datapoints": len(result.per_datapoint), "ran_on": result.ran_on})
     return folder
 

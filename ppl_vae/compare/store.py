@@ -7,8 +7,9 @@ none of them is taken as done, and the grid runs the cell again. ``cell.json`` i
 last and every write is atomic (temp file + ``os.replace``), so a reader sees either the old
 complete cell or none.
 
-The result files are the regular files directly in the cell's run folder (spec, run.json,
-params, history, metrics, samples, per-datapoint table); checkpoints stay behind. A Ray task
+The result files are the cell's per-datapoint table and the small files of its run folder
+(:data:`ppl_vae.compare.cells.RESULT_FILES`: spec, run.json, params, history, metrics,
+samples); checkpoints and the reports written later from them are not listed. A Ray task
 trains in a private temporary folder and hands them back as :class:`CellFiles` (bytes,
 through Ray's object store), which the driver writes with :func:`unpack`: the nodes of a
 cluster share no folder.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +40,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def result_files(folder: str | Path) -> dict[str, str]:
-    """The result files of a run folder (regular, not hidden, not ``cell.json``) and their
-    SHA-256, by name."""
-    return {p.name: sha256_bytes(p.read_bytes()) for p in sorted(Path(folder).iterdir())
-            if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
-            and p.name != CELL_FILE}
+def result_files(folder: str | Path, names: Sequence[str]) -> dict[str, str]:
+    """The SHA-256 of each of the files ``names`` present in ``folder`` (regular files, not
+    links), by name."""
+    paths = [Path(folder) / name for name in names]
+    return {p.name: sha256_bytes(p.read_bytes()) for p in paths
+            if p.is_file() and not p.is_symlink()}
 
 
 def cell_problem(folder: str | Path, key: str) -> str | None:

@@ -12,8 +12,15 @@ import pytest
 
 from ppl_vae.cli import main
 from ppl_vae.compare import LocalPool, RayExecutor, plan, run_grid
-from ppl_vae.compare.cells import CELLS_DIR, PER_DATAPOINT_FILE, TIME_METRICS, cell_dir
+from ppl_vae.compare.cells import (
+    CELLS_DIR,
+    PER_DATAPOINT_FILE,
+    RESULT_FILES,
+    TIME_METRICS,
+    cell_dir,
+)
 from ppl_vae.compare.store import result_files
+from ppl_vae.runs.layout import PARAMS_FILE
 from tests.compare.helpers import SETTINGS, write_specs
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'ppl_vae[ray]'")
@@ -113,10 +120,12 @@ def test_a_grid_on_a_cluster_survives_a_lost_node_and_matches_the_local_pool(
     local = run_grid(cells, tmp_path / "local", LocalPool(2))
     pd.testing.assert_frame_equal(_without_times(result.table), _without_times(local.table))
     pd.testing.assert_frame_equal(result.paired, local.paired)
-    for cell in cells:  # the per-datapoint tables byte for byte
-        ray_files = result_files(cell_dir(out, cell))
-        local_files = result_files(cell_dir(tmp_path / "local", cell))
-        assert ray_files[PER_DATAPOINT_FILE] == local_files[PER_DATAPOINT_FILE]
+    for cell in cells:  # the per-datapoint tables and the trained parameters byte for byte
+        ray_files = result_files(cell_dir(out, cell), RESULT_FILES)
+        local_files = result_files(cell_dir(tmp_path / "local", cell), RESULT_FILES)
+        assert set(ray_files) == set(local_files) == set(RESULT_FILES)
+        for name in (PER_DATAPOINT_FILE, PARAMS_FILE):
+            assert ray_files[name] == local_files[name]
         assert "checkpoints" not in {p.name for p in cell_dir(out, cell).iterdir()}
     # a re-run finds every cell done and runs nothing
     assert run_grid(cells, out, executor).ran == []
