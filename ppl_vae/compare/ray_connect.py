@@ -97,7 +97,7 @@ def _keep_loopback(address: str | None) -> Iterator[dict[str, Any]]:
         return
     from ray._private import ray_constants
 
-    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    enabled = getattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     ray_constants.ENABLE_RAY_CLUSTER = False  # resolve_ip_for_localhost: stay on 127.0.0.1
     try:
         yield {"_node_ip_address": LOOPBACK}
