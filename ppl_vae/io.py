@@ -82,6 +82,15 @@ def write_csv_tables(result: Any, names: Any, folder: str | Path) -> list[Path]:
     return paths
 
 
+def describe_entries(folder: str | Path) -> str:
+    """``"N entries (a, b, c, ...)"`` for a folder's entries, sorted; ``""`` when empty."""
+    entries = sorted(p.name for p in Path(folder).iterdir())
+    if not entries:
+        return ""
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    return f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} ({shown})"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

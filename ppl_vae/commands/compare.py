@@ -2,7 +2,9 @@
 
 Writes OUT/table.csv, summary.csv, paired.csv, paired_seeds.csv, failures.csv, the report
 OUT/report.md / .html and one run directory per cell under OUT/cells/ (see
-:mod:`ppl_vae.compare.grid`). Re-running with the same settings skips finished cells.
+:mod:`ppl_vae.compare.grid`), and OUT/compare.json, the marker that the folder is a grid's:
+a folder holding other files is refused unless ``--overwrite``. Re-running with the same
+settings skips finished cells.
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from ppl_vae.commands._args import add_training_options, positive_int, training_options
+from ppl_vae.commands._args import (
+    add_training_options,
+    positive_float,
+    positive_int,
+    training_options,
+)
 
 DESCRIPTION = """Train each spec with each seed on the same split and budget, evaluate every
 model on the test split (ELBO, importance-sampled log p(x) with K particles, bits/dim,
@@ -52,8 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="local processes, or CPUs of a local Ray (default: all cores)")
     parser.add_argument("--address", help="a running Ray cluster (with --executor ray)")
-    parser.add_argument("--out", type=Path, default=Path("compare"),
-                        help="output folder (default: ./compare)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where each cell trains; cuda asks Ray for --gpus-per-cell GPUs")
+    parser.add_argument("--cpus-per-cell", type=positive_int, default=1,
+                        help="CPU threads of each cell (Ray: CPUs asked per task; default: 1)")
+    parser.add_argument("--gpus-per-cell", type=positive_float, default=None,
+                        help="GPUs asked of Ray per cell with --device cuda, fractions share "
+                             "a GPU (default: 1)")
+    parser.add_argument("--out", default="compare",
+                        help="a local output folder (default: ./compare)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write the grid into a folder holding other files (they are "
+                             "kept; same-named tables and reports are replaced)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     add_training_options(parser)
     parser.set_defaults(func=run)
@@ -61,19 +77,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ppl_vae.compare import make_executor, plan, run_grid, write_grid
+    from ppl_vae.compare.grid import check_out
     from ppl_vae.spec import SpecError
 
     def fail(message: str) -> int:
         print(f"ppl-vae compare: error: {message}", file=sys.stderr)
         return 2
 
+    if args.gpus_per_cell is not None and args.device != "cuda":
+        return fail("--gpus-per-cell is for --device cuda")
+    gpus = (1.0 if args.gpus_per_cell is None else args.gpus_per_cell) \
+        if args.device == "cuda" and args.executor == "ray" else 0.0
     try:
+        out = check_out(args.out, overwrite=args.overwrite)
+        # the cluster first: an address that does not answer ends before the data is hashed
+        executor = make_executor(args.executor, workers=args.workers, address=args.address,
+                                 cpus_per_cell=args.cpus_per_cell, gpus_per_cell=gpus)
         cells = plan(args.specs, range(args.seeds), backend=args.backend, dataset=args.dataset,
                      num_steps=args.steps, num_epochs=args.epochs, batch_size=args.batch_size,
                      num_samples=args.num_samples, eval_points=args.eval_points,
-                     ais_steps=args.ais_steps, split=args.split,
+                     ais_steps=args.ais_steps, split=args.split, device=args.device,
                      training=training_options(args))
-        executor = make_executor(args.executor, workers=args.workers, address=args.address)
     except (SpecError, ValueError, ImportError, ConnectionError) as err:
         return fail(str(err))
     names = [c.spec_name for c in cells]
@@ -81,12 +105,13 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--baseline {args.baseline!r} is not one of the specs "
                     f"({', '.join(dict.fromkeys(names))})")
     start = time.perf_counter()
-    result = run_grid(cells, args.out, executor, baseline=args.baseline,
-                      progress=None if args.quiet else print)
+    result = run_grid(cells, out, executor, baseline=args.baseline,
+                      progress=None if args.quiet else print, bar=True,
+                      overwrite=args.overwrite)
     result.settings["wall_seconds"] = time.perf_counter() - start
     result.settings["executor"] = args.executor
     try:
-        paths = write_grid(result, args.out, cells=cells)
+        paths = write_grid(result, out, cells=cells)
     except ValueError as err:
         return fail(str(err))
     if not args.quiet:
@@ -94,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
         print(_caption())
         print(f"wall time {result.settings['wall_seconds']:.1f} s ({len(result.ran)} cells run, "
               f"{len(result.skipped)} already done) on the {args.executor} executor; wrote "
-              f"{len(paths)} files to {args.out}")
+              f"{len(paths)} files to {out}")
     if len(result.failures):
         print(f"ppl-vae compare: {len(result.failures)} cells failed twice; see "
-              f"{args.out / 'failures.csv'}", file=sys.stderr)
+              f"{out / 'failures.csv'}", file=sys.stderr)
         return 1
     return 0
 

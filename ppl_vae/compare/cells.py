@@ -6,7 +6,8 @@ data, the training budget, the evaluation settings); its :meth:`Cell.key` hashes
 finished cell is found again by key and a re-run grid skips it. :func:`run_cell` trains into
 ``cells/KEY/`` (an ordinary run directory: ``ppl-vae report`` works on it; an interrupted
 training resumes from its last checkpoint) and returns a :class:`CellResult`;
-:func:`write_result` stores it beside the run, ``cell.json`` last, which marks the cell done.
+:func:`write_result` stores it beside the run, ``cell.json`` last: it lists every result file
+with its SHA-256, and a cell is done only when they all match (:mod:`ppl_vae.compare.store`).
 
 Evaluation on the cell's ``split`` (``"test"`` by default): importance-sampled log p(x) with
 K particles (the IWAE protocol, Burda et al. 2016) for models with an encoder; encoder-free
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,11 +29,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ppl_vae.compare.store import CELL_FILE, cell_problem, result_files
 from ppl_vae.io import atomic_write_text, read_json, write_json
+from ppl_vae.runs.layout import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PARAMS_FILE,
+    SAMPLES_FILE,
+    SPEC_FILE,
+)
 
-CELL_FILE = "cell.json"
 PER_DATAPOINT_FILE = "per_datapoint.csv"
 CELLS_DIR = "cells"
+RESULT_FILES = (SPEC_FILE, CONFIG_FILE, PARAMS_FILE, HISTORY_FILE, METRICS_FILE, SAMPLES_FILE,
+                PER_DATAPOINT_FILE)
+"""The files of a cell that ``cell.json`` lists with their SHA-256 (and a Ray task returns)."""
 PER_DATAPOINT_COLUMNS = ["datapoint", "source_row", "label", "log_px", "log_px_se", "elbo"]
 METRIC_COLUMNS = ("metric", "value", "stderr", "stderr_source")
 """A cell's metric rows; ``stderr_source`` as in :data:`ppl_vae.evaluation.STDERR_SOURCES`."""
@@ -41,7 +54,10 @@ TIME_METRICS = ("train_seconds", "eval_seconds")
 
 @dataclass(frozen=True)
 class Cell:
-    """A (spec, seed) pair with the data, budget and evaluation settings shared by a grid."""
+    """A (spec, seed) pair with the data, budget and evaluation settings shared by a grid.
+
+    ``dataset_sha256`` is the content hash of ``dataset``
+    (:func:`ppl_vae.compare.provenance.dataset_sha256`; empty: not checked)."""
 
     spec_toml: str
     spec_name: str
@@ -58,14 +74,12 @@ class Cell:
     ais_chains: int = 8
     model_samples: int = 100
     split: str = "test"
+    device: str = "cpu"
+    dataset_sha256: str = ""
 
     def key(self) -> str:
-        """``SPEC-seedN-HASH``: the same settings always give the same key (test-split cells
-        keep the keys they had before ``split`` existed)."""
-        settings = asdict(self)
-        if settings["split"] == "test":
-            del settings["split"]
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+        """``SPEC-seedN-HASH``: the same settings always give the same key."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
         return f"{self.spec_name}-seed{self.seed}-{digest.hexdigest()[:10]}"
 
     def spec(self) -> Any:
@@ -85,35 +99,58 @@ class CellResult:
     metrics: pd.DataFrame
     per_datapoint: pd.DataFrame
     estimator: str
+    ran_on: dict[str, Any] | None = None
 
 
 def cell_dir(root: str | Path, cell: Cell) -> Path:
-    return Path(root) / CELLS_DIR / cell.key()
+    """``root/cells/KEY``; a spec name that would put it elsewhere (a separator, ``..``,
+    an absolute path) is refused."""
+    name = cell.spec_name
+    if not name or name.startswith(".") or "/" in name or "\\" in name:
+        raise ValueError(f"spec name {name!r} cannot name a cell folder: it must be a plain "
+                         "name (no '/', '\\', leading '.' or '..'); rename the spec")
+    parent = Path(root) / CELLS_DIR
+    folder = parent / cell.key()
+    if folder.resolve().parent != parent.resolve():
+        raise ValueError(f"the cell folder of spec {name!r} would lie outside {parent}; "
+                         "rename the spec")
+    return folder
 
 
 def is_done(root: str | Path, cell: Cell) -> bool:
-    return (cell_dir(root, cell) / CELL_FILE).is_file()
+    return cell_problem(cell_dir(root, cell), cell.key()) is None
 
 
-def run_cell(cell: Cell, root: str | Path) -> CellResult:
-    """Train (or resume) and evaluate ``cell`` under ``root/cells/KEY``."""
+def run_cell(cell: Cell, root: str | Path, *, threads: int = 1,
+             node_id: str | None = None) -> CellResult:
+    """Train (or resume) and evaluate ``cell`` under ``root/cells/KEY`` with ``threads``
+    CPU threads. The result's ``ran_on`` records the host, the Ray node ``node_id`` (None
+    off Ray), the device, the threads and the folder the cell ran in."""
     from ppl_vae import runs
+    from ppl_vae.compare.provenance import dataset_sha256
     from ppl_vae.data import prepare
     from ppl_vae.models import build
     from ppl_vae.training import fit
 
     spec = cell.spec()
     out = cell_dir(root, cell)
+    if cell.dataset_sha256:
+        found = dataset_sha256(cell.dataset)
+        if found != cell.dataset_sha256:
+            raise ValueError(f"the dataset {cell.dataset} on {socket.gethostname()} has "
+                             f"SHA-256 {found[:12]}, not the grid's {cell.dataset_sha256[:12]}; "
+                             "give every node the same copy of the data")
     data_config = {"source": cell.dataset, "binarization": spec.training.binarization,
                    "dequantize": False, "fractions": [0.8, 0.1, 0.1], "seed": cell.data_seed,
                    "shuffle": True}
     splits = prepare(cell.dataset, likelihood=spec.likelihood.name, data_shape=spec.data_shape,
                      binarization=data_config["binarization"], seed=cell.data_seed)
     num_data = None if spec.posterior.amortized else len(splits.train)
-    vae = build(spec, cell.backend, seed=cell.seed, num_data=num_data)
+    vae = build(spec, cell.backend, seed=cell.seed, num_data=num_data, device=cell.device)
     result = fit(vae, splits, num_steps=cell.num_steps, num_epochs=cell.num_epochs,
                  batch_size=cell.batch_size, seed=cell.seed, out_dir=out,
-                 resume=runs.is_run(out), progress=False, data_config=data_config)
+                 resume=runs.is_run(out), progress=False, data_config=data_config,
+                 device=cell.device, threads=threads)
     start = time.perf_counter()
     run = runs.Run(path=out, spec=spec, config=read_json(out / runs.CONFIG_FILE), vae=vae)
     metrics, per_datapoint, estimator = _evaluate(cell, vae, run, splits)
@@ -122,8 +159,10 @@ def run_cell(cell: Cell, root: str | Path) -> CellResult:
             "eval_seconds": time.perf_counter() - start}
     extra = pd.DataFrame({"metric": list(more), "value": list(more.values()),
                           "stderr": math.nan, "stderr_source": ""})
+    ran_on = {"host": socket.gethostname(), "node_id": node_id, "device": cell.device,
+              "threads": threads, "folder": str(out.resolve())}
     return CellResult(cell=cell, metrics=pd.concat([metrics, extra], ignore_index=True),
-                      per_datapoint=per_datapoint, estimator=estimator)
+                      per_datapoint=per_datapoint, estimator=estimator, ran_on=ran_on)
 
 
 def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame, pd.DataFrame,
@@ -206,13 +245,16 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
 
 
 def write_result(root: str | Path, result: CellResult) -> Path:
-    """Store a finished cell: ``per_datapoint.csv``, then ``cell.json`` (the done marker)."""
+    """Store a finished cell: ``per_datapoint.csv``, then ``cell.json`` (the done marker,
+    listing the SHA-256 of every result file in the folder, and where the cell ran)."""
     folder = cell_dir(root, result.cell)
+    (folder / CELL_FILE).unlink(missing_ok=True)
     atomic_write_text(folder / PER_DATAPOINT_FILE,
                       result.per_datapoint.to_csv(index=False, float_format="%.17g"))
     write_json(folder / CELL_FILE, {
         "cell": asdict(result.cell), "key": result.cell.key(), "estimator": result.estimator,
-        "metrics": result.metrics.to_dict("records")})
+        "metrics": result.metrics.to_dict("records"), "files": result_files(folder, RESULT_FILES),
+        "num_datapoints": len(result.per_datapoint), "ran_on": result.ran_on})
     return folder
 
 
@@ -223,5 +265,10 @@ def read_result(root: str | Path, cell: Cell) -> CellResult:
     # cells from before stderr_source existed name no source
     metrics["stderr_source"] = [v if isinstance(v, str) else "" for v in metrics["stderr_source"]]
     per_datapoint = pd.read_csv(folder / PER_DATAPOINT_FILE)
+    if len(per_datapoint) != record["num_datapoints"]:
+        raise ValueError(f"{folder / PER_DATAPOINT_FILE} has {len(per_datapoint)} rows where "
+                         f"{CELL_FILE} says {record['num_datapoints']}; delete {folder} and "
+                         "run the grid again")
     return CellResult(cell=cell, metrics=metrics.astype({"value": float, "stderr": float}),
-                      per_datapoint=per_datapoint, estimator=record["estimator"])
+                      per_datapoint=per_datapoint, estimator=record["estimator"],
+                      ran_on=record.get("ran_on"))

@@ -14,48 +14,14 @@ import pytest
 from ppl_vae.cli import main
 from ppl_vae.compare import LocalPool, RayExecutor, collect, plan, run_grid
 from ppl_vae.compare.cells import CELL_FILE, CELLS_DIR, TIME_METRICS
+from tests.compare.helpers import SETTINGS, SyntheticExecutor, write_specs
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = """
-name = "{name}"
-latent_dim = 2
-data_shape = [64]
-kl = "{kl}"
-
-[posterior]
-family = "{posterior}"
-
-[prior]
-family = "{prior}"
-
-[likelihood]
-family = "bernoulli"
-
-[encoder]
-hidden = [8]
-
-[decoder]
-hidden = [8]
-
-[training]
-dataset = "digits"
-batch_size = 32
-"""
-SETTINGS = {"dataset": "digits", "num_steps": 6, "num_samples": 20, "eval_points": 16,
-            "model_samples": 20}
 
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("specs")
-    paths = []
-    for name, kl, posterior, prior in (("tiny_gauss", "analytic", "gaussian", "standard-normal"),
-                                       ("tiny_laplace", "monte-carlo", "laplace",
-                                        "learned-laplace")):
-        path = folder / f"{name}.toml"
-        path.write_text(TINY.format(name=name, kl=kl, posterior=posterior, prior=prior))
-        paths.append(str(path))
-    return paths
+    return write_specs(tmp_path_factory.mktemp("specs"))
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +72,13 @@ def test_ray_gives_the_same_table_as_the_local_pool(local_grid, specs, tmp_path)
 
 def test_a_validation_split_cell_scores_the_validation_images(local_grid, specs, tmp_path):
     """``split="valid"`` evaluates the same trained model on the validation rows (chosen on
-    them, reported on test once): other source rows, another key, the same training; a
-    test-split cell keeps its key (the default is left out of it)."""
+    them, reported on test once): other source rows, another key, the same training."""
     from ppl_vae.data import prepare
 
     cells, out, _ = local_grid
     test_cell = cells[0]
     valid_cell = plan(specs[:1], [test_cell.seed], **SETTINGS, split="valid")[0]
     assert valid_cell.key() != test_cell.key()
-    assert plan(specs[:1], [test_cell.seed], **SETTINGS, split="test")[0].key() == test_cell.key()
     result = run_grid([valid_cell], tmp_path, LocalPool(1))
     points = pd.read_csv(tmp_path / CELLS_DIR / valid_cell.key() / "per_datapoint.csv")
     splits = prepare("digits", likelihood="bernoulli", data_shape=(64,))
@@ -167,35 +131,10 @@ def test_cli_compare_refuses_an_address_without_ray(specs, tmp_path, capsys):
     assert code == 2 and "--address names a Ray cluster" in capsys.readouterr().err
 
 
-class _FlakyExecutor:
-    """Fails cell ``flaky`` on its first attempt and cell ``broken`` always; the others
-    'finish' with a synthetic result (no training)."""
-
-    name = "flaky"
-
-    def __init__(self, flaky, broken):
-        self.flaky, self.broken, self.calls = flaky, broken, []
-
-    def run(self, cells, root):
-        from ppl_vae.compare.cells import CellResult
-
-        self.calls.append(sorted(c.key() for c in cells))
-        for cell in cells:
-            if cell.key() == self.broken or (cell.key() == self.flaky and len(self.calls) == 1):
-                yield cell, RuntimeError(f"worker lost\nwhile running {cell.key()}")
-                continue
-            points = pd.DataFrame({"datapoint": [0, 1], "source_row": [5, 9], "label": [1, 2],
-                                   "log_px": [-1.0 - cell.seed, -2.0], "log_px_se": 0.0,
-                                   "elbo": -3.0})
-            metrics = pd.DataFrame({"metric": ["log_px"], "value": [points["log_px"].mean()],
-                                    "stderr": [0.1]})
-            yield cell, CellResult(cell, metrics, points, "IS, K = 20")
-
-
 def test_a_failed_cell_is_retried_once_and_then_reported(specs, tmp_path):
     cells = plan(specs, [0, 1], **SETTINGS)
     flaky, broken = cells[0].key(), cells[1].key()
-    executor = _FlakyExecutor(flaky, broken)
+    executor = SyntheticExecutor(flaky, broken)
     result = run_grid(cells, tmp_path, executor)
     assert executor.calls[1] == sorted([flaky, broken])  # only the failed cells, once more
     assert len(executor.calls) == 2
@@ -203,12 +142,3 @@ def test_a_failed_cell_is_retried_once_and_then_reported(specs, tmp_path):
     assert result.failures[["key", "error"]].values.tolist() == [
         [broken, "RuntimeError: worker lost"]]
     assert len(result.table.drop_duplicates("key")) == 3
-
-
-def test_cli_compare_refuses_an_unreachable_ray_address_at_once(specs, tmp_path, capsys):
-    pytest.importorskip("ray", reason="Ray is not installed: pip install 'ppl_vae[ray]'")
-    start = time.monotonic()
-    code = main(["compare", *specs, "--executor", "ray", "--address", "127.0.0.1:1",
-                 "--out", str(tmp_path)])
-    assert code == 2 and time.monotonic() - start < 30
-    assert "no Ray cluster answers at --address 127.0.0.1:1" in capsys.readouterr().err

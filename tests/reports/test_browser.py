@@ -57,8 +57,8 @@ def _check(page: Path, tmp_path: Path, min_images: int, min_tables: int) -> str:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     """Two specs, one seed, trained and evaluated in this process (no pool)."""
-    from tests.compare.test_grid import SETTINGS
-    from tests.compare.test_grid import TINY as TOML
+    from tests.compare.helpers import SETTINGS
+    from tests.compare.helpers import TINY as TOML
 
     folder = tmp_path_factory.mktemp("grid")
     specs = []
