@@ -12,8 +12,12 @@ from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
+    add_num_points,
+    add_num_samples,
+    add_run_data_options,
     non_negative_int,
     positive_int,
+    run_data,
     warn_if_unfinished,
 )
 
@@ -32,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="data split to evaluate (default: test; encoder-free models: "
                              "train, the points with stored codes)")
-    parser.add_argument("--num-samples", type=positive_int, default=5000,
-                        help="importance samples per datapoint (default: 5000)")
-    parser.add_argument("--max-points", type=positive_int, default=None,
-                        help="evaluate only the first N datapoints of the split")
+    add_num_samples(parser)
+    add_num_points(parser, None, "evaluate the first N datapoints of the split",
+                   old=("--max-points",))
+    add_run_data_options(parser)
     parser.add_argument("--ais", type=non_negative_int, default=0, metavar="N",
                         help="also run AIS on the first N datapoints (default: 0, off)")
     parser.add_argument("--ais-steps", type=positive_int, default=500,
@@ -70,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.io import atomic_write_text
     from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
-    loaded = load_run(args.run_dir, backend=args.backend)
+    loaded = load_run(args.run_dir, backend=args.backend).with_data(**run_data(args))
     warn_if_unfinished(loaded, args.prog)
-    data = loaded.evaluation_data(args.split, max_points=args.max_points, seed=args.seed)
+    data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
                              dequantized=data.splits.dequantized,

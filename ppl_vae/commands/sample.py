@@ -16,8 +16,10 @@ from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
+    add_run_data_options,
     non_negative_int,
     positive_int,
+    run_data,
     warn_if_unfinished,
 )
 
@@ -47,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the classes in turn, one per column)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
+    add_run_data_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_reconstructions % RECONSTRUCTION_COLUMNS:
         raise UsageError(f"--num-reconstructions must be a multiple of "
                          f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
-    run_ = load_run(args.run_dir)
+    run_ = load_run(args.run_dir).with_data(**run_data(args))
     condition = run_.spec.condition
     if args.label is not None and condition is None:
         raise UsageError(f"--label applies to conditional VAEs; the model of {args.run_dir} "

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae.commands._args import UsageError, non_negative_int, positive_int
+from ppl_vae.commands._args import (
+    UsageError,
+    add_dataset_options,
+    non_negative_int,
+    npz_keys,
+    positive_int,
+)
 from ppl_vae.models import BACKENDS
 
 DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,vimco,dreg"
@@ -53,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=BACKENDS,
                         help="default: a run's own backend; numpyro for specs")
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--dataset", help="data for spec targets (default: the spec's dataset)")
+    add_dataset_options(parser, "the data of spec targets (default: the spec's [training] "
+                                "dataset; a run brings its own)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds the batch and the draws")
     parser.add_argument("--train-steps", type=non_negative_int, default=0,
@@ -72,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.draws < 2:
         raise UsageError(f"--draws must be >= 2 (a variance needs two draws), got {args.draws}")
+    if npz_keys(args) and args.dataset is None:
+        raise UsageError("--images-key and --labels-key name arrays of the --dataset .npz "
+                         "file; pass --dataset FILE.npz as well")
     progress = None if args.quiet else print
     targets = []
     for source in args.targets:
         data = None
         if args.dataset is not None and not is_run(source):
             spec = load_spec(source)
-            data = prepare(args.dataset, likelihood=spec.likelihood.name,
+            data = prepare(args.dataset, **npz_keys(args), likelihood=spec.likelihood.name,
                            data_shape=spec.data_shape, seed=args.seed)
         targets.append(load_target(source, args.backend, batch_size=args.batch_size,
                                    data=data, seed=args.seed))
