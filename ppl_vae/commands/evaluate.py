@@ -2,7 +2,7 @@
 
 Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr; rows of other
 splits already there are kept, rows of the evaluated split are replaced) and prints the
-table with notes on units and estimators.
+headline figures (the run report's) with notes on units and estimators.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         likelihood_units,
     )
     from ppl_vae.io import atomic_write_text
+    from ppl_vae.reports.pages import headline_table
     from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
     loaded = load_run(args.run_dir, backend=args.backend).with_data(**run_data(args))
@@ -109,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(path, table.to_csv(index=False))
 
     shown = table[table["split"] == data.split]
-    print(shown.to_markdown(index=False, floatfmt=".6g"))
+    print(headline_table(shown, loaded.spec.latent_dim).to_markdown(index=False))
     for note in notes:
         print(f"- {note}")
-    print(f"wrote {path}")
+    print(f"wrote all {len(shown)} metrics of the {data.split} split (value, stderr) to {path}")
     return 0
 
 

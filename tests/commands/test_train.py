@@ -165,7 +165,7 @@ def test_a_conditional_vae_trains_and_evaluates_log_p_x_given_c(backend, tmp_pat
     np.testing.assert_array_equal(data.c, run.splits().test_labels[:30])
     assert run.vae.get_params()["prior.loc"].shape == (10, 2)
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--num-samples", "20", "--max-points", "30",
+    assert main(["evaluate", str(out), "--num-samples", "20", "--num-points", "30",
                  "--model-samples", "10"]) == 0
     assert "log p(x | c)" in capsys.readouterr().out
     metrics = pd.read_csv(out / "metrics.csv").set_index("metric")["value"]

@@ -267,8 +267,8 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     assert {"kl_dim_0", "kl_dim_3", "active_units", "reconstruction_mse",
             "nn_distance_samples", "nn_distance_data"} <= set(value.index)
     # A second split is added beside the first; re-evaluating a split replaces its rows.
-    assert main(args + ["--split", "valid", "--max-points", "20"]) == 0
-    assert main(args + ["--split", "valid", "--max-points", "20"]) == 0
+    assert main(args + ["--split", "valid", "--num-points", "20"]) == 0
+    assert main(args + ["--split", "valid", "--num-points", "20"]) == 0
     table = pd.read_csv(run / "metrics.csv")
     counts = table.groupby("split").size()
     assert counts["test"] == counts["valid"] == len(value)
@@ -281,7 +281,7 @@ def test_cli_states_units_for_dequantized_and_dynamically_binarized_data(tmp_pat
                                                 likelihood=Gaussian(scale=0.2))
     data = {"source": "digits", "dequantize": True, "fractions": [0.8, 0.1, 0.1], "seed": 0}
     run = create_run(tmp_path / "deq", build(spec, "pyro"), {"seed": 0, "data": data})
-    args = ["--num-samples", "16", "--model-samples", "0", "--max-points", "5"]
+    args = ["--num-samples", "16", "--model-samples", "0", "--num-points", "5"]
     assert main(["evaluate", str(run), *args]) == 0
     assert "D·log(16 + 1) subtracted" in capsys.readouterr().out
     value = pd.read_csv(run / "metrics.csv").set_index("metric")["value"]
