@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="backend to load the run with (default: the run's)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of all draws (default: 0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (for scripts and CI); the summary still prints")
     add_run_data_options(parser)
     parser.set_defaults(func=run)
 
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         loaded.vae, x, datapoints=np.arange(num_points), idx=data.idx, reference_rows=rows,
         num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
         num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
-        likelihood_samples=args.gap_samples, history=history, seed=args.seed)
+        likelihood_samples=args.gap_samples, history=history, seed=args.seed,
+        progress=not args.quiet)
     result.notes[:0] = data.notes
 
     inference_data.write_netcdf(result.inference_data(), run_dir / runs.DIAGNOSTICS_NETCDF)

@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="backend to evaluate with (default: the run's)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of all draws (default: 0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (for scripts and CI); the table still prints")
     parser.set_defaults(func=run)
 
 
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(
         num_samples=args.num_samples, seed=args.seed, budget=args.budget or DEFAULT_BUDGET,
         ais_points=args.ais, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
-        ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen)
+        ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen,
+        progress=not args.quiet)
     name = Path(args.run_dir).resolve().name
     table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split, idx=data.idx,
                                  units=units,
