@@ -10,6 +10,7 @@ encoder).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,8 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
         :func:`ppl_vae.diagnostics.gaps.inference_gaps`.
     history : the run's training history (stored in the InferenceData).
     progress : show a bar over the stages (importance weights, MCMC reference, inference
-        gaps, posterior collapse) and the progress bars of the sampler and of NUTS.
+        gaps, posterior collapse) and the progress bars of the sampler and of NUTS, when
+        stderr is a terminal.
     """
     spec = vae.spec
     require_unconditioned(spec, "diagnose (PSIS, MCMC references, inference gaps)")
@@ -175,7 +177,7 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     datapoints = inference_data.check_datapoints(datapoints, x.shape[0])
     reference_rows = _rows("reference_rows", reference_rows, x.shape[0])
     gap_rows = reference_rows if gap_rows is None else _rows("gap_rows", gap_rows, x.shape[0])
-    stages = tqdm(total=4, unit="stage", disable=not progress, desc="diagnose",
+    stages = tqdm(total=4, unit="stage", disable=None if progress else True, desc="diagnose",
                   bar_format="{desc}: {n_fmt}/{total_fmt} stages done, now {postfix} "
                              "[{elapsed}]")
     stages.set_postfix_str("importance weights and PSIS k-hat")
@@ -195,7 +197,7 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
         result.reference = mcmc_reference(
             vae, x[reference_rows], datapoints=datapoints[reference_rows],
             num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws, seed=seed,
-            progress=progress)
+            progress=progress and sys.stderr.isatty())
         ref = result.reference
         if ref.max_rhat > RHAT_MAX or ref.min_ess_bulk < ESS_MIN or ref.num_divergent:
             result.notes.append(

@@ -171,7 +171,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
         base noise for different h: common random numbers.
     c : ``(N,)`` integer class labels of ``x``, required by a conditioned model (then every
         estimate is of log p(x | c)); None otherwise.
-    progress : show a progress bar over the datapoints (tqdm, with the time left).
+    progress : show a progress bar over the datapoints (tqdm, with the time left) when
+        stderr is a terminal.
     """
     x, c = check_inputs(vae.spec, x, idx, c)
     if latents is not None:
@@ -193,7 +194,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     kept = np.empty((num_samples, n)) if return_log_weights else None
     terms: dict[str, np.ndarray] = {}
     draws: dict[str, np.ndarray] = {}
-    bar = tqdm(total=n, unit="datapoint", disable=not progress, leave=False,
+    bar = tqdm(total=n, unit="datapoint", disable=None if progress else True, leave=False,
                desc=f"importance sampling, K = {num_samples}")
     for start, values, kl in _batches(vae, x, idx, num_samples, plan, seed, latents,
                                       encoder_output, keep_draws, c):

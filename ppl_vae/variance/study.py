@@ -201,14 +201,14 @@ def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_
     without a closed form) are recorded in ``skipped`` with the reason, not raised.
     ``train_steps`` > 0 trains a fresh copy of each target with each estimator for that many
     steps (K = ``train_particles`` for ``iwae``/``dreg``, else 1). ``progress`` shows a bar
-    over the gradient draws (tqdm: the target, its stage and step, the estimator and K, the
-    time left) and a line per configuration with its draws per second. ``options`` go to
-    :func:`ppl_vae.variance.measure_gradients`.
+    over the gradient draws when stderr is a terminal (tqdm: the target, its stage and step,
+    the estimator and K, the time left) and a line per configuration with its draws per
+    second. ``options`` go to :func:`ppl_vae.variance.measure_gradients`.
     """
     names = [get_estimator(e).label for e in estimators]
     groups, params, skipped, training = [], [], [], []
     total = sum(len(t.stages) for t in targets) * len(names) * len(particles) * num_draws
-    bar = tqdm(total=total, unit="draw", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="draw", disable=None if progress else True, dynamic_ncols=True)
     for target in targets:
         args, kwargs = _model_args(target)
         vae = target.vae

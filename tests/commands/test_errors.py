@@ -149,7 +149,7 @@ CASES = [
     ("--steps and --epochs", ["train", "{spec}", "--steps", "2", "--epochs", "1"],
      "not allowed with", None),
     ("--estimator", ["train", "{spec}", "--out", "{tmp}/o", "--estimator", "reinforce"],
-     "unknown estimator 'reinforce'", None),
+     "invalid choice: 'reinforce'", None),
     ("--batch-size too big", ["train", "{spec}", "--out", "{tmp}/o", "--batch-size", "99999"],
      "batch", None),
     # train: data
