@@ -182,7 +182,7 @@ def study_cost(targets: Sequence[Target], *, estimators: Sequence[str],
     weighed = stages * len(estimators) * sum(particles) * num_draws
     where = "; ".join(f"{t.name}: {', '.join(f'{s} (step {n})' for s, n, _ in t.stages)}"
                       for t in targets)
-    line = (f"{stages} stages ({where}) × {len(estimators)} estimators × K = "
+    line = (f"{stages} stage{'s' * (stages != 1)} ({where}) × {len(estimators)} estimators × K = "
             f"{', '.join(map(str, particles))} = {configurations} configurations × "
             f"{num_draws} draws = {draws:,} gradient draws of {weighed:,} particles")
     if train_steps:

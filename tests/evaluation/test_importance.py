@@ -254,8 +254,12 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     args = ["evaluate", str(run), "--num-samples", "64", "--model-samples", "10"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "log_likelihood_is" in out and "bits/dim need no offset" in out
+    assert "log p(x), importance-sampled (nats)" in out and "bits/dim need no offset" in out
     table = pd.read_csv(run / "metrics.csv")
+    # the headline on screen, every metric in the file it names
+    assert "kl_dim_0" not in out and "log_likelihood_is" not in out
+    assert f"wrote all {len(table)} metrics of the test split" in out
+    assert str(run / "metrics.csv") in out
     assert list(table.columns) == ["run", "split", "metric", "value", "stderr"]
     assert set(table["split"]) == {"test"} and set(table["run"]) == {run.name}
     value = table.set_index("metric")["value"]
