@@ -97,3 +97,19 @@ def test_npz_keys_on_a_file_that_is_not_npz_are_one_clear_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--images-key / --labels-key" in err and "'digits' is not one" in err
+
+
+def test_dataset_flags_of_a_run_command_replace_the_recorded_source(labelled, tmp_path,
+                                                                    capsys):
+    images, labels = labelled
+    path = tmp_path / "first.npz"
+    np.savez(path, pixels=images, classes=labels)
+    run = train_and_evaluate(tmp_path, capsys, "--dataset", str(path), "--images-key",
+                             "pixels", "--labels-key", "classes")
+    moved = path.rename(tmp_path / "moved.npz")
+    argv = ["evaluate", str(run.path), "--num-samples", "4", "--model-samples", "0", "--quiet"]
+    assert main(argv) == 2
+    assert "first.npz" in capsys.readouterr().err
+    assert main([*argv, "--dataset", str(moved)]) == 0  # the recorded keys still apply
+    assert "log p(x | c)" in capsys.readouterr().out
+    assert load_run(run.path).config["data"]["source"] == str(path)  # run.json unchanged
