@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "traversals.png and interpolations.png. A conditional VAE samples "
                     "E[x | z, c] with z ~ p(z | c): of class --label, or one class per column.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
-    parser.add_argument("--num-samples", type=positive_int, default=64)
+    parser.add_argument("--num-samples", type=positive_int, default=64,
+                        help="images drawn from the model for samples.png (default: 64)")
     parser.add_argument("--num-reconstructions", type=non_negative_int, default=32,
                         help=f"a multiple of {RECONSTRUCTION_COLUMNS} (0: none)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
