@@ -31,7 +31,7 @@ def main(args):
                            decoder=NetworkSpec(hidden=(8,))) for s in specs[:2]]
         dataset = "digits"
     cells = plan(specs, range(args.seeds), dataset=dataset, num_steps=args.num_steps,
-                 num_samples=args.num_samples, eval_points=args.eval_points,
+                 num_samples=args.num_samples, eval_points=args.num_points,
                  backend=args.backend)
     start = time.perf_counter()
     result = run_grid(cells, args.out_dir, LocalPool(args.workers), progress=print)
@@ -50,14 +50,14 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples per test image")
-    parser.add_argument("--eval-points", type=int, default=None,
+    parser.add_argument("--num-points", type=int, default=None,
                         help="first N test images (default: all 500)")
     parser.add_argument("--workers", type=int, default=None, help="default: all cores")
     parser.add_argument("--out-dir", default="compare-posteriors")
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.num_steps, args.seeds, args.num_samples, args.eval_points = 5, 1, 20, 16
+        args.num_steps, args.seeds, args.num_samples, args.num_points = 5, 1, 20, 16
         args.workers = 1
     return args
 

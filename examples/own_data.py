@@ -42,7 +42,7 @@ def main(args):
     spec = load_spec("gaussian_gaussian").replace(
         data_shape=(8, 8), latent_dim=args.latent_dim,
         encoder=NetworkSpec(hidden=(args.hidden,)), decoder=NetworkSpec(hidden=(args.hidden,)))
-    raw = load_npz(path, key="x", labels_key="y")  # the labels ride along, for cVAEs
+    raw = load_npz(path, images_key="x", labels_key="y")  # the labels ride along, for cVAEs
     splits = prepare(raw, likelihood=spec.likelihood.name, data_shape=spec.data_shape,
                      binarization="static", seed=args.seed)
     print(f"{path.name}: {len(splits.train)} train, {len(splits.valid)} valid, "

@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> Path:
                for spec in specs]
     result = run_study(targets, estimators=args.estimators, particles=args.particles,
                        num_draws=args.num_draws, seed=args.seed, train_steps=args.num_steps,
-                       progress=print)
+                       progress=True)
     write_study(result, args.out_dir)
     ratios = result.ratios
     encoder = ratios[(ratios["group"] == "encoder") & (ratios["particles"] == 1)]

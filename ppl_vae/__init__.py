@@ -45,3 +45,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ppl_vae' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names including the lazily imported ones, so that ``dir(ppl_vae)`` and
+    tab completion show ``fit``, ``log_likelihood``, ..."""
+    return sorted({*globals(), *_LAZY})

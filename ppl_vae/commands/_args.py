@@ -1,11 +1,19 @@
-"""What the sub-commands share: argument types, the usage error, the unfinished-run warning."""
+"""What the sub-commands share: argument types, the usage error, the unfinished-run warning,
+and the flags several commands take (one name and one default per meaning)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from typing import Any
+
+NUM_SAMPLES = 1000
+"""Importance samples per datapoint, the default of every command that draws them (evaluate,
+compare, diagnose): each cell of a grid pays for K, and paired differences compare models at
+the same K. K = 5000 is 0.47 nats tighter on the main job at 3.1 times the cost (measured in
+docs/guides/cli.md)."""
 
 
 class UsageError(ValueError):
@@ -48,6 +56,82 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+class _RenamedFlag(argparse.Action):
+    """A flag's old name, kept (hidden) for one release: stores into the new flag's value and
+    says the new name on stderr."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: warning: {option_string} is now {self.new}; the old name goes "
+              "in the next release", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_flag(parser: argparse.ArgumentParser, name: str, *, old: tuple[str, ...] = (),
+             **kwargs: Any) -> None:
+    """``parser.add_argument(name, **kwargs)``, plus each ``old`` name as a hidden alias."""
+    action = parser.add_argument(name, **kwargs)
+    for old_name in old:
+        parser.add_argument(old_name, dest=action.dest, type=action.type,
+                            action=functools.partial(_RenamedFlag, new=name),
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def add_num_points(parser: argparse.ArgumentParser, default: int | None, what: str, *,
+                   old: tuple[str, ...] = ()) -> None:
+    """``--num-points N``: the first N datapoints of a split, the one name of every command
+    that takes "the first N images"; ``what`` says what the command does with them."""
+    shown = "all" if default is None else default
+    add_flag(parser, "--num-points", old=old, type=positive_int, default=default, metavar="N",
+             help=f"{what} (default: {shown})")
+
+
+def add_num_samples(parser: argparse.ArgumentParser) -> None:
+    """``--num-samples K``: importance samples q(z | x) per datapoint (default
+    :data:`NUM_SAMPLES`)."""
+    parser.add_argument("--num-samples", type=positive_int, default=NUM_SAMPLES, metavar="K",
+                        help="importance samples from q(z | x) per datapoint "
+                             f"(default: {NUM_SAMPLES})")
+
+
+DATASET_HELP = ("mnist5k, digits, patches8, patches16, or a path: a .npz file (arrays images "
+                "and labels, see --images-key), an IDX file, or a folder of PNG/JPEG images "
+                "(one sub-folder per class labels them)")
+
+
+def add_dataset_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--dataset`` and the ``.npz`` array names ``--images-key`` / ``--labels-key``; ``what``
+    says which data the command reads and its default."""
+    parser.add_argument("--dataset", help=f"{what}: {DATASET_HELP}")
+    parser.add_argument("--images-key", metavar="NAME",
+                        help="the .npz array of the data (default: images, else x, else the "
+                             "file's only array)")
+    parser.add_argument("--labels-key", metavar="NAME",
+                        help="the .npz array of the labels (default: labels, else y, else none)")
+
+
+def npz_keys(args: argparse.Namespace) -> dict[str, str]:
+    """The ``.npz`` array names given (``images_key``, ``labels_key``), for :func:`prepare` and
+    run.json."""
+    return {name: getattr(args, name) for name in ("images_key", "labels_key")
+            if getattr(args, name) is not None}
+
+
+def add_run_data_options(parser: argparse.ArgumentParser) -> None:
+    """The dataset flags of the commands that read a run: they replace what run.json records
+    (:func:`run_data`), split, binarized and seeded as in training."""
+    add_dataset_options(parser, "the data the run's splits are rebuilt from, split as in "
+                                "training (default: the one run.json records)")
+
+
+def run_data(args: argparse.Namespace) -> dict[str, str]:
+    """The run.json data settings the dataset flags replace (:meth:`Run.with_data`)."""
+    return ({"source": args.dataset} if args.dataset else {}) | npz_keys(args)
 
 
 def warn_if_unfinished(run: Any, prog: str) -> None:

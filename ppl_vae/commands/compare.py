@@ -14,7 +14,11 @@ import sys
 import time
 
 from ppl_vae.commands._args import (
+    add_dataset_options,
+    add_num_points,
+    add_num_samples,
     add_training_options,
+    npz_keys,
     positive_float,
     positive_int,
     training_options,
@@ -35,21 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("specs", nargs="+", metavar="SPEC",
                         help="spec files (models/NAME.toml) or zoo model names")
     parser.add_argument("--backend", choices=("pyro", "numpyro"), default="pyro")
-    parser.add_argument("--dataset", default="mnist5k",
-                        help="mnist5k, digits, or a path (default: mnist5k)")
+    add_dataset_options(parser, "the data of every cell (default: mnist5k)")
     parser.add_argument("--seeds", type=positive_int, default=3,
                         help="train seeds 0..N-1 for every spec (default: 3)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, help="SVI steps per cell")
     length.add_argument("--epochs", type=positive_int, help="epochs per cell")
     parser.add_argument("--batch-size", type=positive_int)
-    parser.add_argument("--num-samples", type=positive_int, default=1000,
-                        help="importance samples per test image (default: 1000)")
+    add_num_samples(parser)
     parser.add_argument("--split", choices=("test", "valid"), default="test",
                         help="the split the cells are evaluated on: choose models on 'valid', "
                              "report the chosen one on 'test' once (default: test)")
-    parser.add_argument("--eval-points", type=positive_int, default=None,
-                        help="evaluate on the first N test images (default: all)")
+    add_num_points(parser, None, "evaluate every cell on the first N images of --split",
+                   old=("--eval-points",))
     parser.add_argument("--ais-steps", type=positive_int, default=200,
                         help="AIS temperatures for encoder-free models (default: 200)")
     parser.add_argument("--baseline", help="spec name the paired differences are against "
@@ -78,6 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ppl_vae.compare import make_executor, plan, run_grid, write_grid
     from ppl_vae.compare.grid import check_out
+    from ppl_vae.data import BUILTIN_DATASETS, load
     from ppl_vae.spec import SpecError
 
     def fail(message: str) -> int:
@@ -93,9 +96,12 @@ def run(args: argparse.Namespace) -> int:
         # the cluster first: an address that does not answer ends before the data is hashed
         executor = make_executor(args.executor, workers=args.workers, address=args.address,
                                  cpus_per_cell=args.cpus_per_cell, gpus_per_cell=gpus)
-        cells = plan(args.specs, range(args.seeds), backend=args.backend, dataset=args.dataset,
+        if args.dataset is not None and args.dataset.lower() not in BUILTIN_DATASETS:
+            load(args.dataset, **npz_keys(args))  # a bad file fails here, not in every cell
+        cells = plan(args.specs, range(args.seeds), backend=args.backend,
+                     dataset=args.dataset or "mnist5k", **npz_keys(args),
                      num_steps=args.steps, num_epochs=args.epochs, batch_size=args.batch_size,
-                     num_samples=args.num_samples, eval_points=args.eval_points,
+                     num_samples=args.num_samples, eval_points=args.num_points,
                      ais_steps=args.ais_steps, split=args.split, device=args.device,
                      training=training_options(args))
     except (SpecError, ValueError, ImportError, ConnectionError) as err:

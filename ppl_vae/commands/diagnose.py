@@ -12,8 +12,12 @@ from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
+    add_num_points,
+    add_num_samples,
+    add_run_data_options,
     non_negative_int,
     positive_int,
+    run_data,
     warn_if_unfinished,
 )
 
@@ -31,15 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="data split to diagnose (default: test; encoder-free models: "
                              "train, the points with stored codes)")
-    parser.add_argument("--num-points", type=positive_int, default=200,
-                        help="first N datapoints of the split for PSIS k-hat and collapse "
-                             "(default: 200)")
+    add_num_points(parser, 200, "the first N datapoints of the split for PSIS k-hat and "
+                                "collapse")
     parser.add_argument("--datapoints", type=int, nargs="+", default=[0, 1, 2, 3],
                         metavar="ROW", help="rows of the split given an MCMC reference and "
                                             "inference gaps (default: 0 1 2 3)")
-    parser.add_argument("--num-samples", type=positive_int, default=1000,
-                        help="guide draws per datapoint for the importance weights "
-                             "(default: 1000)")
+    add_num_samples(parser)
     parser.add_argument("--chains", type=positive_int, default=4, help="NUTS chains (default: 4)")
     parser.add_argument("--draws", type=positive_int, default=1000,
                         help="NUTS draws per chain after warmup (default: 1000)")
@@ -54,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="backend to load the run with (default: the run's)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of all draws (default: 0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (for scripts and CI); the summary still prints")
+    add_run_data_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.reports.pages import diagnostics_page
 
     run_dir = Path(args.run_dir)
-    loaded = runs.load_run(run_dir, backend=args.backend)
+    loaded = runs.load_run(run_dir, backend=args.backend).with_data(**run_data(args))
     warn_if_unfinished(loaded, args.prog)
     data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     if not loaded.spec.posterior.amortized and data.idx is None:
@@ -85,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         loaded.vae, x, datapoints=np.arange(num_points), idx=data.idx, reference_rows=rows,
         num_samples=args.num_samples, num_chains=args.chains, num_warmup=args.warmup,
         num_draws=args.draws, gap_steps=args.gap_steps, gap_eval_samples=args.gap_samples,
-        likelihood_samples=args.gap_samples, history=history, seed=args.seed)
+        likelihood_samples=args.gap_samples, history=history, seed=args.seed,
+        progress=not args.quiet)
     result.notes[:0] = data.notes
 
     inference_data.write_netcdf(result.inference_data(), run_dir / runs.DIAGNOSTICS_NETCDF)

@@ -3,7 +3,7 @@
 Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr, stderr_source; a
 file from before ``stderr_source`` existed is read with that column empty; rows of other
 splits already there are kept, rows of the evaluated split are replaced) and prints the
-table with notes on units and estimators.
+headline figures (the run report's) with notes on units and estimators.
 """
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
+    add_num_points,
+    add_num_samples,
+    add_run_data_options,
     non_negative_int,
     positive_int,
+    run_data,
     warn_if_unfinished,
 )
 
@@ -33,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
                         help="data split to evaluate (default: test; encoder-free models: "
                              "train, the points with stored codes)")
-    parser.add_argument("--num-samples", type=positive_int, default=5000,
-                        help="importance samples per datapoint (default: 5000)")
-    parser.add_argument("--max-points", type=positive_int, default=None,
-                        help="evaluate only the first N datapoints of the split")
+    add_num_samples(parser)
+    add_num_points(parser, None, "evaluate the first N datapoints of the split",
+                   old=("--max-points",))
+    add_run_data_options(parser)
     parser.add_argument("--ais", type=non_negative_int, default=0, metavar="N",
                         help="also run AIS on the first N datapoints (default: 0, off)")
     parser.add_argument("--ais-steps", type=positive_int, default=500,
@@ -55,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="backend to evaluate with (default: the run's)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of all draws (default: 0)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (for scripts and CI); the table still prints")
     parser.set_defaults(func=run)
 
 
@@ -69,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
         likelihood_units,
     )
     from ppl_vae.io import atomic_write_text
+    from ppl_vae.reports.pages import headline_table
     from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
-    loaded = load_run(args.run_dir, backend=args.backend)
+    loaded = load_run(args.run_dir, backend=args.backend).with_data(**run_data(args))
     warn_if_unfinished(loaded, args.prog)
-    data = loaded.evaluation_data(args.split, max_points=args.max_points, seed=args.seed)
+    data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
                              dequantized=data.splits.dequantized,
@@ -81,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluationConfig(
         num_samples=args.num_samples, seed=args.seed, budget=args.budget or DEFAULT_BUDGET,
         ais_points=args.ais, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
-        ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen)
+        ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen,
+        progress=not args.quiet)
     name = Path(args.run_dir).resolve().name
     table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split, idx=data.idx,
                                  units=units,
@@ -108,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(path, table.to_csv(index=False))
 
     shown = table[table["split"] == data.split]
-    print(shown.to_markdown(index=False, floatfmt=".6g"))
+    print(headline_table(shown, loaded.spec.latent_dim).to_markdown(index=False))
     for note in notes:
         print(f"- {note}")
-    print(f"wrote {path}")
+    print(f"wrote all {len(shown)} metrics of the {data.split} split (value, stderr) to {path}")
     return 0
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
+    add_run_data_options,
     non_negative_int,
     positive_int,
+    run_data,
     warn_if_unfinished,
 )
 
@@ -34,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "traversals.png and interpolations.png. A conditional VAE samples "
                     "E[x | z, c] with z ~ p(z | c): of class --label, or one class per column.")
     parser.add_argument("run_dir", type=Path, help="a run directory written by ppl-vae train")
-    parser.add_argument("--num-samples", type=positive_int, default=64)
+    parser.add_argument("--num-samples", type=positive_int, default=64,
+                        help="images drawn from the model for samples.png (default: 64)")
     parser.add_argument("--num-reconstructions", type=non_negative_int, default=32,
                         help=f"a multiple of {RECONSTRUCTION_COLUMNS} (0: none)")
     parser.add_argument("--split", choices=("train", "valid", "test"), default=None,
@@ -47,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the classes in turn, one per column)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
+    add_run_data_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_reconstructions % RECONSTRUCTION_COLUMNS:
         raise UsageError(f"--num-reconstructions must be a multiple of "
                          f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
-    run_ = load_run(args.run_dir)
+    run_ = load_run(args.run_dir).with_data(**run_data(args))
     condition = run_.spec.condition
     if args.label is not None and condition is None:
         raise UsageError(f"--label applies to conditional VAEs; the model of {args.run_dir} "

@@ -6,13 +6,15 @@ import argparse
 from pathlib import Path
 
 from ppl_vae.commands._args import (
+    add_dataset_options,
     add_training_options,
     non_negative_int,
+    npz_keys,
     positive_float,
     positive_int,
     training_options,
 )
-from ppl_vae.estimators import ESTIMATORS
+from ppl_vae.estimators import estimator_names
 from ppl_vae.models import BACKENDS
 
 OPTIMIZERS = ("adam", "clipped-adam")  # ppl_vae.training.OPTIMIZERS, without importing it
@@ -24,11 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a VAE by SVI and write a run directory",
         description="Train a VAE by stochastic variational inference. Unset options take the "
-                    "spec's [training] values. Writes runs/NAME/ (spec, run.json, parameters, "
-                    "history.csv, checkpoints/, training_curves.png).")
+                    "spec's [training] values. Writes runs/NAME-BACKEND/ (or --out: spec, "
+                    "run.json, parameters, history.csv, checkpoints/, training_curves.png).")
     parser.add_argument("spec", help="spec file (models/NAME.toml) or zoo model name")
     parser.add_argument("--backend", choices=BACKENDS, default="pyro")
-    parser.add_argument("--dataset", help="mnist5k, digits, or a path (.npz, IDX, image folder)")
+    add_dataset_options(parser, "the data (default: the spec's [training] dataset)")
     parser.add_argument("--binarization", choices=("static", "threshold", "dynamic", "none"),
                         help="for Bernoulli likelihoods ('none': the data are binary already)")
     parser.add_argument("--dequantize", action="store_true",
@@ -40,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--lr", type=positive_float, help="learning rate (finite, > 0)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    parser.add_argument("--estimator", help=f"gradient estimator: {', '.join(ESTIMATORS)}")
+    parser.add_argument("--estimator", choices=estimator_names(), metavar="ESTIMATOR",
+                        help="gradient estimator (default: the spec's): "
+                             f"{', '.join(estimator_names())}")
     parser.add_argument("--particles", type=positive_int,
                         help="Monte Carlo particles (K for iwae)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
@@ -75,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     data_config = {"source": args.dataset or spec.training.dataset,
                    "binarization": args.binarization or spec.training.binarization,
                    "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
-                   "seed": args.data_seed}
-    splits = prepare(data_config["source"], likelihood=spec.likelihood.name,
+                   "seed": args.data_seed, **npz_keys(args)}
+    splits = prepare(data_config["source"], **npz_keys(args), likelihood=spec.likelihood.name,
                      data_shape=spec.data_shape, binarization=data_config["binarization"],
                      dequantize=args.dequantize, fractions=tuple(data_config["fractions"]),
                      seed=args.data_seed)

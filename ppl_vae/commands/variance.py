@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ppl_vae.commands._args import UsageError, non_negative_int, positive_int
+from ppl_vae.commands._args import (
+    UsageError,
+    add_dataset_options,
+    non_negative_int,
+    npz_keys,
+    positive_int,
+)
 from ppl_vae.models import BACKENDS
 
 DEFAULT_ESTIMATORS = "reparam,analytic-kl,score,score-baseline,stl,iwae,vimco,dreg"
+DEFAULT_PARTICLES = "1,5"  # ppl_vae.variance.DEFAULT_PARTICLES, without importing it
+DEFAULT_DRAWS = 200  # ppl_vae.variance.DEFAULT_DRAWS
 
 
 def _ints(text: str) -> list[int]:
@@ -46,21 +54,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run directory, spec file (models/NAME.toml) or zoo model name")
     parser.add_argument("--estimators", type=_names, default=_names(DEFAULT_ESTIMATORS),
                         help=f"comma-separated (default {DEFAULT_ESTIMATORS})")
-    parser.add_argument("--particles", type=_ints, default=[1, 5, 50],
-                        help="comma-separated numbers of particles K (default 1,5,50)")
-    parser.add_argument("--draws", type=positive_int, default=1000,
-                        help="gradient draws N >= 2 (default 1000)")
+    parser.add_argument("--particles", type=_ints, default=_ints(DEFAULT_PARTICLES),
+                        help="comma-separated numbers of particles K (default "
+                             f"{DEFAULT_PARTICLES}; K = 50 costs about 20 times K = 1)")
+    parser.add_argument("--draws", type=positive_int, default=DEFAULT_DRAWS,
+                        help=f"gradient draws N >= 2 per configuration (default {DEFAULT_DRAWS}:"
+                             " variances to about 10 %%)")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="default: a run's own backend; numpyro for specs")
     parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--dataset", help="data for spec targets (default: the spec's dataset)")
+    add_dataset_options(parser, "the data of spec targets (default: the spec's [training] "
+                                "dataset; a run brings its own)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seeds the batch and the draws")
     parser.add_argument("--train-steps", type=non_negative_int, default=0,
                         help="also train with each estimator for this many steps (default 0)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default RUN_DIR/variance, or variance-NAME)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no cost line, progress bar or progress lines")
     parser.set_defaults(func=run)
 
 
@@ -68,23 +80,29 @@ def run(args: argparse.Namespace) -> int:
     from ppl_vae.data import prepare
     from ppl_vae.models import load_spec
     from ppl_vae.runs import VARIANCE_DIR, is_run
-    from ppl_vae.variance import load_target, run_study, write_study
+    from ppl_vae.variance import load_target, run_study, study_cost, write_study
 
     if args.draws < 2:
         raise UsageError(f"--draws must be >= 2 (a variance needs two draws), got {args.draws}")
-    progress = None if args.quiet else print
+    if npz_keys(args) and args.dataset is None:
+        raise UsageError("--images-key and --labels-key name arrays of the --dataset .npz "
+                         "file; pass --dataset FILE.npz as well")
     targets = []
     for source in args.targets:
         data = None
         if args.dataset is not None and not is_run(source):
             spec = load_spec(source)
-            data = prepare(args.dataset, likelihood=spec.likelihood.name,
+            data = prepare(args.dataset, **npz_keys(args), likelihood=spec.likelihood.name,
                            data_shape=spec.data_shape, seed=args.seed)
         targets.append(load_target(source, args.backend, batch_size=args.batch_size,
                                    data=data, seed=args.seed))
+    if not args.quiet:
+        print("variance: " + study_cost(targets, estimators=args.estimators,
+                                        particles=args.particles, num_draws=args.draws,
+                                        train_steps=args.train_steps), flush=True)
     result = run_study(targets, estimators=args.estimators, particles=args.particles,
                        num_draws=args.draws, seed=args.seed, train_steps=args.train_steps,
-                       progress=progress)
+                       progress=not args.quiet)
     first = Path(args.targets[0])
     out = args.out or (first / VARIANCE_DIR if is_run(first)
                        else Path(f"variance-{'-'.join(t.name for t in targets)}"))

@@ -52,6 +52,9 @@ TIME_METRICS = ("train_seconds", "eval_seconds")
 """Wall-clock metrics: the only ones that differ between two runs of the same cell."""
 
 
+_NPZ_KEYS = ("images_key", "labels_key")
+
+
 @dataclass(frozen=True)
 class Cell:
     """A (spec, seed) pair with the data, budget and evaluation settings shared by a grid.
@@ -76,10 +79,16 @@ class Cell:
     split: str = "test"
     device: str = "cpu"
     dataset_sha256: str = ""
+    images_key: str | None = None
+    labels_key: str | None = None
 
     def key(self) -> str:
         """``SPEC-seedN-HASH``: the same settings always give the same key."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        settings = asdict(self)
+        for name in _NPZ_KEYS:  # unset, as in grids written before they existed: same keys
+            if settings[name] is None:
+                del settings[name]
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
         return f"{self.spec_name}-seed{self.seed}-{digest.hexdigest()[:10]}"
 
     def spec(self) -> Any:
@@ -134,16 +143,18 @@ def run_cell(cell: Cell, root: str | Path, *, threads: int = 1,
 
     spec = cell.spec()
     out = cell_dir(root, cell)
+    keys = {name: getattr(cell, name) for name in _NPZ_KEYS if getattr(cell, name) is not None}
     if cell.dataset_sha256:
-        found = dataset_sha256(cell.dataset)
+        found = dataset_sha256(cell.dataset, **keys)
         if found != cell.dataset_sha256:
             raise ValueError(f"the dataset {cell.dataset} on {socket.gethostname()} has "
                              f"SHA-256 {found[:12]}, not the grid's {cell.dataset_sha256[:12]}; "
                              "give every node the same copy of the data")
     data_config = {"source": cell.dataset, "binarization": spec.training.binarization,
                    "dequantize": False, "fractions": [0.8, 0.1, 0.1], "seed": cell.data_seed,
-                   "shuffle": True}
-    splits = prepare(cell.dataset, likelihood=spec.likelihood.name, data_shape=spec.data_shape,
+                   "shuffle": True, **keys}
+    splits = prepare(cell.dataset, **keys, likelihood=spec.likelihood.name,
+                     data_shape=spec.data_shape,
                      binarization=data_config["binarization"], seed=cell.data_seed)
     num_data = None if spec.posterior.amortized else len(splits.train)
     vae = build(spec, cell.backend, seed=cell.seed, num_data=num_data, device=cell.device)

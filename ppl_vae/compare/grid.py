@@ -127,7 +127,9 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], *, training: dict[str, Any]
         raise ValueError(f"two specs share a name ({', '.join(names)}): the grid keys cells by "
                          "spec name; rename one")
     settings["dataset"] = resolve_source(str(settings.get("dataset", "mnist5k")))
-    settings.setdefault("dataset_sha256", dataset_sha256(settings["dataset"]))
+    settings.setdefault("dataset_sha256", dataset_sha256(
+        settings["dataset"], images_key=settings.get("images_key"),
+        labels_key=settings.get("labels_key")))
     cells = [Cell(spec_toml=tomli_w.dumps(spec.to_dict()), spec_name=spec.name, seed=int(seed),
                   **settings) for seed in seeds for spec in loaded]
     for cell in cells[:len(loaded)]:

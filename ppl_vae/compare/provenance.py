@@ -24,9 +24,11 @@ def resolve_source(source: str) -> str:
     return os.path.abspath(Path(source).expanduser())
 
 
-def dataset_sha256(source: str) -> str:
-    """SHA-256 of the dataset ``source`` as :func:`ppl_vae.data.sources.load` reads it."""
-    raw = load(source)
+def dataset_sha256(source: str, *, images_key: str | None = None,
+                   labels_key: str | None = None) -> str:
+    """SHA-256 of the dataset ``source`` as :func:`ppl_vae.data.sources.load` reads it (with
+    the ``.npz`` array names given)."""
+    raw = load(source, images_key=images_key, labels_key=labels_key)
     digest = hashlib.sha256()
     for array in (raw.values, raw.labels):
         if array is None:

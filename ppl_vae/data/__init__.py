@@ -66,7 +66,11 @@ __all__ = [
 
 
 
-def _as_raw(source, labels) -> RawData:
+def _as_raw(source, labels, npz_keys: dict[str, str | None]) -> RawData:
+    if not isinstance(source, (str, os.PathLike)) and any(v is not None
+                                                          for v in npz_keys.values()):
+        raise ValueError("images_key and labels_key name the arrays of a .npz file; pass "
+                         "them with a path, not with arrays or RawData")
     if isinstance(source, RawData):
         if labels is not None:
             raise ValueError("labels are taken from the RawData; do not pass labels as well")
@@ -79,7 +83,7 @@ def _as_raw(source, labels) -> RawData:
                 "labels can only be passed with a NumPy array; datasets loaded by name or "
                 "path bring their own labels"
             )
-        return load(source)
+        return load(source, **npz_keys)
     raise DataError(
         f"source must be a dataset name, a path, a NumPy array or RawData, got "
         f"{type(source).__name__}; convert lists with np.asarray(...)"
@@ -103,6 +107,8 @@ def prepare(
     *,
     likelihood: str,
     labels=None,
+    images_key: str | None = None,
+    labels_key: str | None = None,
     data_shape: Sequence[int] | None = None,
     binarization: str = "static",
     dequantize: bool = False,
@@ -126,6 +132,9 @@ def prepare(
         intensities 0..255 unscaled (float32) and refuse sources that are not 8-bit.
     labels : array_like, optional
         ``(N,)`` labels for a raw array ``source``.
+    images_key, labels_key : str, optional
+        The arrays of a ``.npz`` ``source`` holding the data and the labels (default: see
+        :func:`load_npz`).
     data_shape : sequence of int, optional
         Shape of one datapoint the model expects; checked against the data.
     binarization : {"static", "threshold", "dynamic", "none"}
@@ -154,7 +163,7 @@ def prepare(
             + (f"for {likelihood!r} choose a binarization instead" if kind == "binary"
                else f"the {likelihood} likelihood models the integer pixels directly")
         )
-    raw = _as_raw(source, labels)
+    raw = _as_raw(source, labels, {"images_key": images_key, "labels_key": labels_key})
     x = check_data(raw.values, data_shape=data_shape, name=raw.name, max_value=raw.max_value)
     # Noise gets its own stream, independent of the split permutation drawn
     # from default_rng(seed).

@@ -262,19 +262,36 @@ def _corrupt_npz(path: Path, err: BaseException) -> DataError:
                      "(np.savez) or copy it again")
 
 
-def load_npz(path, key: str | None = None, labels_key: str | None = None) -> RawData:
+NPZ_IMAGES_KEYS = ("images", "x")
+"""The arrays a ``.npz`` file's data are read from unless named: the first present."""
+NPZ_LABELS_KEYS = ("labels", "y")
+"""The arrays a ``.npz`` file's labels are read from unless named: the first present."""
+
+
+def _npz_key(path: Path, keys: list[str], wanted: str | None, defaults: tuple[str, ...],
+             flag: str) -> str | None:
+    if wanted is not None:
+        if wanted not in keys:
+            raise DataError(f"{path} has no array {wanted!r} ({flag}); it holds {keys}")
+        return wanted
+    return next((k for k in defaults if k in keys), None)
+
+
+def load_npz(path, images_key: str | None = None, labels_key: str | None = None) -> RawData:
     """Load data (and optionally labels) from a ``.npz`` file, never unpickling.
 
-    Without ``key`` the file must hold exactly one array. The intensity
-    maximum is inferred: values in [0, 1] are kept, integer-valued data is
-    taken as 8-bit (0-255), other real-valued data as continuous.
+    The data are the array ``images_key``, by default ``images`` or else ``x``
+    (:data:`NPZ_IMAGES_KEYS`), or the file's only array; the labels are ``labels_key``, by
+    default ``labels`` or else ``y`` (:data:`NPZ_LABELS_KEYS`) when present. The intensity
+    maximum is inferred: values in [0, 1] are kept, integer-valued data is taken as 8-bit
+    (0-255), other real-valued data as continuous.
     """
     path = Path(path)
     blob = path.read_bytes()  # np.load(path) leaks its file handle on a torn archive
     if blob[:2] != b"PK" and blob[:6] != b"\x93NUMPY":
         raise DataError(f"{path} is not a .npz archive (those are zip files, starting with "
                         f"'PK'; this one starts with {blob[:6]!r}); save the data with "
-                        "np.savez(path, x=array)")
+                        "np.savez(path, images=array, labels=labels)")
     try:
         archive = np.load(io.BytesIO(blob), allow_pickle=False)
     except _CORRUPT as err:
@@ -282,23 +299,26 @@ def load_npz(path, key: str | None = None, labels_key: str | None = None) -> Raw
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError(
             f"{path} is a single .npy array, not a .npz archive; save it with "
-            "np.savez(path, x=array) or pass the array to prepare directly"
+            "np.savez(path, images=array) or pass the array to prepare directly"
         )
     with archive:
         keys = list(archive.files)
-        if key is None:
-            if len(keys) != 1:
-                raise DataError(
-                    f"{path} holds arrays {keys}; name the data with key=... "
-                    "(and the labels with labels_key=...)"
-                )
-            key = keys[0]
+        images_key = _npz_key(path, keys, images_key, NPZ_IMAGES_KEYS, "--images-key")
+        if images_key is None and len(keys) == 1:
+            images_key = keys[0]
+        if images_key is None:
+            raise DataError(
+                f"{path} holds arrays {keys} and none is named {' or '.join(NPZ_IMAGES_KEYS)}; "
+                "name the data with --images-key NAME (images_key= in Python) and the "
+                "labels with --labels-key NAME (labels_key=)"
+            )
+        labels_key = _npz_key(path, keys, labels_key,
+                              tuple(k for k in NPZ_LABELS_KEYS if k != images_key),
+                              "--labels-key")
         arrays = {}
-        for wanted in (key, labels_key):
+        for wanted in (images_key, labels_key):
             if wanted is None:
                 continue
-            if wanted not in keys:
-                raise DataError(f"{path} has no array {wanted!r}; it holds {keys}")
             try:
                 arrays[wanted] = archive[wanted]
             except ValueError as err:
@@ -312,7 +332,7 @@ def load_npz(path, key: str | None = None, labels_key: str | None = None) -> Raw
             except _CORRUPT as err:
                 raise _corrupt_npz(path, err) from None
     labels = arrays[labels_key] if labels_key is not None else None
-    return raw_from_array(arrays[key], labels, name=path.stem)
+    return raw_from_array(arrays[images_key], labels, name=path.stem)
 
 
 def load_image_folder(path) -> RawData:
@@ -391,26 +411,32 @@ def _is_idx_file(path: Path) -> bool:
     return len(head) == 4 and head[:2] == b"\x00\x00" and head[2] in _IDX_DTYPES
 
 
-def load(name_or_path="mnist5k") -> RawData:
+def load(name_or_path="mnist5k", *, images_key: str | None = None,
+         labels_key: str | None = None) -> RawData:
     """Load a built-in dataset by name or a dataset file/folder by path.
 
-    Accepts ``"mnist5k"``, ``"digits"``, ``"patches8"``, ``"patches16"``, a ``.npz`` file,
+    Accepts ``"mnist5k"``, ``"digits"``, ``"patches8"``, ``"patches16"``, a ``.npz`` file
+    (its arrays chosen by ``images_key`` and ``labels_key``, see :func:`load_npz`),
     an IDX images file (plain or ``.gz``; a sibling labels file named by replacing
     ``images-idx3`` with ``labels-idx1``, as in MNIST, is picked up) or a
-    folder of PNG/JPEG images.
+    folder of PNG/JPEG images (class sub-folders label them, see :func:`load_image_folder`).
     """
+    path = Path(os.fspath(name_or_path))
+    is_npz = path.is_file() and path.suffix.lower() == ".npz"
+    if (images_key is not None or labels_key is not None) and not is_npz:
+        raise DataError(
+            f"--images-key / --labels-key (images_key=, labels_key=) name arrays of a .npz "
+            f"file, and {str(name_or_path)!r} is not one; drop them")
     if isinstance(name_or_path, str) and name_or_path.lower() in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[name_or_path.lower()]()
-    path = Path(os.fspath(name_or_path))
     if path.is_dir():
         return load_image_folder(path)
-    if path.is_file():
-        if path.suffix.lower() == ".npz":
-            return load_npz(path)
-        if _is_idx_file(path):
-            labels_path = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
-            has_labels = labels_path != path and labels_path.is_file()
-            return load_idx(path, labels_path if has_labels else None)
+    if is_npz:
+        return load_npz(path, images_key, labels_key)
+    if path.is_file() and _is_idx_file(path):
+        labels_path = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
+        has_labels = labels_path != path and labels_path.is_file()
+        return load_idx(path, labels_path if has_labels else None)
     reason = "is not a file this loader understands" if path.exists() else "does not exist"
     raise DataError(
         f"unknown dataset {str(name_or_path)!r}: it is not a built-in name and {reason}; "

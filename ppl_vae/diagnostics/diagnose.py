@@ -10,12 +10,14 @@ encoder).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ppl_vae.diagnostics import inference_data
 from ppl_vae.diagnostics.collapse import posterior_collapse
@@ -153,7 +155,7 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
              num_samples: int = 1000, num_chains: int = 4, num_warmup: int = 500,
              num_draws: int = 1000, gap_steps: int = 1000, gap_eval_samples: int = 2000,
              likelihood_samples: int = 2000, history: pd.DataFrame | None = None,
-             seed: int = 0) -> Diagnosis:
+             seed: int = 0, progress: bool = False) -> Diagnosis:
     """Diagnose the guide of ``vae`` on the rows of ``x``.
 
     Parameters
@@ -168,6 +170,9 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     gap_steps, gap_eval_samples, likelihood_samples : see
         :func:`ppl_vae.diagnostics.gaps.inference_gaps`.
     history : the run's training history (stored in the InferenceData).
+    progress : show a bar over the stages (importance weights, MCMC reference, inference
+        gaps, posterior collapse) and the progress bars of the sampler and of NUTS, when
+        stderr is a terminal.
     """
     spec = vae.spec
     require_unconditioned(spec, "diagnose (PSIS, MCMC references, inference gaps)")
@@ -178,7 +183,11 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     datapoints = inference_data.check_datapoints(datapoints, x.shape[0])
     reference_rows = _rows("reference_rows", reference_rows, x.shape[0])
     gap_rows = reference_rows if gap_rows is None else _rows("gap_rows", gap_rows, x.shape[0])
-    weights = importance_weights(vae, x, num_samples, idx=idx, seed=seed)
+    stages = tqdm(total=4, unit="stage", disable=None if progress else True, desc="diagnose",
+                  bar_format="{desc}: {n_fmt}/{total_fmt} stages done, now {postfix} "
+                             "[{elapsed}]")
+    stages.set_postfix_str("importance weights and PSIS k-hat")
+    weights = importance_weights(vae, x, num_samples, idx=idx, seed=seed, progress=progress)
     result = Diagnosis(datapoints=datapoints, x=x, weights=weights,
                        psis=psis(weights.log_weight, resolution=weights.resolution),
                        reference_rows=reference_rows, history=history)
@@ -188,10 +197,13 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     except ValueError as err:
         continuous = False
         result.notes.append(f"MCMC reference and inference gaps skipped: {err}")
+    stages.update()
+    stages.set_postfix_str(f"MCMC reference of {reference_rows.size} datapoints")
     if continuous and reference_rows.size:
         result.reference = mcmc_reference(
             vae, x[reference_rows], datapoints=datapoints[reference_rows],
-            num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws, seed=seed)
+            num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws, seed=seed,
+            progress=progress and sys.stderr.isatty())
         ref = result.reference
         if ref.max_rhat > RHAT_MAX or ref.min_ess_bulk < ESS_MIN or ref.num_divergent:
             result.notes.append(
@@ -202,6 +214,8 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
         guide = result.guide_code["z"][:, reference_rows]
         result.comparison = compare_with_reference(guide, result.reference)
         result.distances = reference_distances(guide, result.reference, seed=seed)
+    stages.update()
+    stages.set_postfix_str(f"inference gaps of {gap_rows.size} datapoints ({gap_steps} steps)")
     if continuous and gap_rows.size and spec.posterior.amortized:
         result.gaps = inference_gaps(vae, x[gap_rows], datapoints=datapoints[gap_rows],
                                      num_steps=gap_steps, num_eval_samples=gap_eval_samples,
@@ -209,10 +223,14 @@ def diagnose(vae: Any, x: Any, *, datapoints: Any = None, idx: Any = None,
     elif not spec.posterior.amortized:
         result.notes.append("inference gaps skipped: the model has no encoder, so there is "
                             "no amortization gap")
+    stages.update()
+    stages.set_postfix_str("posterior collapse")
     if x.shape[0] >= 2:
         result.collapse = posterior_collapse(vae, x, idx=idx, seed=seed)
     else:
         result.notes.append("posterior collapse skipped: active units need >= 2 datapoints")
+    stages.update()
+    stages.close()
     return result
 
 

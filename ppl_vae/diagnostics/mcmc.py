@@ -87,7 +87,8 @@ class MCMCReference:
 
 def mcmc_reference(vae: Any, x: Any, *, datapoints: Any = None, num_chains: int = 4,
                    num_warmup: int = 500, num_draws: int = 1000, seed: int = 0,
-                   target_accept_prob: float = 0.9, init_radius: float = 2.0) -> MCMCReference:
+                   target_accept_prob: float = 0.9, init_radius: float = 2.0,
+                   progress: bool = False) -> MCMCReference:
     """Sample p(z | x) for each row of ``x`` with NUTS, decoder and prior fixed.
 
     Parameters
@@ -100,6 +101,7 @@ def mcmc_reference(vae: Any, x: Any, *, datapoints: Any = None, num_chains: int 
     init_radius : chains start at independent uniform draws in (−r, r) in unconstrained
         space, overdispersed relative to a N(0, 1)-scale posterior, so R-hat can see
         chains that have not mixed.
+    progress : show NumPyro's progress bar (warmup and sampling, with the time left).
     """
     import jax
     from numpyro import handlers
@@ -122,7 +124,7 @@ def mcmc_reference(vae: Any, x: Any, *, datapoints: Any = None, num_chains: int 
     kernel = NUTS(target, target_accept_prob=target_accept_prob,
                   init_strategy=init_to_uniform(radius=init_radius))
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_draws, num_chains=num_chains,
-                chain_method="vectorized", progress_bar=False)
+                chain_method="vectorized", progress_bar=progress)
     mcmc.run(jax.random.PRNGKey(seed), x, nvae.params,
              extra_fields=("diverging", "energy", "num_steps"))
     sites = (*vae.sites, "z") if "z" not in vae.sites else vae.sites

@@ -71,7 +71,8 @@ class ImportanceWeights:
 
 
 def importance_weights(vae: Any, x: Any, num_samples: int = 1000, *, idx: Any = None,
-                       seed: int = 0, budget: int = DEFAULT_BUDGET) -> ImportanceWeights:
+                       seed: int = 0, budget: int = DEFAULT_BUDGET,
+                       progress: bool = False) -> ImportanceWeights:
     """Draw ``num_samples`` latents per datapoint from the guide and weigh them.
 
     The draws are :func:`ppl_vae.evaluation.importance_sample`'s: for the same seed, number of
@@ -85,11 +86,12 @@ def importance_weights(vae: Any, x: Any, num_samples: int = 1000, *, idx: Any = 
     idx : datapoint indices (required by encoder-free models).
     seed : seeds the draws.
     budget : (particle × datapoint) pairs decoded at once; bounds memory.
+    progress : show the sampler's progress bar.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for importance weights, got {num_samples}")
     est = importance_sample(vae, x, num_samples, seed=seed, idx=idx, budget=budget,
-                            keep_draws=True)
+                            keep_draws=True, progress=progress)
     terms = est.terms
     eps = float(np.finfo(np.dtype(vae.dtype_name)).eps)
     magnitude = sum(np.abs(v) for v in terms.values()).max(axis=0)

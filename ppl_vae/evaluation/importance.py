@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ppl_vae.data import check_data
 from ppl_vae.models import LOG_TERMS, to_numpy
@@ -145,7 +146,8 @@ class ImportanceEstimate:
 def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 0,
                       idx: Any = None, budget: int = DEFAULT_BUDGET, latents: Any = None,
                       return_log_weights: bool = False, keep_draws: bool = False,
-                      encoder_output: Any = None, c: Any = None) -> ImportanceEstimate:
+                      encoder_output: Any = None, c: Any = None,
+                      progress: bool = False) -> ImportanceEstimate:
     """Importance-sampled log p(x) and the ELBO, per datapoint, from the same K draws of q.
 
     Parameters
@@ -169,6 +171,8 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
         base noise for different h: common random numbers.
     c : ``(N,)`` integer class labels of ``x``, required by a conditioned model (then every
         estimate is of log p(x | c)); None otherwise.
+    progress : show a progress bar over the datapoints (tqdm, with the time left) when
+        stderr is a terminal.
     """
     x, c = check_inputs(vae.spec, x, idx, c)
     if latents is not None:
@@ -190,10 +194,13 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
     kept = np.empty((num_samples, n)) if return_log_weights else None
     terms: dict[str, np.ndarray] = {}
     draws: dict[str, np.ndarray] = {}
+    bar = tqdm(total=n, unit="datapoint", disable=None if progress else True, leave=False,
+               desc=f"importance sampling, K = {num_samples}")
     for start, values, kl in _batches(vae, x, idx, num_samples, plan, seed, latents,
                                       encoder_output, keep_draws, c):
         log_w, log_lik = values["log_weight"], values["log_likelihood"]
         stop = start + log_w.shape[1]
+        bar.update(stop - start)
         sl = slice(start, stop)
         out["lme"][sl], out["se"][sl], out["ess"][sl] = log_mean_exp(log_w)
         out["ell"][sl] = log_lik.mean(axis=0)
@@ -207,6 +214,7 @@ def importance_sample(vae: Any, x: Any, num_samples: int = 5000, *, seed: int = 
             kept[:, sl] = log_w
         if keep_draws:
             _store(terms, draws, values, sl, num_samples, n)
+    bar.close()
     return ImportanceEstimate(
         log_likelihood=out["lme"], stderr=out["se"], ess=out["ess"], elbo=out["elbo"],
         elbo_stderr=out["elbo_se"], expected_log_likelihood=out["ell"], rate=out["rate"],

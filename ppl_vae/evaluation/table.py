@@ -73,6 +73,7 @@ class EvaluationConfig:
     num_model_samples: int = 100
     parzen: bool = False
     parzen_samples: int = 1000
+    progress: bool = False
 
 
 @dataclass
@@ -132,7 +133,7 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
         is_est = estimate
         if is_est is None:
             is_est = importance_sample(vae, x, config.num_samples, seed=config.seed, idx=idx,
-                                       budget=config.budget, c=c)
+                                       budget=config.budget, c=c, progress=config.progress)
         _likelihood_rows(rows, is_est, units)
         _posterior_rows(rows, vae, x, idx, config, notes, c)
         if c is not None:

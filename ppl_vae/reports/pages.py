@@ -57,7 +57,7 @@ def run_report(run_dir: str | Path) -> Report:
     if metrics is not None and split is not None:
         shown = metrics[metrics["split"] == split]
         report.heading(f"Headline ({split} split)")
-        report.table(_headline_table(shown, spec.latent_dim), caption=STDERR_CAPTION)
+        report.table(headline_table(shown, spec.latent_dim), caption=STDERR_CAPTION)
         progress = runs.training_progress(run_dir)
         for level, text in _warnings(shown, diagnostics, params_step=None if progress is None
                                      else progress.params_step):
@@ -93,8 +93,10 @@ def run_report(run_dir: str | Path) -> Report:
     if latents.exists():
         report.heading("Latent space")
         codes = pd.read_csv(latents)
+        colours = (", coloured by label" if (codes["label"] >= 0).any()
+                   else " (the data have no labels)")
         report.figure(figures.latent_scatter(codes), "latents",
-                      f"E_q[z | x] of {len(codes)} images, coloured by label")
+                      f"E_q[z | x] of {len(codes)} images{colours}")
         for name, caption in _LATENT_IMAGES:
             if (run_dir / name).exists():
                 report.image((run_dir / name).read_bytes(), Path(name).stem, caption)
@@ -147,7 +149,9 @@ def _source(rows: pd.DataFrame, metric: str) -> str:
     return source if isinstance(source, str) and source else "unnamed"
 
 
-def _headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
+def headline_table(rows: pd.DataFrame, latent_dim: int) -> pd.DataFrame:
+    """The headline figures of one split's ``ppl-vae evaluate`` rows (the run report's and
+    the command's summary): figure, value ± standard error."""
     out = []
     for metric, label, scale in _HEADLINE:
         got = _value(rows, metric)

@@ -3,6 +3,7 @@ parameters, and the data it was trained on, rebuilt; :func:`load_run` and :func:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,26 @@ class Run:
             raise CheckpointError(f"{self.path / CONFIG_FILE} records no 'data' settings, so "
                                   "the data cannot be rebuilt; train with ppl-vae train")
         data = self.config["data"]
-        return prepare(data["source"], likelihood=self.spec.likelihood.name,
+        return prepare(data["source"], images_key=data.get("images_key"),
+                       labels_key=data.get("labels_key"), likelihood=self.spec.likelihood.name,
                        binarization=data.get("binarization", "static"),
                        dequantize=data.get("dequantize", False),
                        fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
                        seed=data.get("seed", 0),
                        # runs recorded before splits were shuffled kept the source's order
                        shuffle=data.get("shuffle", False))
+
+    def with_data(self, **data: Any) -> Run:
+        """This run with run.json's data settings replaced in memory (``source``,
+        ``images_key``, ``labels_key``; e.g. the data file moved): what its jobs rebuild the
+        splits from, with the recorded split, binarization and seed."""
+        if not data:
+            return self
+        merged = {**self.config.get("data", {}), **data}
+        if "source" not in merged:
+            raise CheckpointError(f"{self.path / CONFIG_FILE} records no dataset; name the "
+                                  "data with --dataset")
+        return dataclasses.replace(self, config={**self.config, "data": merged})
 
     def default_split(self) -> str:
         """``"test"``, or ``"train"`` for an encoder-free model (its codes exist only for the

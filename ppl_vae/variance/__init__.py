@@ -20,6 +20,7 @@ from ppl_vae.variance.measure import (
     summarize,
 )
 from ppl_vae.variance.study import (
+    DEFAULT_DRAWS,
     DEFAULT_ESTIMATORS,
     DEFAULT_PARTICLES,
     RATIOS,
@@ -27,14 +28,17 @@ from ppl_vae.variance.study import (
     Target,
     load_target,
     run_study,
+    study_cost,
     variance_ratios,
     write_study,
 )
 from ppl_vae.variance.toys import QuadraticToy
 
 __all__ = [
-    "DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "LEVELS", "RATIOS", "GradientMoments",
+    "DEFAULT_DRAWS", "DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "LEVELS", "RATIOS",
+    "GradientMoments",
     "QuadraticToy", "StudyResult", "Target", "gradient_variance", "load_target",
-    "measure_gradients", "param_group", "run_study", "summarize", "variance_ratios",
+    "measure_gradients", "param_group", "run_study", "study_cost", "summarize",
+    "variance_ratios",
     "write_study",
 ]

@@ -339,7 +339,8 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
                       coordinate_se: bool = False, baseline_warmup: int = 200,
                       baseline_lr: float = 1e-2,
                       groups: Callable[[str], str] = param_group,
-                      progress: Callable[[str], None] | None = None) -> list[GradientMoments]:
+                      progress: Callable[[str], None] | None = None,
+                      on_draws: Callable[[int], None] | None = None) -> list[GradientMoments]:
     """Draw ``num_draws`` gradients per (estimator, particles) at the current parameters.
 
     Parameters
@@ -356,6 +357,7 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
         of ``score-baseline`` before its state is frozen; see the module notes.
     groups : maps a flat parameter name to its group.
     progress : called with a line per configuration.
+    on_draws : called with the number of draws each vectorized call added (progress bars).
     """
     if not (isinstance(num_draws, int) and num_draws >= 2):
         raise ValueError(f"num_draws must be an integer >= 2, got {num_draws!r}")
@@ -373,7 +375,8 @@ def measure_gradients(model: Any, guide: Any, *args: Any, estimators: Any = ("re
             cls = _GRADIENTS[backend]
             grads = cls(model, guide, args, kwargs, estimator, particles, seed)
             grads.warmup(baseline_warmup, baseline_lr)
-            moments = _measure(grads, num_draws, particles, chunk_size, coordinate_se)
+            moments = _measure(grads, num_draws, particles, chunk_size, coordinate_se,
+                               on_draws)
             results.append(GradientMoments(
                 backend=backend, estimator=estimator.label, particles=particles, seed=seed,
                 num_draws=num_draws, seconds_per_draw=moments[0], names=grads.names,
@@ -401,7 +404,7 @@ def draws_per_call(backend: str, vae: Any, num_draws: int, particles: int = 1,
 
 
 def _measure(grads: Any, num_draws: int, particles: int, chunk_size: int | None,
-             coordinate_se: bool) -> tuple:
+             coordinate_se: bool, on_draws: Callable[[int], None] | None) -> tuple:
     sizes = [int(np.prod(np.shape(p))) for p in grads.values()]
     accumulator = _Moments(np.cumsum([0] + sizes), coordinate_se)
     chunk = _chunk(num_draws, sum(sizes), particles, chunk_size)
@@ -419,6 +422,8 @@ def _measure(grads: Any, num_draws: int, particles: int, chunk_size: int | None,
                                      "the data (or use float64)")
         accumulator.add(g)
         done += g.shape[0]
+        if on_draws is not None:
+            on_draws(g.shape[0])
     return (seconds / computed, *accumulator.result())
 
 

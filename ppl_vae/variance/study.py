@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ppl_vae.estimators import get_estimator
 from ppl_vae.io import write_csv_tables
@@ -34,7 +35,12 @@ from ppl_vae.variance.measure import measure_gradients, summarize
 
 DEFAULT_ESTIMATORS = ("reparam", "analytic-kl", "score", "score-baseline", "stl", "iwae", "vimco",
                       "dreg")
-DEFAULT_PARTICLES = (1, 5, 50)
+DEFAULT_PARTICLES = (1, 5)
+DEFAULT_DRAWS = 200
+"""The study's defaults finish in minutes: 200 draws give each variance a relative standard
+error of about sqrt(2 / 199) ≈ 10 % (Gaussian draws), enough to rank estimators whose
+variances differ by factors; K = 50 draws cost about 20 times K = 1 (see docs/tutorials/
+variance.md for the measured rates)."""
 RATIOS = (("score", "reparam"), ("score-baseline", "score"), ("score-nn-baseline", "score"),
           ("analytic-kl", "reparam"), ("stl", "reparam"), ("dreg", "iwae"))
 """(numerator, denominator) estimator pairs of the headline variance ratios."""
@@ -166,42 +172,73 @@ def _model_args(target: Target) -> tuple[tuple, dict]:
     return (vae.as_tensor(target.batch),), kwargs
 
 
+def study_cost(targets: Sequence[Target], *, estimators: Sequence[str],
+               particles: Sequence[int], num_draws: int, train_steps: int = 0) -> str:
+    """What :func:`run_study` will compute, in one line: stages × estimators × K × draws,
+    the gradient draws and the particles they weigh, and the trainings."""
+    stages = sum(len(t.stages) for t in targets)
+    configurations = stages * len(estimators) * len(particles)
+    draws = configurations * num_draws
+    weighed = stages * len(estimators) * sum(particles) * num_draws
+    where = "; ".join(f"{t.name}: {', '.join(f'{s} (step {n})' for s, n, _ in t.stages)}"
+                      for t in targets)
+    line = (f"{stages} stage{'s' * (stages != 1)} ({where}) × {len(estimators)} estimators × K = "
+            f"{', '.join(map(str, particles))} = {configurations} configurations × "
+            f"{num_draws} draws = {draws:,} gradient draws of {weighed:,} particles")
+    if train_steps:
+        line += (f"; then {len(targets) * len(estimators)} trainings of {train_steps:,} "
+                 "steps")
+    return line
+
+
 def run_study(targets: Sequence[Target], *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
-              particles: Sequence[int] = DEFAULT_PARTICLES, num_draws: int = 1000,
+              particles: Sequence[int] = DEFAULT_PARTICLES, num_draws: int = DEFAULT_DRAWS,
               seed: int = 0, train_steps: int = 0, train_particles: int = 5,
-              progress: Callable[[str], None] | None = None, **options: Any) -> StudyResult:
+              progress: bool = False, **options: Any) -> StudyResult:
     """Measure every (target, stage, estimator, K) and optionally train with each estimator.
 
     Configurations an estimator cannot handle (e.g. ``stl`` on Bernoulli gates, ``analytic-kl``
     without a closed form) are recorded in ``skipped`` with the reason, not raised.
     ``train_steps`` > 0 trains a fresh copy of each target with each estimator for that many
-    steps (K = ``train_particles`` for ``iwae``/``dreg``, else 1). ``options`` go to
-    :func:`ppl_vae.variance.measure_gradients`.
+    steps (K = ``train_particles`` for ``iwae``/``dreg``, else 1). ``progress`` shows a bar
+    over the gradient draws when stderr is a terminal (tqdm: the target, its stage and step,
+    the estimator and K, the time left) and a line per configuration with its draws per
+    second. ``options`` go to :func:`ppl_vae.variance.measure_gradients`.
     """
     names = [get_estimator(e).label for e in estimators]
     groups, params, skipped, training = [], [], [], []
+    total = sum(len(t.stages) for t in targets) * len(names) * len(particles) * num_draws
+    bar = tqdm(total=total, unit="draw", disable=None if progress else True, dynamic_ncols=True)
     for target in targets:
         args, kwargs = _model_args(target)
         vae = target.vae
         for stage, step, values in target.stages:
             vae.set_params(values)
+            where = f"{target.name} {stage} (step {step})"
+            bar.set_description(where)
+            say = (lambda line, where=where: bar.write(f"{where}: {line}")) if progress \
+                else None
             head = {"target": target.name, "family": target.family, "stage": stage,
                     "step": step}
             for name, k in itertools.product(names, particles):
+                bar.set_postfix_str(f"{name} K={k}")
                 try:  # per K: vimco is refused at K = 1 only
                     moments = measure_gradients(vae.model, vae.guide, *args, estimators=[name],
                                                 num_draws=num_draws, num_particles=[k],
                                                 seed=seed, model_kwargs=kwargs,
-                                                progress=progress, **options)
+                                                progress=say, on_draws=bar.update, **options)
                 except (TypeError, ValueError) as err:
                     skipped.append({**head, "estimator": name, "particles": k,
                                     "reason": str(err)})
+                    bar.total -= num_draws  # a configuration that draws nothing
+                    bar.refresh()
                     continue
                 groups.append(summarize(moments, "group").assign(**head))
                 params.append(summarize(moments, "param").assign(**head))
         if train_steps > 0:
             training += _train_curves(target, names, train_steps, train_particles, seed,
-                                      skipped, progress)
+                                      skipped, bar.write if progress else None)
+    bar.close()
     settings = {"num_draws": num_draws, "seed": seed, "estimators": names,
                 "particles": list(particles), "batch_size": len(targets[0].batch) if targets
                 else 0, "train_steps": train_steps, "train_particles": train_particles,
@@ -238,7 +275,8 @@ def _train_curves(target: Target, names: list[str], steps: int, multi_particles:
                 "estimator": name}
         try:
             history = fit(vae, target.splits, num_steps=steps, estimator=name, num_particles=k,
-                          seed=seed, eval_every=max(1, steps // 10), progress=False).history
+                          seed=seed, eval_every=max(1, steps // 10),
+                          progress=progress is not None).history
         except (TypeError, ValueError) as err:
             skipped.append({**head, "step": 0, "reason": str(err)})
             continue
@@ -291,5 +329,5 @@ def write_study(result: StudyResult, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-__all__ = ["DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "RATIOS", "StudyResult", "Target",
-           "load_target", "run_study", "variance_ratios", "write_study"]
+__all__ = ["DEFAULT_DRAWS", "DEFAULT_ESTIMATORS", "DEFAULT_PARTICLES", "RATIOS", "StudyResult",
+           "Target", "load_target", "run_study", "study_cost", "variance_ratios", "write_study"]

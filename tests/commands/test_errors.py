@@ -149,7 +149,7 @@ CASES = [
     ("--steps and --epochs", ["train", "{spec}", "--steps", "2", "--epochs", "1"],
      "not allowed with", None),
     ("--estimator", ["train", "{spec}", "--out", "{tmp}/o", "--estimator", "reinforce"],
-     "unknown estimator 'reinforce'", None),
+     "invalid choice: 'reinforce'", None),
     ("--batch-size too big", ["train", "{spec}", "--out", "{tmp}/o", "--batch-size", "99999"],
      "batch", None),
     # train: data
@@ -316,7 +316,7 @@ def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys
         assert code == 0, err
         assert f"warning: {out} has trained 8 of its 12 steps" in err and "--resume" in err
     code, err = run_cli(["evaluate", root / "run", "--num-samples", "2", "--model-samples",
-                         "0", "--max-points", "4"], capsys)
+                         "0", "--num-points", "4"], capsys)
     assert code == 0 and "warning" not in err  # a finished run says nothing
 
 

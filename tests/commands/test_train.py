@@ -92,9 +92,9 @@ def test_resume_overwrite_and_errors(spec_file, tmp_path, capsys):
     assert main(["train", str(spec_file), "--out", str(tmp_path / "gpu"), "--device",
                  "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
-    assert main(["train", str(spec_file), "--out", str(tmp_path / "x"),
-                 "--estimator", "reinforce"]) == 2
-    assert "unknown estimator 'reinforce'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # the choices come from the registry
+        main(["train", str(spec_file), "--out", str(tmp_path / "x"), "--estimator", "reinforce"])
+    assert exit_.value.code == 2 and "invalid choice: 'reinforce'" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "missing")]) == 2
     assert "no such run directory" in capsys.readouterr().err
 
@@ -165,7 +165,7 @@ def test_a_conditional_vae_trains_and_evaluates_log_p_x_given_c(backend, tmp_pat
     np.testing.assert_array_equal(data.c, run.splits().test_labels[:30])
     assert run.vae.get_params()["prior.loc"].shape == (10, 2)
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--num-samples", "20", "--max-points", "30",
+    assert main(["evaluate", str(out), "--num-samples", "20", "--num-points", "30",
                  "--model-samples", "10"]) == 0
     assert "log p(x | c)" in capsys.readouterr().out
     metrics = pd.read_csv(out / "metrics.csv").set_index("metric")["value"]

@@ -96,7 +96,7 @@ def test_a_killed_grid_resumes_with_only_the_missing_cells(specs, tmp_path):
     # cells long enough (600 steps, about 1 s each here) that the kill lands before the second one
     # is done: with 6 steps a warm worker once finished all three between two polls
     args = [sys.executable, "-m", "ppl_vae.cli", "compare", specs[0], "--dataset", "digits",
-            "--seeds", "3", "--steps", "600", "--num-samples", "20", "--eval-points", "16",
+            "--seeds", "3", "--steps", "600", "--num-samples", "20", "--num-points", "16",
             "--workers", "1", "--quiet", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = tmp_path / "stderr.txt"

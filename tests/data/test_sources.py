@@ -157,14 +157,42 @@ def test_npz_round_trip(tmp_path):
 
     named = tmp_path / "named.npz"
     np.savez_compressed(named, x=images / 255.0, y=labels)
-    raw = data.load_npz(named, key="x", labels_key="y")
+    raw = data.load_npz(named, images_key="x", labels_key="y")
     np.testing.assert_array_equal(raw.values, (images / 255.0).reshape(6, 25))
     np.testing.assert_array_equal(raw.labels, labels)
     assert raw.max_value == 1
-    with pytest.raises(DataError, match=r"key=.*\['x', 'y'\]|\['x', 'y'\].*key="):
-        data.load_npz(named)
-    with pytest.raises(DataError, match="no array 'z'"):
-        data.load_npz(named, key="z")
+    with pytest.raises(DataError, match=r"no array 'z' \(--images-key\)"):
+        data.load_npz(named, images_key="z")
+
+
+def test_npz_default_keys_are_images_and_labels_then_x_and_y(tmp_path):
+    rng = np.random.default_rng(0)
+    images, other = (rng.integers(0, 256, size=(6, 4), dtype=np.uint8) for _ in range(2))
+    labels = np.arange(6)
+    path = tmp_path / "both.npz"
+    np.savez(path, x=other, images=images, labels=labels, y=labels[::-1])
+    raw = data.load(path)  # images before x, labels before y
+    np.testing.assert_array_equal(raw.values, images)
+    np.testing.assert_array_equal(raw.labels, labels)
+    np.savez(path, x=images, y=labels)
+    np.testing.assert_array_equal(data.load(path).labels, labels)
+    np.savez(path, x=images, y=labels, labels=images[:, :2])
+    raw = data.load(path, images_key="labels")  # the labels are never the images' array
+    np.testing.assert_array_equal(raw.values, images[:, :2])
+    np.testing.assert_array_equal(raw.labels, labels)
+
+
+def test_npz_without_a_default_key_names_the_flags(tmp_path):
+    path = tmp_path / "odd.npz"
+    np.savez(path, a=np.zeros((3, 4)), b=np.arange(3))
+    with pytest.raises(DataError, match=r"\['a', 'b'\].*--images-key NAME.*--labels-key NAME"):
+        data.load(path)
+    raw = data.load(path, images_key="a", labels_key="b")
+    np.testing.assert_array_equal(raw.labels, np.arange(3))
+    with pytest.raises(DataError, match=r"no array 'c' \(--labels-key\)"):
+        data.load(path, images_key="a", labels_key="c")
+    with pytest.raises(DataError, match="name arrays of a .npz file.*'digits'"):
+        data.load("digits", images_key="a")
 
 
 def test_npz_object_array_needing_pickle_is_refused(tmp_path):

@@ -254,8 +254,12 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     args = ["evaluate", str(run), "--num-samples", "64", "--model-samples", "10"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "log_likelihood_is" in out and "bits/dim need no offset" in out
+    assert "log p(x), importance-sampled (nats)" in out and "bits/dim need no offset" in out
     table = pd.read_csv(run / "metrics.csv")
+    # the headline on screen, every metric in the file it names
+    assert "kl_dim_0" not in out and "log_likelihood_is" not in out
+    assert f"wrote all {len(table)} metrics of the test split" in out
+    assert str(run / "metrics.csv") in out
     assert list(table.columns) == ["run", "split", "metric", "value", "stderr",
                                    "stderr_source"]
     assert set(table["split"]) == {"test"} and set(table["run"]) == {run.name}
@@ -271,8 +275,8 @@ def test_cli_writes_a_tidy_metrics_csv_and_prints_the_table(tmp_path, capsys, ba
     assert {"kl_dim_0", "kl_dim_3", "active_units", "reconstruction_mse",
             "nn_distance_samples", "nn_distance_data"} <= set(value.index)
     # A second split is added beside the first; re-evaluating a split replaces its rows.
-    assert main(args + ["--split", "valid", "--max-points", "20"]) == 0
-    assert main(args + ["--split", "valid", "--max-points", "20"]) == 0
+    assert main(args + ["--split", "valid", "--num-points", "20"]) == 0
+    assert main(args + ["--split", "valid", "--num-points", "20"]) == 0
     table = pd.read_csv(run / "metrics.csv")
     counts = table.groupby("split").size()
     assert counts["test"] == counts["valid"] == len(value)
@@ -290,7 +294,7 @@ def test_cli_states_units_for_dequantized_and_dynamically_binarized_data(tmp_pat
                                                 likelihood=Gaussian(scale=0.2))
     data = {"source": "digits", "dequantize": True, "fractions": [0.8, 0.1, 0.1], "seed": 0}
     run = create_run(tmp_path / "deq", build(spec, "pyro"), {"seed": 0, "data": data})
-    args = ["--num-samples", "16", "--model-samples", "0", "--max-points", "5"]
+    args = ["--num-samples", "16", "--model-samples", "0", "--num-points", "5"]
     assert main(["evaluate", str(run), *args]) == 0
     assert "D·log(16 + 1) subtracted" in capsys.readouterr().out
     value = pd.read_csv(run / "metrics.csv").set_index("metric")["value"]

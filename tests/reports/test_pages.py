@@ -54,7 +54,7 @@ def test_report_warns_when_metrics_are_older_than_the_parameters(tmp_path):
     train = ["train", str(spec_path), "--dataset", "digits", "--batch-size", "32",
              "--out", str(run_dir), "--quiet"]
     assert main([*train, "--steps", "20"]) == 0
-    assert main(["evaluate", str(run_dir), "--num-samples", "10", "--max-points", "20",
+    assert main(["evaluate", str(run_dir), "--num-samples", "10", "--num-points", "20",
                  "--model-samples", "0"]) == 0
     metrics = pd.read_csv(run_dir / "metrics.csv").set_index("metric")
     assert metrics.loc["checkpoint_step", "value"] == 20
