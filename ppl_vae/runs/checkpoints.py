@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ KEEP = 2
 
 _PREFIX = "step-"
 _TMP_PREFIX = ".tmp-"
+_STEP_NAME = re.compile(r"step-\d{8}")
+_TMP_NAME = re.compile(r"\.tmp-step-\d{8}-\d+")
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,12 +78,12 @@ def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.
                      arrays: Mapping[str, np.ndarray], state: dict[str, Any],
                      history_csv: str) -> Path:
     """Write checkpoint ``step`` under ``run_dir/checkpoints`` atomically; returns its path."""
-    root = Path(run_dir) / CHECKPOINT_DIR
+    root = writable_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     tmp = root / f"{_TMP_PREFIX}{checkpoint_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    if tmp.exists() or tmp.is_symlink():
+        _remove(tmp)
     tmp.mkdir()
     save_arrays(tmp / PARAMS_FILE, dict(params))
     save_arrays(tmp / STATE_ARRAYS_FILE, dict(arrays))
@@ -89,13 +92,25 @@ def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.
     files = (PARAMS_FILE, STATE_ARRAYS_FILE, STATE_FILE, HISTORY_FILE)
     write_json(tmp / MANIFEST_FILE, {name: _sha256(tmp / name) for name in files})
     fsync_dir(tmp)
-    if final.exists():  # the same step written by an earlier, interrupted attempt
-        shutil.rmtree(final)
+    if final.exists() or final.is_symlink():  # the same step, from an interrupted attempt
+        _remove(final)
     os.replace(tmp, final)
     fsync_dir(root)
     atomic_write_text(root / LATEST_FILE, final.name + "\n")
     _remove_old(root)
     return final
+
+
+def writable_root(run_dir: str | Path) -> Path:
+    """``run_dir/checkpoints``, refused when it is a symbolic link: training deletes old and
+    torn checkpoints in it, and must never delete anything outside the run."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_symlink():
+        raise CheckpointError(f"{root} is a symbolic link to {os.path.realpath(root)}; "
+                              "training deletes old checkpoints in it, so it must be a real "
+                              f"folder of the run: nothing was changed. Replace the link by a "
+                              f"folder (move the checkpoints into {root}) and train again")
+    return root
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -104,7 +119,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = root / LATEST_FILE
     if pointer.exists():
         named = root / pointer.read_text().strip()
-        if named.name.startswith(_PREFIX) and (named / MANIFEST_FILE).is_file():
+        if _ours(named, _STEP_NAME) and (named / MANIFEST_FILE).is_file():
             return named
     done = _complete(root)
     return done[-1] if done else None
@@ -217,22 +232,36 @@ def decode_tree(skeleton: Any, arrays: Mapping[str, np.ndarray],
 # --------------------------------------------------------------------------- helpers
 
 
+def _ours(path: Path, pattern: re.Pattern[str]) -> bool:
+    """A real folder (not a symbolic link) named as this module names its folders."""
+    return pattern.fullmatch(path.name) is not None and not path.is_symlink() and path.is_dir()
+
+
 def _complete(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith(_PREFIX) and (p / MANIFEST_FILE).exists())
+                  if _ours(p, _STEP_NAME) and (p / MANIFEST_FILE).exists())
 
 
 def _remove_old(root: Path) -> None:
-    """Delete the torn writes (``.tmp-*``; step folders without a manifest, e.g. one emptied
-    by an interrupted rewrite) and all but the newest :data:`KEEP` checkpoints."""
+    """Delete the torn writes (``.tmp-step-*``; step folders without a manifest, e.g. one
+    emptied by an interrupted rewrite) and all but the newest :data:`KEEP` checkpoints. Only
+    real folders with this module's names are deleted, never what a symbolic link points to."""
     for stale in root.iterdir():
-        torn = stale.name.startswith(_PREFIX) and not (stale / MANIFEST_FILE).exists()
-        if stale.is_dir() and (stale.name.startswith(_TMP_PREFIX) or torn):
+        torn = _ours(stale, _STEP_NAME) and not (stale / MANIFEST_FILE).exists()
+        if torn or _ours(stale, _TMP_NAME):
             shutil.rmtree(stale, ignore_errors=True)
     for old in _complete(root)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``: a link or file is unlinked (what it points to stays), a folder removed."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def _sha256(path: Path) -> str:
