@@ -67,14 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.data import prepare
+    from ppl_vae.data import binarization_setting, prepare
     from ppl_vae.models import build, load_spec
     from ppl_vae.runs import contained
     from ppl_vae.training import fit
 
     spec = load_spec(args.spec).with_training(**training_options(args))
     data_config = {"source": args.dataset or spec.training.dataset,
-                   "binarization": args.binarization or spec.training.binarization,
+                   "binarization": binarization_setting(spec.likelihood.name, args.binarization,
+                                                        spec.training.binarization),
                    "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
                    "seed": args.data_seed}
     splits = prepare(data_config["source"], likelihood=spec.likelihood.name,

@@ -12,10 +12,13 @@ Layout under a run directory::
         manifest.json         SHA-256 of every file above
 
 A checkpoint is written into a hidden temporary folder and renamed into place only when every
-file is on disk; then ``latest`` is replaced, and only then are checkpoints older than the
-newest :data:`KEEP` removed, with whatever an interrupted write left. A process killed at any
-moment therefore leaves the previous checkpoint intact, and a torn or altered file is caught
-by its checksum on load.
+file is on disk; then the run's top-level ``params.safetensors`` and ``history.csv`` are
+written (their SHA-256 recorded in the checkpoint's ``state.json``); then ``latest`` is
+replaced, which commits the three together: a reader refuses top-level files that do not
+match ``latest`` (:func:`check_run_files`). Only then are checkpoints older than the newest
+:data:`KEEP` removed, with whatever an interrupted write left. A process killed at any moment
+(or a full disk) therefore leaves the previous checkpoint intact, and a torn or altered file
+is caught by its checksum on load.
 
 Optimizer state (nested dicts, lists and tuples of tensors and Python scalars) is stored with
 :func:`encode_tree`: arrays go to safetensors, the structure and scalars to JSON.
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ppl_vae.io import (
+    atomic_write_bytes,
     atomic_write_text,
     fsync_dir,
     load_arrays,
@@ -48,6 +52,7 @@ LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"
 STATE_ARRAYS_FILE = "state.safetensors"
 STATE_FILE = "state.json"
+RUN_FILES_KEY = "run_files"
 FORMAT_VERSION = 1
 KEEP = 2
 """Complete checkpoints kept; the older one is a fallback if the newest is damaged later."""
@@ -76,8 +81,16 @@ def checkpoint_name(step: int) -> str:
 
 def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.ndarray],
                      arrays: Mapping[str, np.ndarray], state: dict[str, Any],
-                     history_csv: str) -> Path:
-    """Write checkpoint ``step`` under ``run_dir/checkpoints`` atomically; returns its path."""
+                     history_csv: str, run_files: Mapping[str, bytes] | None = None) -> Path:
+    """Write checkpoint ``step`` under ``run_dir/checkpoints`` atomically; returns its path.
+
+    ``run_files`` (name: bytes) are the run's top-level files that go with this checkpoint
+    (``params.safetensors``, ``history.csv``): their SHA-256 is recorded in its ``state.json``
+    and they are written after the checkpoint folder and before ``latest``, so ``latest``
+    commits the checkpoint and them together (:func:`check_run_files`)."""
+    run_files = dict(run_files or {})
+    state = {**state, RUN_FILES_KEY: {name: hashlib.sha256(data).hexdigest()
+                                      for name, data in run_files.items()}}
     root = writable_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
@@ -96,6 +109,8 @@ def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.
         _remove(final)
     os.replace(tmp, final)
     fsync_dir(root)
+    for name, data in run_files.items():
+        atomic_write_bytes(Path(run_dir) / name, data)
     atomic_write_text(root / LATEST_FILE, final.name + "\n")
     _remove_old(root)
     return final
@@ -123,6 +138,25 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
             return named
     done = _complete(root)
     return done[-1] if done else None
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """Refuse a run whose top-level parameters or history are not those its ``latest``
+    checkpoint committed (a write cut short, e.g. by a full disk, or files replaced by hand):
+    a reader would use one step's parameters and report another's."""
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return
+    recorded = read_json(latest / STATE_FILE).get(RUN_FILES_KEY) or {}
+    for name, digest in recorded.items():
+        path = run_dir / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise CheckpointError(
+                f"{path} is not the one checkpoint {latest.name} committed (a checkpoint write "
+                "cut short, e.g. by a full disk, or a file replaced): its step is unknown, so "
+                f"nothing reads it. Continue the run with ppl-vae train SPEC --out {run_dir} "
+                f"--resume (it rewrites {name} from the checkpoint), or train it again")
 
 
 @dataclass(frozen=True)

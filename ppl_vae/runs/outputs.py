@@ -45,6 +45,7 @@ from ppl_vae.runs.layout import (
     RunLockedError,
     contained,
     is_run,
+    require_run,
 )
 from ppl_vae.runs.lock import FolderLock
 from ppl_vae.runs.writer import LOCK_FILE, writer_home
@@ -97,7 +98,7 @@ class OutputWriter:
     # ------------------------------------------------------------------ internals
 
     def _lock(self, run: Path) -> None:
-        home = writer_home(run)
+        home = writer_home(require_run(run))
         home.mkdir(exist_ok=True)
         lock = FolderLock(home / LOCK_FILE, shared=True)
         if not lock.acquire():

@@ -16,7 +16,7 @@ from ppl_vae.data.provenance import check_source, check_splits
 from ppl_vae.io import load_arrays, read_json, save_arrays, write_json, write_toml
 from ppl_vae.models import BACKENDS, build
 from ppl_vae.models.conditioning import check_labels
-from ppl_vae.runs.checkpoints import TrainingProgress, training_progress
+from ppl_vae.runs.checkpoints import TrainingProgress, check_run_files, training_progress
 from ppl_vae.runs.layout import (
     CONFIG_FILE,
     PARAMS_FILE,
@@ -204,6 +204,7 @@ def read_run(path: str | Path) -> Run:
     if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)):
         raise CheckpointError(f"{where}: \"training\" \"num_steps\" must be an integer, got "
                               f"{json.dumps(num_steps)[:40]}; {fix}")
+    check_run_files(path)
     return Run(path=path, spec=spec, config=config, vae=None)
 
 

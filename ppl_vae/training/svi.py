@@ -41,6 +41,7 @@ from ppl_vae import spec as spec_module
 from ppl_vae.data import Splits, provenance
 from ppl_vae.estimators import IWAE, AnalyticKL, Reparam, get_estimator
 from ppl_vae.io import read_json
+from ppl_vae.models.memory import check_particles_fit
 from ppl_vae.runs import CheckpointError, RunWriter, check_replaceable, checkpoints
 from ppl_vae.threads import set_threads
 from ppl_vae.training import batches
@@ -202,6 +203,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     estimator = get_estimator(estimator if estimator is not None else defaults.estimator)
     num_particles = _positive_int("num_particles", num_particles, defaults.num_particles)
     batch_size = _positive_int("batch_size", batch_size, defaults.batch_size)
+    check_particles_fit(spec, num_particles, batch_size,
+                        itemsize=np.dtype(vae.dtype_name).itemsize)
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     custom_optimizer = not isinstance(optimizer, str)
