@@ -316,8 +316,12 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
             try:
                 engine.load_state(start.params, start.arrays, start.state["engine"])
             except (KeyError, ValueError) as err:
+                what = (f"its {checkpoints.STATE_FILE} has no entry {err}"
+                        if isinstance(err, KeyError) else str(err))
                 raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
-                                      f"{err}") from None
+                                      f"{what} (altered, or written by another version); "
+                                      "delete it to resume from the checkpoint before, or "
+                                      "train again with --overwrite") from None
             outcome = train(run_dir=writer.path, start=start)
         else:
             staging = writer.create(vae, config, overwrite=overwrite)
