@@ -68,6 +68,8 @@ def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
     finally:
         os.close(fd)
 

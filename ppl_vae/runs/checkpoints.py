@@ -151,12 +151,13 @@ def check_run_files(run_dir: str | Path) -> None:
     recorded = read_json(latest / STATE_FILE).get(RUN_FILES_KEY) or {}
     for name, digest in recorded.items():
         path = run_dir / name
-        if not path.is_file() or _sha256(path) != digest:
+        if path.is_file() and _sha256(path) != digest:  # a missing one: its reader says so
             raise CheckpointError(
                 f"{path} is not the one checkpoint {latest.name} committed (a checkpoint write "
-                "cut short, e.g. by a full disk, or a file replaced): its step is unknown, so "
-                f"nothing reads it. Continue the run with ppl-vae train SPEC --out {run_dir} "
-                f"--resume (it rewrites {name} from the checkpoint), or train it again")
+                "cut short, e.g. by a full disk, or a file replaced or damaged): its step is "
+                f"unknown, so nothing reads it. Continue the run with ppl-vae train SPEC --out "
+                f"{run_dir} --resume (it rewrites {name} from the checkpoint), or train it "
+                "again")
 
 
 @dataclass(frozen=True)

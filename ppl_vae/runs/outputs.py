@@ -66,11 +66,11 @@ class OutputWriter:
         self._before: dict[str, tuple[int, int, int]] = {}
 
     def __enter__(self) -> OutputWriter:
+        self._check_folder()  # first: a refusal creates nothing, not even a lock file
         try:
             for run in self.runs:
                 self._lock(run)
                 self.sources.append(_source(run))
-            self._check_folder()
         except BaseException:
             self._release()
             raise

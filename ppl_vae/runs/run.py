@@ -179,9 +179,10 @@ _CONFIG_FIELDS = (("data", dict), ("training", dict), ("selection", dict), ("see
 """Fields of run.json that readers use, and the JSON type each must have where present."""
 
 
-def read_run(path: str | Path) -> Run:
+def read_run(path: str | Path, *, check_files: bool = True) -> Run:
     """A run directory's spec and checked ``run.json``, without building the model
-    (``vae`` is None)."""
+    (``vae`` is None); ``check_files``: also refuse top-level parameters or history that are
+    not those the latest checkpoint committed (:func:`~.checkpoints.check_run_files`)."""
     path = require_run(path)
     spec = spec_module.load(path / SPEC_FILE)
     config = read_json(path / CONFIG_FILE)
@@ -204,7 +205,8 @@ def read_run(path: str | Path) -> Run:
     if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)):
         raise CheckpointError(f"{where}: \"training\" \"num_steps\" must be an integer, got "
                               f"{json.dumps(num_steps)[:40]}; {fix}")
-    check_run_files(path)
+    if check_files:
+        check_run_files(path)
     return Run(path=path, spec=spec, config=config, vae=None)
 
 
@@ -212,12 +214,13 @@ def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "floa
              device: str = "cpu") -> Run:
     """Load a run directory into a VAE of ``backend`` (default: the one it was trained with);
     parameters that are not finite are refused (:class:`CheckpointError`)."""
-    run = read_run(path)
+    run = read_run(path, check_files=False)
     path, config = run.path, run.config
     backend = backend or config["backend"]
     vae = build(run.spec, backend, seed=config.get("seed", 0), num_data=config.get("num_data"),
                 dtype=dtype, device=device)
-    params = load_arrays(path / PARAMS_FILE)
+    params = load_arrays(path / PARAMS_FILE)  # a missing or unreadable file named as such
+    check_run_files(path)
     broken = [name for name, value in params.items()
               if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
     if broken:

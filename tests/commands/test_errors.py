@@ -158,6 +158,32 @@ def symlinked_checkpoints(root, tmp):
     return tmp
 
 
+def users_folder(*names):
+    """A folder of the user's own files with the names a command writes."""
+    def setup(root, tmp):
+        (tmp / "mine").mkdir()
+        for name in names:
+            (tmp / "mine" / name).write_text(f"the user's own {name}\n")
+        return tmp / "mine"
+    return setup
+
+
+def beside_a_foreign_folder(root, tmp):
+    """tmp holding a user's folder: a refused --out must not leave a sibling either."""
+    folder_with_files(root, tmp)
+    return tmp
+
+
+_TRAINERS = []  # writers held for the rest of the session, each on its own copy of the run
+
+
+def trained_right_now(root, tmp):
+    """A copy of the run whose lock a trainer (this process) holds."""
+    copy = damaged_run(lambda run: None)(root, tmp)
+    _TRAINERS.append(runs.RunWriter(copy).__enter__())
+    return copy
+
+
 def symlinked_out(root, tmp):
     (tmp / "real").mkdir()
     (tmp / "link").symlink_to(tmp / "real")
@@ -247,6 +273,8 @@ CASES = [
     ("exists", ["train", "{spec}", "--out", "{run}"], "already holds a run", None),
     ("--out foreign folder", ["train", "{spec}", "--out", "{x}"], "not a ppl_vae run",
      folder_with_files),
+    ("--out foreign folder, no sibling", ["train", "{spec}", "--out", "{x}/mine"],
+     "nothing was touched", beside_a_foreign_folder),
     ("--out a file", ["train", "{spec}", "--out", "{x}"], "is a file", a_file),
     ("--out under a file", ["train", "{spec}", "--out", "{x}/run"], "not a directory", a_file),
     ("--out /", ["train", "{spec}", "--out", "/"], "is the filesystem root", None),
@@ -303,6 +331,7 @@ CASES = [
      damaged_run(lambda run: (run / runs.PARAMS_FILE).unlink())),
     ("evaluate params of another model", ["evaluate", "{x}"], "does not fit",
      damaged_run(_other_params)),
+    ("evaluate while training", ["evaluate", "{x}"], "is being trained", trained_right_now),
     ("evaluate --ais -1", ["evaluate", "{run}", "--ais=-1"], "must be an integer >= 0", None),
     ("evaluate --split", ["evaluate", "{run}", "--split", "holdout"], "invalid choice", None),
     ("evaluate --num-samples 0", ["evaluate", "{run}", "--num-samples", "0"], "positive", None),
@@ -316,6 +345,10 @@ CASES = [
     ("sample --num-samples 0", ["sample", "{run}", "--num-samples", "0"], "positive", None),
     ("sample --out under a file", ["sample", "{run}", "--out", "{x}/png"], "not a directory",
      a_file),
+    ("sample --out a user's folder", ["sample", "{run}", "--out", "{x}", "--num-samples", "4"],
+     "holds 2 file(s) ppl-vae did not write (latents.csv, samples.png)",
+     users_folder("samples.png", "latents.csv")),
+    ("sample while training", ["sample", "{x}"], "is being trained", trained_right_now),
     ("sample corrupt params", ["sample", "{x}"], "not a readable safetensors file",
      damaged_run(_write(runs.PARAMS_FILE, "x"))),
     # report
@@ -337,6 +370,13 @@ CASES = [
     ("variance --estimators", ["variance", "{run}", "--estimators", "bogus"],
      "unknown estimator", None),
     ("variance --particles 0", ["variance", "{run}", "--particles", "0"], "integers >= 1", None),
+    ("variance --out a user's folder", ["variance", "{run}", "--out", "{x}", "--draws", "2"],
+     "holds 2 file(s) ppl-vae did not write (params.csv, report.html)",
+     users_folder("report.html", "params.csv")),
+    ("variance while training", ["variance", "{x}", "--draws", "2"], "is being trained",
+     trained_right_now),
+    ("diagnose while training", ["diagnose", "{x}"], "is being trained", trained_right_now),
+    ("report while training", ["report", "{x}"], "is being trained", trained_right_now),
     ("variance --particles 10**8", ["variance", "{run}", "--particles", "100000000",
                                     "--batch-size", "8"], "--particles 100000000 with batch",
      None),
@@ -398,6 +438,25 @@ def test_unwritable_outputs_are_clear_errors(root, capsys, monkeypatch):
     assert folder_bytes(root / "run") == before
 
 
+def test_a_full_disk_names_the_file_and_the_fix(root, tmp_path, capsys, monkeypatch):
+    """ENOSPC comes from the write or the fsync, with no file name of its own."""
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "run", copy)
+    (copy / runs.METRICS_FILE).unlink(missing_ok=True)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    code, err = run_cli(["evaluate", copy, "--num-samples", "2", "--model-samples", "0"],
+                        capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (f"{copy / runs.METRICS_FILE}: no space left on device; the disk is full; free "
+            "space or choose another output folder") in err
+    assert not (copy / runs.METRICS_FILE).exists()
+    assert not [p for p in copy.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+
+
 def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys,
                                                           monkeypatch):
     out = tmp_path / "run"
@@ -415,7 +474,9 @@ def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys
               "--checkpoint-every", "4"])
     monkeypatch.undo()
     for argv in (["evaluate", out, "--num-samples", "2", "--model-samples", "0"],
-                 ["sample", out, "--num-samples", "4"]):
+                 ["sample", out, "--num-samples", "4"], ["report", out],
+                 ["variance", out, "--draws", "2", "--particles", "1", "--estimators",
+                  "reparam", "--batch-size", "8", "--quiet"]):
         code, err = run_cli(argv, capsys)
         assert code == 0, err
         assert f"warning: {out} has trained 8 of its 12 steps" in err and "--resume" in err
