@@ -107,7 +107,7 @@ def _study(args: argparse.Namespace, out: Path) -> int:
     for source in args.targets:
         data = None
         if is_run(source):
-            warn_if_unfinished(read_run(source), args.prog)
+            warn_if_unfinished(read_run(source, check_files=False), args.prog)
         elif args.dataset is not None:
             spec = load_spec(source)
             data = prepare(args.dataset, likelihood=spec.likelihood.name,

@@ -66,7 +66,9 @@ class OutputWriter:
         self._before: dict[str, tuple[int, int, int]] = {}
 
     def __enter__(self) -> OutputWriter:
-        self._check_folder()  # first: a refusal creates nothing, not even a lock file
+        for run in self.runs:
+            require_run(run)
+        self._check_folder()  # before the locks: a refusal creates nothing, not a lock file
         try:
             for run in self.runs:
                 self._lock(run)
@@ -98,7 +100,7 @@ class OutputWriter:
     # ------------------------------------------------------------------ internals
 
     def _lock(self, run: Path) -> None:
-        home = writer_home(require_run(run))
+        home = writer_home(run)
         home.mkdir(exist_ok=True)
         lock = FolderLock(home / LOCK_FILE, shared=True)
         if not lock.acquire():
