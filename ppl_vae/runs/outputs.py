@@ -111,10 +111,9 @@ class OutputWriter:
         self._locks.append(lock)
 
     def _check_folder(self) -> None:
-        folder = self.folder
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            kind = "a symbolic link" if folder.is_symlink() else "a file"
-            raise NotARunError(f"{folder} is {kind}, not an output folder; nothing was "
+        folder = self.folder  # a symbolic link to a folder is followed, here and in path()
+        if folder.exists() and not folder.is_dir():
+            raise NotARunError(f"{folder} is a file, not an output folder; nothing was "
                                "touched. Choose a new or empty folder")
         if self.overwrite or not folder.exists() or _run_area(folder):
             return

@@ -45,8 +45,9 @@ OLD_DIR = "old"
 
 
 def writer_home(path: str | Path) -> Path:
-    """The hidden sibling folder that holds ``path``'s lock and its runs in the making."""
-    path = Path(os.path.abspath(path))
+    """The hidden sibling folder that holds ``path``'s lock and its runs in the making; of the
+    folder a symbolic link points to, so that every way of naming a run finds one lock."""
+    path = Path(os.path.realpath(path))
     return path.parent / f".{path.name}{WRITER_SUFFIX}"
 
 

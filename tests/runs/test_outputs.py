@@ -114,3 +114,15 @@ def test_output_paths_stay_inside_their_folder(tmp_path):
         contained(tmp_path / "out", "samples.png")  # a link that leads out
     assert contained(tmp_path / "out", "figures/a.png") == tmp_path / "out" / "figures/a.png"
     assert not (tmp_path / "outside" / "x.png").exists()
+
+
+def test_a_run_named_through_a_link_shares_the_lock_of_the_real_folder(tmp_path):
+    run = fake_run(tmp_path / "real")
+    (tmp_path / "link").symlink_to(run)
+    with RunWriter(run):
+        with pytest.raises(RunLockedError, match="is being trained"):
+            OutputWriter(tmp_path / "link", command="evaluate",
+                         runs=[tmp_path / "link"]).__enter__()
+    with OutputWriter(tmp_path / "link", command="evaluate", runs=[tmp_path / "link"]) as w:
+        w.path(runs.METRICS_FILE).write_text("x\n")  # followed: written into the real run
+    assert (run / runs.METRICS_FILE).read_text() == "x\n"
