@@ -259,3 +259,15 @@ def test_a_disk_full_in_a_checkpoint_leaves_latest_params_and_history_at_one_ste
         runs.load_run(out)
     train("pyro", digits, out, num_steps=6, resume=True)  # resume repairs it
     assert runs.load_run(out).progress().step == 6
+
+
+def test_an_overwrite_deletes_a_link_in_the_old_run_not_what_it_points_to(digits, tmp_path):
+    out = tmp_path / "run"
+    train("pyro", digits, out)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "plan.txt").write_text("the user's plan\n")
+    (out / runs.VARIANCE_DIR).symlink_to(user, target_is_directory=True)
+    before = folder_bytes(user)
+    train("pyro", digits, out, overwrite=True)
+    assert folder_bytes(user) == before and not (out / runs.VARIANCE_DIR).exists()
