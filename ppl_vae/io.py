@@ -53,6 +53,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # e.g. a full disk: name the file, and leave no temporary one
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is not None:
+            raise
+        raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -63,6 +68,8 @@ def fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
     finally:
         os.close(fd)
 
@@ -108,12 +115,17 @@ def write_toml(path: str | Path, obj: dict[str, Any]) -> None:
     atomic_write_text(path, tomli_w.dumps(obj))
 
 
+def arrays_bytes(arrays: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """Named arrays serialized as safetensors (the bytes :func:`save_arrays` writes)."""
+    # np.ascontiguousarray would turn 0-d arrays into shape (1,); asarray(order="C") does not.
+    contiguous = {name: np.asarray(v, order="C") for name, v in arrays.items()}
+    return st_save(contiguous, metadata=metadata)
+
+
 def save_arrays(path: str | Path, arrays: dict[str, Any],
                 metadata: dict[str, str] | None = None) -> None:
     """Save named arrays as safetensors, atomically."""
-    # np.ascontiguousarray would turn 0-d arrays into shape (1,); asarray(order="C") does not.
-    contiguous = {name: np.asarray(v, order="C") for name, v in arrays.items()}
-    atomic_write_bytes(path, st_save(contiguous, metadata=metadata))
+    atomic_write_bytes(path, arrays_bytes(arrays, metadata))
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:

@@ -66,6 +66,21 @@ class SpecError(ValueError):
     """An invalid model spec; the message names the source, the field and the fix."""
 
 
+def _check_name(name: Any) -> None:
+    """A spec's name becomes a folder name (``runs/NAME-BACKEND``, compare cells, variance
+    folders): it must be one plain path component."""
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(f"name must be a non-empty string, got {name!r}; e.g. name = \"my_vae\"")
+    bad = [c for c in ("/", "\\", "\0") if c in name]
+    if bad or name in (".", "..") or name != name.strip():
+        why = (f"contains {' and '.join(map(repr, bad))}" if bad else
+               "is a relative folder" if name in (".", "..") else
+               "starts or ends with white space")
+        raise SpecError(f"name = {name!r} {why}, but the name is used as a folder name "
+                        "(runs/NAME-BACKEND): give a plain name without '/', '\\', '..' or "
+                        "surrounding spaces, e.g. name = \"my_vae\"")
+
+
 def _is_positive_number(value: Any) -> bool:
     """A finite real number > 0."""
     return (isinstance(value, int | float) and not isinstance(value, bool)
@@ -232,6 +247,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_shape", tuple(self.data_shape))
+        _check_name(self.name)
         if not is_count(self.latent_dim):
             raise SpecError(f"latent_dim must be an integer >= 1, got {self.latent_dim!r}")
         if not self.data_shape or not all(is_count(d) for d in self.data_shape):

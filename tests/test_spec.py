@@ -1,5 +1,6 @@
 """Specs: every zoo file loads, round-trips, and bad specs raise one clear error."""
 
+import json
 import textwrap
 
 import pytest
@@ -263,3 +264,21 @@ def test_condition_refuses_a_local_autoregressive_decoder():
     spec = ppl_vae.models.load_spec("vlae_local")
     with pytest.raises(SpecError, match="local autoregressive decoder"):
         spec.replace(condition=ConditionSpec(10))
+
+
+
+@pytest.mark.parametrize("name, words", [
+    ("../../escaped", "contains '/'"), ("/abs/path", "contains '/'"), ("a/b", "contains '/'"),
+    ("a\\b", "contains '\\\\'"), ("..", "is a relative folder"),
+    (".", "is a relative folder"), (" tiny", "starts or ends with white space"),
+    ("", "name must be a non-empty string"),
+])
+def test_a_spec_name_is_one_plain_folder_name(tmp_path, name, words):
+    """The name becomes runs/NAME-BACKEND, a compare cell and variance-NAME: no separators,
+    no '..', nothing absolute."""
+    path = write(tmp_path, GOOD.replace('name = "t"', f"name = {json.dumps(name)}"))
+    with pytest.raises(SpecError) as err:
+        spec_module.load(path)
+    assert str(err.value).startswith(f"{path}: ") and words in str(err.value)
+    if name:
+        assert "give a plain name" in str(err.value)

@@ -62,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs import OutputWriter
+
+    with OutputWriter(args.run_dir, command="diagnose", runs=[args.run_dir]) as writer:
+        return _diagnose(args, writer)
+
+
+def _diagnose(args: argparse.Namespace, writer) -> int:
     import numpy as np
     import pandas as pd
 
@@ -93,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet)
     result.notes[:0] = data.notes
 
-    inference_data.write_netcdf(result.inference_data(), run_dir / runs.DIAGNOSTICS_NETCDF)
-    atomic_write_text(run_dir / runs.DIAGNOSTICS_TABLE, result.table().to_csv(index=False))
+    inference_data.write_netcdf(result.inference_data(), writer.path(runs.DIAGNOSTICS_NETCDF))
+    atomic_write_text(writer.path(runs.DIAGNOSTICS_TABLE), result.table().to_csv(index=False))
     title = f"Diagnostics of {run_dir.resolve().name} ({loaded.spec.name}, {data.split} split)"
-    md, html = diagnostics_page(result, title).write(run_dir, runs.DIAGNOSTICS_STEM)
+    md, html = diagnostics_page(result, title).write(writer.folder, runs.DIAGNOSTICS_STEM)
 
     print(result.khat_summary.to_markdown(index=False, floatfmt=".3g"))
     print(f"verdict: {result.khat_verdict.level} ({result.khat_verdict.text})")

@@ -1,15 +1,16 @@
 """``ppl-vae evaluate RUN_DIR``: likelihoods and model metrics of a trained run.
 
-Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr, stderr_source; a
-file from before ``stderr_source`` existed is read with that column empty; rows of other
-splits already there are kept, rows of the evaluated split are replaced) and prints the
-headline figures (the run report's) with notes on units and estimators.
+Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr, stderr_source;
+``run`` is the run id of ``run.json``; a file from before ``stderr_source`` existed is read
+with that column empty; rows of other splits already there are kept, rows of the evaluated
+split are replaced) and prints the headline figures (the run report's) with notes on units and
+estimators. The run is read under its shared lock (:class:`~ppl_vae.runs.OutputWriter`), and
+the ``checkpoint_step`` row is the step of the parameters read under it.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ppl_vae.commands._args import (
     UsageError,
@@ -65,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs import OutputWriter
+
+    with OutputWriter(args.run_dir, command="evaluate", runs=[args.run_dir]) as writer:
+        return _evaluate(args, writer)
+
+
+def _evaluate(args: argparse.Namespace, writer) -> int:
     import pandas as pd
 
     from ppl_vae.evaluation import (
@@ -90,19 +98,19 @@ def run(args: argparse.Namespace) -> int:
         ais_points=args.ais, ais_steps=args.ais_steps, ais_chains=args.ais_chains,
         ais_start=args.ais_start, num_model_samples=args.model_samples, parzen=args.parzen,
         progress=not args.quiet)
-    name = Path(args.run_dir).resolve().name
+    name = loaded.run_id
     table, more = evaluate_split(loaded.vae, data.x, run=name, split=data.split, idx=data.idx,
                                  units=units,
                                  train=data.train if args.model_samples > 0 else None,
                                  valid=data.valid, config=config, c=data.c)
     notes += more
-    table.loc[len(table)] = [name, data.split, STEP_METRIC,
-                             float(_params_step(loaded)), float("nan"), ""]
+    table.loc[len(table)] = [name, data.split, STEP_METRIC, float(writer.step()), float("nan"),
+                             ""]
     which = loaded.parameters_note()
     if which:
         notes.insert(0, which)
 
-    path = Path(args.run_dir) / METRICS_FILE
+    path = writer.path(METRICS_FILE)
     if path.exists():
         old = pd.read_csv(path)
         if list(old.columns) == COLUMNS[:-1]:  # written before stderr_source existed
@@ -121,9 +129,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"- {note}")
     print(f"wrote all {len(shown)} metrics of the {data.split} split (value, stderr) to {path}")
     return 0
-
-
-def _params_step(run) -> int:
-    """The step of the parameters evaluated (0 for a run without a checkpoint)."""
-    progress = run.progress()
-    return 0 if progress is None else progress.params_step

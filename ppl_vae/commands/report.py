@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ppl_vae.commands._args import warn_if_unfinished
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -18,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ppl_vae.reports.pages import write_run_report
-    from ppl_vae.runs import require_run
+    from ppl_vae.runs import OutputWriter, read_run
 
-    md, html = write_run_report(require_run(args.run_dir))
+    with OutputWriter(args.run_dir, command="report", runs=[args.run_dir]):
+        warn_if_unfinished(read_run(args.run_dir), args.prog)
+        md, html = write_run_report(args.run_dir)
     print(f"wrote {md} and {html}")
     return 0

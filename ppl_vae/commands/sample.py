@@ -51,19 +51,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, help="folder for the PNGs (default: RUN_DIR)")
     add_run_data_options(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that holds files ppl-vae did not write "
+                             "(files of the same names are replaced)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ppl_vae.runs import OutputWriter
+
+    if args.num_reconstructions % RECONSTRUCTION_COLUMNS:
+        raise UsageError(f"--num-reconstructions must be a multiple of "
+                         f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
+    with OutputWriter(args.out or args.run_dir, command="sample", runs=[args.run_dir],
+                      overwrite=args.overwrite) as writer:
+        return _sample(args, writer)
+
+
+def _sample(args: argparse.Namespace, writer) -> int:
     import numpy as np
 
     from ppl_vae.reports.figures import interleave_rows, save_image_grid
     from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
-    out = args.out or args.run_dir
-    if args.num_reconstructions % RECONSTRUCTION_COLUMNS:
-        raise UsageError(f"--num-reconstructions must be a multiple of "
-                         f"{RECONSTRUCTION_COLUMNS}, got {args.num_reconstructions}")
     run_ = load_run(args.run_dir).with_data(**run_data(args))
     condition = run_.spec.condition
     if args.label is not None and condition is None:
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if image_shape is None and len(vae.spec.data_shape) >= 2:
         image_shape = vae.spec.data_shape
     by_class = condition is not None and args.label is None
-    written = [save_image_grid(out / SAMPLES_FILE,
+    written = [save_image_grid(writer.path(SAMPLES_FILE),
                                np.asarray(vae.sample(args.num_samples, seed=args.seed,
                                                      c=args.label)),
                                image_shape, num_columns=condition.classes if by_class else None)]
@@ -100,35 +110,35 @@ def run(args: argparse.Namespace) -> int:
         c = None if data.c is None else data.c[:count]
         recon = np.asarray(vae.reconstruct(x, idx, c))
         written.append(save_image_grid(
-            out / RECONSTRUCTIONS_FILE,
+            writer.path(RECONSTRUCTIONS_FILE),
             interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
             num_columns=RECONSTRUCTION_COLUMNS))
     if condition is not None:
         print(f"{args.prog}: a conditional VAE's codes mean something only with a label, so "
               "no latent views (latents.csv, traversals, interpolations)", file=sys.stderr)
     elif data is not None and vae.spec.posterior.amortized:
-        written += _latent_views(run_, vae, data, image_shape, args)
+        written += _latent_views(run_, vae, data, image_shape, args, writer)
     for path in written:
         print(path)
     return 0
 
 
-def _latent_views(run_, vae, data, image_shape, args) -> list[Path]:
+def _latent_views(run_, vae, data, image_shape, args, writer) -> list[Path]:
     """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png."""
     from ppl_vae.evaluation.latent_views import interpolations, latent_codes, traversals
     from ppl_vae.io import atomic_write_text
     from ppl_vae.reports.figures import save_image_grid
     from ppl_vae.runs import INTERPOLATIONS_FILE, LATENTS_FILE, TRAVERSALS_FILE
 
-    out = args.out or args.run_dir
     codes_data = run_.evaluation_data(data.split, max_points=args.num_codes, seed=args.seed)
     labels = getattr(codes_data.splits, f"{codes_data.split}_labels")
     codes = latent_codes(vae, codes_data.x, labels)
-    atomic_write_text(out / LATENTS_FILE, codes.to_csv(index=False))
+    atomic_write_text(writer.path(LATENTS_FILE), codes.to_csv(index=False))
     steps = 9
-    return [out / LATENTS_FILE,
-            save_image_grid(out / TRAVERSALS_FILE, traversals(vae, codes, num_steps=steps),
-                            image_shape, num_columns=steps),
-            save_image_grid(out / INTERPOLATIONS_FILE,
+    return [writer.path(LATENTS_FILE),
+            save_image_grid(writer.path(TRAVERSALS_FILE),
+                            traversals(vae, codes, num_steps=steps), image_shape,
+                            num_columns=steps),
+            save_image_grid(writer.path(INTERPOLATIONS_FILE),
                             interpolations(vae, codes, num_steps=steps), image_shape,
                             num_columns=steps)]

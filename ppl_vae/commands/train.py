@@ -71,13 +71,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.data import prepare
+    from ppl_vae.data import binarization_setting, prepare
     from ppl_vae.models import build, load_spec
+    from ppl_vae.runs import contained
     from ppl_vae.training import fit
 
     spec = load_spec(args.spec).with_training(**training_options(args))
     data_config = {"source": args.dataset or spec.training.dataset,
-                   "binarization": args.binarization or spec.training.binarization,
+                   "binarization": binarization_setting(spec.likelihood.name, args.binarization,
+                                                        spec.training.binarization),
                    "dequantize": args.dequantize, "fractions": [0.8, 0.1, 0.1],
                    "seed": args.data_seed, **npz_keys(args)}
     splits = prepare(data_config["source"], **npz_keys(args), likelihood=spec.likelihood.name,
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                      seed=args.data_seed)
     num_data = None if spec.posterior.amortized else len(splits.train)
     vae = build(spec, args.backend, seed=args.seed, num_data=num_data)
-    out = args.out or Path("runs") / f"{spec.name}-{args.backend}"
+    out = args.out or contained("runs", f"{spec.name}-{args.backend}")
     result = fit(vae, splits, num_steps=args.steps, num_epochs=args.epochs,
                  batch_size=args.batch_size, optimizer=args.optimizer,
                  learning_rate=args.lr, estimator=args.estimator,

@@ -11,6 +11,7 @@ from ppl_vae.commands._args import (
     non_negative_int,
     npz_keys,
     positive_int,
+    warn_if_unfinished,
 )
 from ppl_vae.models import BACKENDS
 
@@ -71,31 +72,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also train with each estimator for this many steps (default 0)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default RUN_DIR/variance, or variance-NAME)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that holds files ppl-vae did not write "
+                             "(files of the same names are replaced)")
     parser.add_argument("--quiet", action="store_true",
                         help="no cost line, progress bar or progress lines")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ppl_vae.data import prepare
-    from ppl_vae.models import load_spec
-    from ppl_vae.runs import VARIANCE_DIR, is_run
-    from ppl_vae.variance import load_target, run_study, study_cost, write_study
+    from ppl_vae.runs import OutputWriter, is_run
 
     if args.draws < 2:
         raise UsageError(f"--draws must be >= 2 (a variance needs two draws), got {args.draws}")
     if npz_keys(args) and args.dataset is None:
         raise UsageError("--images-key and --labels-key name arrays of the --dataset .npz "
                          "file; pass --dataset FILE.npz as well")
+    out = args.out or _default_out(args.targets)
+    with OutputWriter(out, command="variance", overwrite=args.overwrite,
+                      runs=[source for source in args.targets if is_run(source)]):
+        return _study(args, out)
+
+
+def _default_out(targets: list[str]) -> Path:
+    """RUN_DIR/variance for a first target that is a run, else ./variance-NAME-NAME..."""
+    from ppl_vae.models import load_spec
+    from ppl_vae.runs import VARIANCE_DIR, contained, is_run
+
+    first = Path(targets[0])
+    if is_run(first):
+        return contained(first, VARIANCE_DIR)
+    names = [Path(t).resolve().name if is_run(t) else load_spec(t).name for t in targets]
+    return contained(Path.cwd(), f"variance-{'-'.join(names)}")
+
+
+def _study(args: argparse.Namespace, out: Path) -> int:
+    from ppl_vae.data import prepare
+    from ppl_vae.models import load_spec
+    from ppl_vae.models.memory import check_particles_fit
+    from ppl_vae.runs import is_run, read_run
+    from ppl_vae.variance import load_target, run_study, study_cost, write_study
+
     targets = []
     for source in args.targets:
         data = None
-        if args.dataset is not None and not is_run(source):
+        if is_run(source):
+            warn_if_unfinished(read_run(source, check_files=False), args.prog)
+        elif args.dataset is not None:
             spec = load_spec(source)
             data = prepare(args.dataset, **npz_keys(args), likelihood=spec.likelihood.name,
                            data_shape=spec.data_shape, seed=args.seed)
         targets.append(load_target(source, args.backend, batch_size=args.batch_size,
                                    data=data, seed=args.seed))
+        check_particles_fit(targets[-1].vae.spec, max(args.particles), args.batch_size)
     if not args.quiet:
         print("variance: " + study_cost(targets, estimators=args.estimators,
                                         particles=args.particles, num_draws=args.draws,
@@ -103,9 +132,6 @@ def run(args: argparse.Namespace) -> int:
     result = run_study(targets, estimators=args.estimators, particles=args.particles,
                        num_draws=args.draws, seed=args.seed, train_steps=args.train_steps,
                        progress=not args.quiet)
-    first = Path(args.targets[0])
-    out = args.out or (first / VARIANCE_DIR if is_run(first)
-                       else Path(f"variance-{'-'.join(t.name for t in targets)}"))
     paths = write_study(result, out)
     if not args.quiet:
         print(f"wrote {len(paths)} files to {out} (report: {out / 'report.html'})")

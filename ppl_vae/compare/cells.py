@@ -215,10 +215,11 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
                                  start="prior", seed=0)
         log_px, log_px_se, elbo = ais.log_likelihood, ais.stderr, np.full(len(x), np.nan)
         estimator = f"AIS from the prior, T = {cell.ais_steps}, {cell.ais_chains} chains"
-    table, _ = evaluate_split(vae, x, run=cell.key(), split=cell.split, units=units,
+    # metrics.csv rows carry the run's id, as ppl-vae evaluate writes them (the report reads those)
+    table, _ = evaluate_split(vae, x, run=run.run_id, split=cell.split, units=units,
                               train=data.train, valid=data.valid, config=config, estimate=est,
                               ais_estimate=ais)
-    table.loc[len(table)] = [cell.key(), cell.split, runs.STEP_METRIC,
+    table.loc[len(table)] = [run.run_id, cell.split, runs.STEP_METRIC,
                              float(run.progress().params_step), math.nan, ""]
     atomic_write_text(run.path / runs.METRICS_FILE, table.to_csv(index=False))
 

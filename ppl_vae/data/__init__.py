@@ -59,7 +59,8 @@ from ppl_vae.spec import BINARIZATIONS
 __all__ = [
     "BINARIZATIONS", "BUILTIN_DATASETS", "EIGHT_BIT_LIKELIHOODS", "LIKELIHOOD_NAMES",
     "SPLIT_NAMES", "DataError",
-    "RawData", "Splits", "binarize_dynamic", "binarize_static", "binarize_threshold",
+    "RawData", "Splits", "binarization_setting", "binarize_dynamic", "binarize_static",
+    "binarize_threshold",
     "check_data", "dequantization_offset_nats", "dequantize", "load", "load_digits", "load_idx",
     "load_image_folder", "load_mnist5k", "load_npz", "load_patches", "prepare", "split",
 ]
@@ -100,6 +101,19 @@ def _eight_bit(raw: RawData, x: np.ndarray, likelihood: str) -> np.ndarray:
             f"{found}; use 8-bit images (e.g. mnist5k, patches8, patches16) or another "
             "likelihood")
     return x
+
+
+def binarization_setting(likelihood: str, given: str | None, default: str) -> str:
+    """The binarization a run uses and records: ``given`` (a flag) or the spec's ``default``
+    for a Bernoulli likelihood; ``"none"`` for the others, which model their values as they
+    are, and :class:`DataError` when ``given`` asks such a likelihood to binarize."""
+    if likelihood_family(likelihood).data_kind == "binary":
+        return given or default
+    if given not in (None, "none"):
+        raise DataError(f"--binarization {given} applies to binary data (the bernoulli "
+                        f"likelihood); the {likelihood} likelihood models the values as they "
+                        "are, so nothing would be binarized: drop --binarization")
+    return "none"
 
 
 def prepare(

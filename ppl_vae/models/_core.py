@@ -21,6 +21,7 @@ import numpy as np
 
 from ppl_vae.families import class_prior_params, class_rows
 from ppl_vae.models.conditioning import check_labels, require_labels_iff_conditioned
+from ppl_vae.models.memory import check_model_fits
 from ppl_vae.networks import (
     apply_decoder,
     apply_encoder,
@@ -53,7 +54,10 @@ def float64(x: Any) -> np.ndarray:
 
 def init_params(spec: ModelSpec, *, seed: int = 0,
                 num_data: int | None = None) -> dict[str, np.ndarray]:
-    """Initial values (float64 NumPy) of every parameter of a VAE, keyed by flat name."""
+    """Initial values (float64 NumPy) of every parameter of a VAE, keyed by flat name; a spec
+    too large for the machine's memory is refused first
+    (:func:`~ppl_vae.models.memory.check_model_fits`)."""
+    check_model_fits(spec, num_data)
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     classes = spec.condition.classes if spec.condition is not None else 0

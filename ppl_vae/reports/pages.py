@@ -19,8 +19,6 @@ import numpy as np
 import pandas as pd
 
 from ppl_vae import runs
-from ppl_vae import spec as spec_module
-from ppl_vae.io import read_json
 from ppl_vae.reports import figures
 from ppl_vae.reports.writer import Report, machine_description
 
@@ -37,20 +35,18 @@ def run_report(run_dir: str | Path) -> Report:
     """Collect a run directory's tables and figures into a :class:`Report`: a headline of the
     test metrics with traffic-light warnings, per-dimension bar charts, settings as a table,
     links to the diagnostics and variance pages, and the image grids."""
-    run_dir = Path(run_dir)
-    spec = spec_module.load(run_dir / runs.SPEC_FILE)
-    config = read_json(run_dir / runs.CONFIG_FILE)
+    loaded = runs.read_run(run_dir)
+    run_dir, spec, config = loaded.path, loaded.spec, loaded.config
     report = Report(f"ppl_vae run: {run_dir.name}")
     report.text(f"{spec.description or spec.name} Posterior {spec.posterior.name}, prior "
                 f"{spec.prior.name}, likelihood {spec.likelihood.name}, {spec.latent_dim} "
                 f"latent dimensions, {spec.kl} KL; backend {config.get('backend', '?')}, "
                 f"data {config.get('data', {}).get('source', '?')}.")
-    loaded = runs.Run(path=run_dir, spec=spec, config=config, vae=None)
     which = loaded.parameters_note()
     if which:
         report.text(f"The run holds the {which}.")
     metrics_path = run_dir / runs.METRICS_FILE
-    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
+    metrics = _own_metrics(metrics_path, loaded.run_id) if metrics_path.exists() else None
     diagnostics_path = run_dir / runs.DIAGNOSTICS_TABLE
     diagnostics = pd.read_csv(diagnostics_path) if diagnostics_path.exists() else None
     split = _headline_split(metrics)
@@ -113,6 +109,20 @@ def run_report(run_dir: str | Path) -> Report:
         report.link("gradient-variance report", f"{runs.VARIANCE_DIR}/{runs.REPORT_STEM}.html")
         report.table(_headline(pd.read_csv(ratios)), caption="ppl-vae variance: headline ratios")
     return report
+
+
+def _own_metrics(path: Path, run_id: str) -> pd.DataFrame:
+    """The rows of ``metrics.csv`` of the run ``run_id`` (a copied folder keeps its id, and
+    rows another run left there are not this run's)."""
+    try:
+        metrics = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise runs.CheckpointError(f"{path} is empty; delete it and run ppl-vae evaluate "
+                                   "again") from None
+    if "run" not in metrics.columns:
+        raise runs.CheckpointError(f"{path} has no 'run' column, so it was not written by "
+                                   "ppl-vae evaluate; move it away and evaluate again")
+    return metrics[metrics["run"].astype(str) == run_id]
 
 
 _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),

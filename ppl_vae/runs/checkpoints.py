@@ -12,10 +12,13 @@ Layout under a run directory::
         manifest.json         SHA-256 of every file above
 
 A checkpoint is written into a hidden temporary folder and renamed into place only when every
-file is on disk; then ``latest`` is replaced, and only then are checkpoints older than the
-newest :data:`KEEP` removed, with whatever an interrupted write left. A process killed at any
-moment therefore leaves the previous checkpoint intact, and a torn or altered file is caught
-by its checksum on load.
+file is on disk; then the run's top-level ``params.safetensors`` and ``history.csv`` are
+written (their SHA-256 recorded in the checkpoint's ``state.json``); then ``latest`` is
+replaced, which commits the three together: a reader refuses top-level files that do not
+match ``latest`` (:func:`check_run_files`). Only then are checkpoints older than the newest
+:data:`KEEP` removed, with whatever an interrupted write left. A process killed at any moment
+(or a full disk) therefore leaves the previous checkpoint intact, and a torn or altered file
+is caught by its checksum on load.
 
 Optimizer state (nested dicts, lists and tuples of tensors and Python scalars) is stored with
 :func:`encode_tree`: arrays go to safetensors, the structure and scalars to JSON.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ppl_vae.io import (
+    atomic_write_bytes,
     atomic_write_text,
     fsync_dir,
     load_arrays,
@@ -47,12 +52,15 @@ LATEST_FILE = "latest"
 MANIFEST_FILE = "manifest.json"
 STATE_ARRAYS_FILE = "state.safetensors"
 STATE_FILE = "state.json"
+RUN_FILES_KEY = "run_files"
 FORMAT_VERSION = 1
 KEEP = 2
 """Complete checkpoints kept; the older one is a fallback if the newest is damaged later."""
 
 _PREFIX = "step-"
 _TMP_PREFIX = ".tmp-"
+_STEP_NAME = re.compile(r"step-\d{8}")
+_TMP_NAME = re.compile(r"\.tmp-step-\d{8}-\d+")
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,14 +81,22 @@ def checkpoint_name(step: int) -> str:
 
 def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.ndarray],
                      arrays: Mapping[str, np.ndarray], state: dict[str, Any],
-                     history_csv: str) -> Path:
-    """Write checkpoint ``step`` under ``run_dir/checkpoints`` atomically; returns its path."""
-    root = Path(run_dir) / CHECKPOINT_DIR
+                     history_csv: str, run_files: Mapping[str, bytes] | None = None) -> Path:
+    """Write checkpoint ``step`` under ``run_dir/checkpoints`` atomically; returns its path.
+
+    ``run_files`` (name: bytes) are the run's top-level files that go with this checkpoint
+    (``params.safetensors``, ``history.csv``): their SHA-256 is recorded in its ``state.json``
+    and they are written after the checkpoint folder and before ``latest``, so ``latest``
+    commits the checkpoint and them together (:func:`check_run_files`)."""
+    run_files = dict(run_files or {})
+    state = {**state, RUN_FILES_KEY: {name: hashlib.sha256(data).hexdigest()
+                                      for name, data in run_files.items()}}
+    root = writable_root(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     tmp = root / f"{_TMP_PREFIX}{checkpoint_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    if tmp.exists() or tmp.is_symlink():
+        _remove(tmp)
     tmp.mkdir()
     save_arrays(tmp / PARAMS_FILE, dict(params))
     save_arrays(tmp / STATE_ARRAYS_FILE, dict(arrays))
@@ -89,13 +105,27 @@ def write_checkpoint(run_dir: str | Path, step: int, *, params: Mapping[str, np.
     files = (PARAMS_FILE, STATE_ARRAYS_FILE, STATE_FILE, HISTORY_FILE)
     write_json(tmp / MANIFEST_FILE, {name: _sha256(tmp / name) for name in files})
     fsync_dir(tmp)
-    if final.exists():  # the same step written by an earlier, interrupted attempt
-        shutil.rmtree(final)
+    if final.exists() or final.is_symlink():  # the same step, from an interrupted attempt
+        _remove(final)
     os.replace(tmp, final)
     fsync_dir(root)
+    for name, data in run_files.items():
+        atomic_write_bytes(Path(run_dir) / name, data)
     atomic_write_text(root / LATEST_FILE, final.name + "\n")
     _remove_old(root)
     return final
+
+
+def writable_root(run_dir: str | Path) -> Path:
+    """``run_dir/checkpoints``, refused when it is a symbolic link: training deletes old and
+    torn checkpoints in it, and must never delete anything outside the run."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if root.is_symlink():
+        raise CheckpointError(f"{root} is a symbolic link to {os.path.realpath(root)}; "
+                              "training deletes old checkpoints in it, so it must be a real "
+                              f"folder of the run: nothing was changed. Replace the link by a "
+                              f"folder (move the checkpoints into {root}) and train again")
+    return root
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -104,10 +134,30 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = root / LATEST_FILE
     if pointer.exists():
         named = root / pointer.read_text().strip()
-        if named.name.startswith(_PREFIX) and (named / MANIFEST_FILE).is_file():
+        if _ours(named, _STEP_NAME) and (named / MANIFEST_FILE).is_file():
             return named
     done = _complete(root)
     return done[-1] if done else None
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """Refuse a run whose top-level parameters or history are not those its ``latest``
+    checkpoint committed (a write cut short, e.g. by a full disk, or files replaced by hand):
+    a reader would use one step's parameters and report another's."""
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return
+    recorded = read_json(latest / STATE_FILE).get(RUN_FILES_KEY) or {}
+    for name, digest in recorded.items():
+        path = run_dir / name
+        if path.is_file() and _sha256(path) != digest:  # a missing one: its reader says so
+            raise CheckpointError(
+                f"{path} is not the one checkpoint {latest.name} committed (a checkpoint write "
+                "cut short, e.g. by a full disk, or a file replaced or damaged): its step is "
+                f"unknown, so nothing reads it. Continue the run with ppl-vae train SPEC --out "
+                f"{run_dir} --resume (it rewrites {name} from the checkpoint), or train it "
+                "again")
 
 
 @dataclass(frozen=True)
@@ -217,22 +267,36 @@ def decode_tree(skeleton: Any, arrays: Mapping[str, np.ndarray],
 # --------------------------------------------------------------------------- helpers
 
 
+def _ours(path: Path, pattern: re.Pattern[str]) -> bool:
+    """A real folder (not a symbolic link) named as this module names its folders."""
+    return pattern.fullmatch(path.name) is not None and not path.is_symlink() and path.is_dir()
+
+
 def _complete(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
-                  if p.is_dir() and p.name.startswith(_PREFIX) and (p / MANIFEST_FILE).exists())
+                  if _ours(p, _STEP_NAME) and (p / MANIFEST_FILE).exists())
 
 
 def _remove_old(root: Path) -> None:
-    """Delete the torn writes (``.tmp-*``; step folders without a manifest, e.g. one emptied
-    by an interrupted rewrite) and all but the newest :data:`KEEP` checkpoints."""
+    """Delete the torn writes (``.tmp-step-*``; step folders without a manifest, e.g. one
+    emptied by an interrupted rewrite) and all but the newest :data:`KEEP` checkpoints. Only
+    real folders with this module's names are deleted, never what a symbolic link points to."""
     for stale in root.iterdir():
-        torn = stale.name.startswith(_PREFIX) and not (stale / MANIFEST_FILE).exists()
-        if stale.is_dir() and (stale.name.startswith(_TMP_PREFIX) or torn):
+        torn = _ours(stale, _STEP_NAME) and not (stale / MANIFEST_FILE).exists()
+        if torn or _ours(stale, _TMP_NAME):
             shutil.rmtree(stale, ignore_errors=True)
     for old in _complete(root)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``: a link or file is unlinked (what it points to stays), a folder removed."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def _sha256(path: Path) -> str:

@@ -22,6 +22,8 @@ A run directory ``runs/NAME/`` holds::
                            VARIANCE_RATIOS, and its own report
     report.md, .html       REPORT_STEM (``ppl-vae report``)
     figures/               the reports' PNGs
+    outputs.json           OUTPUTS_FILE: what each of those commands wrote, with the run id
+                           and the checkpoint step of the parameters it read
 
 ``run.json``'s ``data`` settings rebuild the splits; a run without ``data.shuffle`` dates from
 before splits were shuffled and rebuilds them in the source's order.
@@ -36,6 +38,7 @@ run, and the new run it builds before swapping it in.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ppl_vae.io import FileReadError
@@ -60,6 +63,9 @@ VARIANCE_TABLES = ("groups", "params", "ratios", "training", "skipped")
 """The tidy tables of a gradient-variance study, each written as NAME.csv."""
 VARIANCE_RATIOS = "ratios.csv"
 REPORT_STEM = "report"
+OUTPUTS_FILE = "outputs.json"
+"""In every folder the reading commands write to: which command wrote which file, its SHA-256,
+and the run id and checkpoint step it came from (:mod:`ppl_vae.runs.outputs`)."""
 SPLITS = ("train", "valid", "test")
 
 
@@ -94,7 +100,42 @@ def require_run(path: str | Path) -> Path:
 
 
 class RunLockedError(RunError):
-    """Another process is writing the run folder."""
+    """Another process is writing the run folder (or, for a writer, reading it)."""
+
+
+class OutsideFolderError(RunError):
+    """An output path that would land outside the folder it belongs in."""
+
+
+def contained(folder: str | Path, name: str | Path) -> Path:
+    """``folder / name``, refused unless it resolves (symbolic links and ``..`` followed) to a
+    path inside ``folder`` resolved: the one check that a file a command writes stays in its
+    folder."""
+    folder = Path(folder)
+    path = folder / name
+    root, target = folder.resolve(), path.resolve()
+    if target != root and root not in target.parents:
+        raise OutsideFolderError(f"{path} resolves to {target}, outside {root}; nothing was "
+                                 "written. Remove the symbolic link or '..' that leads out of "
+                                 f"{folder}, or choose another output folder")
+    return path
+
+
+def check_run_location(path: str | Path) -> Path:
+    """Refuse places a run folder cannot be created at safely, before anything is created:
+    the filesystem root (no folder of its own, no parent for the writer's lock) and a
+    symbolic link (a swap would replace the link with a real folder, not write where it
+    points). Returns ``path`` as a Path."""
+    path = Path(path)
+    absolute = Path(os.path.abspath(path))
+    if absolute.parent == absolute:
+        raise NotARunError(f"{path} is the filesystem root; a run needs a folder of its own: "
+                           "choose e.g. --out runs/NAME")
+    if path.is_symlink():
+        raise NotARunError(f"{path} is a symbolic link to {os.path.realpath(path)}; a run is "
+                           "written into a real folder, so nothing was touched: pass --out "
+                           f"{os.path.realpath(path)} instead")
+    return path
 
 
 class CheckpointError(FileReadError):

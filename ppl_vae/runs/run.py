@@ -4,6 +4,8 @@ parameters, and the data it was trained on, rebuilt; :func:`load_run` and :func:
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,11 @@ import numpy as np
 
 from ppl_vae import spec as spec_module
 from ppl_vae.data import binarize_static, prepare
+from ppl_vae.data.provenance import check_source, check_splits
 from ppl_vae.io import load_arrays, read_json, save_arrays, write_json, write_toml
 from ppl_vae.models import BACKENDS, build
 from ppl_vae.models.conditioning import check_labels
-from ppl_vae.runs.checkpoints import TrainingProgress, training_progress
+from ppl_vae.runs.checkpoints import TrainingProgress, check_run_files, training_progress
 from ppl_vae.runs.layout import (
     CONFIG_FILE,
     PARAMS_FILE,
@@ -96,6 +99,12 @@ class Run:
         return f"parameters of step {progress.step} ({why}{stopped})"
 
     @property
+    def run_id(self) -> str:
+        """The id ``ppl-vae train`` gave the run (kept by copies and renames of its folder);
+        the folder's name for runs recorded before runs had ids."""
+        return str(self.config.get("run_id") or self.path.resolve().name)
+
+    @property
     def has_data(self) -> bool:
         """Whether run.json records how the data were prepared (``ppl-vae train`` does)."""
         return "data" in self.config
@@ -106,14 +115,18 @@ class Run:
             raise CheckpointError(f"{self.path / CONFIG_FILE} records no 'data' settings, so "
                                   "the data cannot be rebuilt; train with ppl-vae train")
         data = self.config["data"]
-        return prepare(data["source"], images_key=data.get("images_key"),
-                       labels_key=data.get("labels_key"), likelihood=self.spec.likelihood.name,
-                       binarization=data.get("binarization", "static"),
-                       dequantize=data.get("dequantize", False),
-                       fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
-                       seed=data.get("seed", 0),
-                       # runs recorded before splits were shuffled kept the source's order
-                       shuffle=data.get("shuffle", False))
+        where = str(self.path / CONFIG_FILE)
+        source = check_source(data, where) if "path" in data else data["source"]
+        splits = prepare(source, images_key=data.get("images_key"),
+                         labels_key=data.get("labels_key"), likelihood=self.spec.likelihood.name,
+                         binarization=data.get("binarization", "static"),
+                         dequantize=data.get("dequantize", False),
+                         fractions=tuple(data.get("fractions", (0.8, 0.1, 0.1))),
+                         seed=data.get("seed", 0),
+                         # runs recorded before splits were shuffled kept the source's order
+                         shuffle=data.get("shuffle", False))
+        check_splits(splits, data.get("splits_sha256"), where)
+        return splits
 
     def with_data(self, **data: Any) -> Run:
         """This run with run.json's data settings replaced in memory (``source``,
@@ -122,6 +135,8 @@ class Run:
         if not data:
             return self
         merged = {**self.config.get("data", {}), **data}
+        if "source" in data and "path" in merged:  # a moved file: its recorded hash must match
+            merged["path"] = os.path.abspath(data["source"])
         if "source" not in merged:
             raise CheckpointError(f"{self.path / CONFIG_FILE} records no dataset; name the "
                                   "data with --dataset")
@@ -176,26 +191,67 @@ class Run:
                               valid=arrays["valid"], splits=splits, notes=notes, c=c)
 
 
-def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",
-             device: str = "cpu") -> Run:
-    """Load a run directory into a VAE of ``backend`` (default: the one it was trained with)."""
+_CONFIG_FIELDS = (("data", dict), ("training", dict), ("selection", dict), ("seed", int),
+                  ("num_data", int), ("run_id", str))
+"""Fields of run.json that readers use, and the JSON type each must have where present."""
+
+
+def read_run(path: str | Path, *, check_files: bool = True) -> Run:
+    """A run directory's spec and checked ``run.json``, without building the model
+    (``vae`` is None); ``check_files``: also refuse top-level parameters or history that are
+    not those the latest checkpoint committed (:func:`~.checkpoints.check_run_files`)."""
     path = require_run(path)
     spec = spec_module.load(path / SPEC_FILE)
     config = read_json(path / CONFIG_FILE)
+    where = path / CONFIG_FILE
+    fix = "it was damaged or written by something else: restore it, or train the run again"
     if not isinstance(config, dict) or config.get("backend") not in BACKENDS:
-        raise CheckpointError(f"{path / CONFIG_FILE} is not a run record of ppl_vae (it needs "
-                              f"a JSON object with \"backend\": one of {', '.join(BACKENDS)}); "
-                              "it was damaged or written by something else")
+        raise CheckpointError(f"{where} is not a run record of ppl_vae (it needs a JSON object "
+                              f"with \"backend\": one of {', '.join(BACKENDS)}); {fix}")
+    for key, kind in _CONFIG_FIELDS:
+        value = config.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise CheckpointError(f"{where}: \"{key}\" must be a JSON "
+                                  f"{'object' if kind is dict else kind.__name__}, got "
+                                  f"{json.dumps(value)[:40]}; {fix}")
+    data = config.get("data")
+    if data is not None and not isinstance(data.get("source"), str):
+        raise CheckpointError(f"{where}: \"data\" needs a \"source\" (a dataset name or "
+                              f"path); {fix}")
+    num_steps = config.get("training", {}).get("num_steps")
+    if num_steps is not None and (not isinstance(num_steps, int) or isinstance(num_steps, bool)):
+        raise CheckpointError(f"{where}: \"training\" \"num_steps\" must be an integer, got "
+                              f"{json.dumps(num_steps)[:40]}; {fix}")
+    if check_files:
+        check_run_files(path)
+    return Run(path=path, spec=spec, config=config, vae=None)
+
+
+def load_run(path: str | Path, backend: str | None = None, *, dtype: str = "float32",
+             device: str = "cpu") -> Run:
+    """Load a run directory into a VAE of ``backend`` (default: the one it was trained with);
+    parameters that are not finite are refused (:class:`CheckpointError`)."""
+    run = read_run(path, check_files=False)
+    path, config = run.path, run.config
     backend = backend or config["backend"]
-    vae = build(spec, backend, seed=config.get("seed", 0), num_data=config.get("num_data"),
+    vae = build(run.spec, backend, seed=config.get("seed", 0), num_data=config.get("num_data"),
                 dtype=dtype, device=device)
-    params = load_arrays(path / PARAMS_FILE)
+    params = load_arrays(path / PARAMS_FILE)  # a missing or unreadable file named as such
+    check_run_files(path)
+    broken = [name for name, value in params.items()
+              if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{path / PARAMS_FILE}: parameter(s) {', '.join(broken[:3])} "
+                              "hold NaN or infinite values (a damaged file, or a training "
+                              "that diverged); train the run again, or resume it from an "
+                              "earlier checkpoint")
     try:
         vae.set_params(params)
     except ValueError as err:
         raise CheckpointError(f"{path / PARAMS_FILE} does not fit {path / SPEC_FILE}: {err}") \
             from None
-    return Run(path=path, spec=spec, config=config, vae=vae)
+    run.vae = vae
+    return run
 
 
 def write_config(path: str | Path, vae: Any, config: dict[str, Any]) -> None:

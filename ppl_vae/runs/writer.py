@@ -2,9 +2,10 @@
 
 For a run folder ``runs/NAME`` the writer keeps a hidden sibling ``runs/.NAME.ppl-vae/``::
 
-    lock          held with an OS file lock (``filelock``: ``flock`` on POSIX) while a process
-                  trains into NAME; the OS drops it when the process ends, even by kill -9,
-                  so a stale lock is simply taken over
+    lock          the run's readers-writer lock (:mod:`ppl_vae.runs.lock`): held exclusively
+                  while a process trains into NAME, shared by the commands that read NAME
+                  (:class:`ppl_vae.runs.outputs.OutputWriter`); the OS drops it when the
+                  process ends, even by kill -9, so a stale lock is simply taken over
     holder.json   who holds the lock (pid, host, command, start time), for the refusal
     new/          a new run (fresh or ``overwrite``) while it is built: its spec, run.json,
                   parameters and training up to its first checkpoint
@@ -31,10 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from ppl_vae.io import FileReadError, fsync_dir, read_json, write_json
-from ppl_vae.runs.layout import RunLockedError, check_replaceable
+from ppl_vae.runs.layout import RunLockedError, check_replaceable, check_run_location
+from ppl_vae.runs.lock import FolderLock
 from ppl_vae.runs.run import create_run
 
 WRITER_SUFFIX = ".ppl-vae"
@@ -45,8 +45,9 @@ OLD_DIR = "old"
 
 
 def writer_home(path: str | Path) -> Path:
-    """The hidden sibling folder that holds ``path``'s lock and its runs in the making."""
-    path = Path(os.path.abspath(path))
+    """The hidden sibling folder that holds ``path``'s lock and its runs in the making; of the
+    folder a symbolic link points to, so that every way of naming a run finds one lock."""
+    path = Path(os.path.realpath(path))
     return path.parent / f".{path.name}{WRITER_SUFFIX}"
 
 
@@ -60,19 +61,17 @@ class RunWriter:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = check_run_location(path)
         self.home = writer_home(self.path)
         self.staging = self.home / NEW_DIR
-        self._lock = FileLock(str(self.home / LOCK_FILE))
+        self._lock = FolderLock(self.home / LOCK_FILE, shared=False)
         self._overwrite = False
         self._staged = False
 
     def __enter__(self) -> RunWriter:
         self.home.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock.acquire(timeout=0)
-        except Timeout:
-            raise RunLockedError(self._refusal()) from None
+        if not self._lock.acquire():
+            raise RunLockedError(self._refusal())
         try:
             write_json(self.home / HOLDER_FILE, {
                 "pid": os.getpid(), "host": socket.gethostname(),
@@ -132,6 +131,11 @@ class RunWriter:
             shutil.rmtree(self.staging)
 
     def _refusal(self) -> str:
+        if self._lock.readers_only():
+            return (f"{self.path} is being read by another ppl-vae command (evaluate, sample, "
+                    "variance, diagnose or report); wait for it to finish, then train again. "
+                    "Training while it reads would mix old and new parameters in its results "
+                    f"(lock: {self.home / LOCK_FILE})")
         try:
             holder = read_json(self.home / HOLDER_FILE)
             who = (f"process {holder['pid']} on {holder['host']} ({holder['command']}, "

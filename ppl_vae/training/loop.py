@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ppl_vae.io import atomic_write_text, save_arrays
+from ppl_vae.io import arrays_bytes
 from ppl_vae.runs.checkpoints import Checkpoint, write_checkpoint
 from ppl_vae.runs.layout import CHECKPOINT_DIR, HISTORY_FILE, PARAMS_FILE
 from ppl_vae.training import batches
@@ -348,19 +348,19 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, selection:
 
 def save(engine: Any, run_dir: Path, step: int, history: History, selection: Selection,
          elapsed: float, state_extra: dict[str, Any]) -> Path:
-    """Write a checkpoint (the last state, and the selection with its best parameters), then
-    the run's top-level ``params.safetensors`` (the kept parameters) and history."""
+    """Write a checkpoint (the last state, and the selection with its best parameters) with
+    the run's top-level ``params.safetensors`` (the kept parameters) and history, committed
+    together by ``latest``."""
     params = engine.get_params()
     arrays, meta = engine.state()
     chosen, chosen_arrays = selection.state()
     csv = history.to_csv(selection.kept_step(step))
-    path = write_checkpoint(run_dir, step, params=params, arrays={**arrays, **chosen_arrays},
+    return write_checkpoint(run_dir, step, params=params, arrays={**arrays, **chosen_arrays},
                             state={"elapsed": elapsed, "engine": meta, "selection": chosen,
                                    **state_extra},
-                            history_csv=csv)
-    save_arrays(run_dir / PARAMS_FILE, selection.kept_params(params))
-    atomic_write_text(run_dir / HISTORY_FILE, csv)
-    return path
+                            history_csv=csv,
+                            run_files={PARAMS_FILE: arrays_bytes(selection.kept_params(params)),
+                                       HISTORY_FILE: csv.encode()})
 
 
 def _lowest_train_loss(history: History) -> float:

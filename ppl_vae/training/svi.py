@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,8 +38,10 @@ import pandas as pd
 
 from ppl_vae import runs
 from ppl_vae import spec as spec_module
+from ppl_vae.data import Splits, provenance
 from ppl_vae.estimators import IWAE, AnalyticKL, Reparam, get_estimator
 from ppl_vae.io import read_json
+from ppl_vae.models.memory import check_particles_fit
 from ppl_vae.runs import CheckpointError, RunWriter, check_replaceable, checkpoints
 from ppl_vae.threads import set_threads
 from ppl_vae.training import batches
@@ -200,6 +203,8 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
     estimator = get_estimator(estimator if estimator is not None else defaults.estimator)
     num_particles = _positive_int("num_particles", num_particles, defaults.num_particles)
     batch_size = _positive_int("batch_size", batch_size, defaults.batch_size)
+    check_particles_fit(spec, num_particles, batch_size,
+                        itemsize=np.dtype(vae.dtype_name).itemsize)
     if not (isinstance(seed, int) and seed >= 0):
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     custom_optimizer = not isinstance(optimizer, str)
@@ -263,10 +268,12 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                 divergence_factor=divergence_factor,
                 kl_weight=kl_weight if kl_weight.active else None)
 
+    if out_dir is not None:  # refused before the writer's lock folder is created
+        _refuse_early(runs.check_run_location(out_dir), resume=resume, overwrite=overwrite)
     with contextlib.ExitStack() as stack:  # the run folder's lock, before anything is built
         writer = None if out_dir is None else stack.enter_context(RunWriter(out_dir))
-        if writer is not None:
-            _refuse_early(writer, resume=resume, overwrite=overwrite)
+        if writer is not None:  # again under the lock: the folder may have changed
+            _refuse_early(writer.path, resume=resume, overwrite=overwrite)
         engine = _make_engine(vae, optimizer, schedule, estimator=estimator,
                               kl_weighting=kl_weight.active, free_bits=free_bits,
                               valid_particles=valid_particles,
@@ -288,9 +295,10 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
                     "lr_schedule": None if schedule is None else schedule.to_dict(),
                     "kl_weight": kl_weight.to_dict(), "free_bits": float(free_bits)}
         config: dict[str, Any] = {"seed": seed, "training": training,
-                                  "data_fingerprint": training_data.fingerprint()}
+                                  "data_fingerprint": training_data.fingerprint(),
+                                  "run_id": _run_id(writer.path if resume else None)}
         if data_config is not None:
-            config["data"] = {"shuffle": getattr(data, "shuffled", True), **data_config}
+            config["data"] = _data_record(data, data_config)
         if encoder_free:
             config["num_data"] = num_data
 
@@ -308,8 +316,12 @@ def fit(vae: Any, data: Any, *, num_steps: int | None = None, num_epochs: int | 
             try:
                 engine.load_state(start.params, start.arrays, start.state["engine"])
             except (KeyError, ValueError) as err:
+                what = (f"its {checkpoints.STATE_FILE} has no entry {err}"
+                        if isinstance(err, KeyError) else str(err))
                 raise CheckpointError(f"checkpoint {start.path} does not fit this model: "
-                                      f"{err}") from None
+                                      f"{what} (altered, or written by another version); "
+                                      "delete it to resume from the checkpoint before, or "
+                                      "train again with --overwrite") from None
             outcome = train(run_dir=writer.path, start=start)
         else:
             staging = writer.create(vae, config, overwrite=overwrite)
@@ -400,16 +412,37 @@ def _selection(select: str | None, patience: int | None, defaults: Any, *,
     return Selection(select=select or defaults.select, patience=patience)
 
 
-def _refuse_early(writer: RunWriter, *, resume: bool, overwrite: bool) -> None:
+def _run_id(resumed: Path | None) -> str:
+    """A new run's id, or the id of the run ``resumed`` continues (a new one for runs recorded
+    before runs had ids)."""
+    saved = read_json(resumed / runs.CONFIG_FILE) if resumed is not None else None
+    if isinstance(saved, dict) and isinstance(saved.get("run_id"), str):
+        return saved["run_id"]
+    return uuid.uuid4().hex
+
+
+def _data_record(data: Any, data_config: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``data``: how the data were prepared, the dataset file's absolute path and
+    SHA-256, and the splits' SHA-256 (:mod:`ppl_vae.data.provenance`)."""
+    record = {"shuffle": getattr(data, "shuffled", True), **data_config,
+              **provenance.source_record(data_config.get("source"))}
+    if isinstance(data, Splits):
+        record["splits_sha256"] = provenance.splits_digest(data)
+    return record
+
+
+def _refuse_early(path: Path, *, resume: bool, overwrite: bool) -> None:
     """The refusals that need no model: contradicting flags, nothing to resume, a folder that
-    must not be replaced."""
+    must not be replaced, a checkpoint folder that is a symbolic link."""
     if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other; choose one")
-    if resume and not runs.is_run(writer.path):
-        raise CheckpointError(f"nothing to resume: {writer.path} holds no run (no "
+    if resume and not runs.is_run(path):
+        raise CheckpointError(f"nothing to resume: {path} holds no run (no "
                               f"{runs.CONFIG_FILE}); start it without resume")
-    if not resume:
-        check_replaceable(writer.path, overwrite=overwrite)
+    if resume:
+        checkpoints.writable_root(path)
+    else:
+        check_replaceable(path, overwrite=overwrite)
 
 
 def _resume_from(run_dir: Path, vae: Any, config: dict[str, Any]) -> checkpoints.Checkpoint:

@@ -6,6 +6,7 @@ outputs are clear errors."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -102,11 +103,91 @@ def _write(name, text):
 
 
 def _other_params(run):
+    shutil.rmtree(run / runs.CHECKPOINT_DIR)  # else: not the parameters latest committed
     (run / runs.PARAMS_FILE).unlink()
     io.save_arrays(run / runs.PARAMS_FILE, {"encoder.0.weight": np.zeros((3, 3), np.float32)})
 
 
 NO_CHECKPOINTS = damaged_run(lambda run: shutil.rmtree(run / runs.CHECKPOINT_DIR))
+
+
+def _edit_config(**changes):
+    """A damage: run.json with ``changes`` merged in (a value of ``...`` drops the key)."""
+    def damage(run):
+        config = json.loads((run / runs.CONFIG_FILE).read_text())
+        config.update(changes)
+        (run / runs.CONFIG_FILE).write_text(json.dumps(config))
+    return damage
+
+
+def _nan_params(run):
+    """NaN parameters in a run without checkpoints (nothing records what they should be)."""
+    params = io.load_arrays(run / runs.PARAMS_FILE)
+    params = {name: np.full_like(value, np.nan) for name, value in params.items()}
+    shutil.rmtree(run / runs.CHECKPOINT_DIR)
+    io.save_arrays(run / runs.PARAMS_FILE, params)
+
+
+def _earlier_params(run):
+    """params.safetensors of the checkpoint before ``latest``: another step than it records."""
+    shutil.copy(run / runs.CHECKPOINT_DIR / "step-00000002" / runs.PARAMS_FILE,
+                run / runs.PARAMS_FILE)
+
+
+def _crafted_state(run):
+    """A checkpoint whose state.json lacks the engine's optimizer state, its manifest
+    rewritten to match (a crafted, not a torn, file)."""
+    latest = run / runs.CHECKPOINT_DIR / "step-00000004"
+    state = json.loads((latest / "state.json").read_text())
+    del state["engine"]["optim"]
+    (latest / "state.json").write_text(json.dumps(state))
+    manifest = json.loads((latest / "manifest.json").read_text())
+    manifest["state.json"] = hashlib.sha256((latest / "state.json").read_bytes()).hexdigest()
+    (latest / "manifest.json").write_text(json.dumps(manifest))
+
+
+def symlinked_checkpoints(root, tmp):
+    """A copy of the run whose checkpoints/ is a link to a user's folder of plans."""
+    copy = tmp / "copy"
+    shutil.copytree(root / "run", copy)
+    user = tmp / "user"
+    shutil.move(copy / runs.CHECKPOINT_DIR, user)
+    (user / "step-by-step").mkdir()
+    (user / "step-by-step" / "plan.txt").write_text("the user's plan\n")
+    (copy / runs.CHECKPOINT_DIR).symlink_to(user)
+    return tmp
+
+
+def users_folder(*names):
+    """A folder of the user's own files with the names a command writes."""
+    def setup(root, tmp):
+        (tmp / "mine").mkdir()
+        for name in names:
+            (tmp / "mine" / name).write_text(f"the user's own {name}\n")
+        return tmp / "mine"
+    return setup
+
+
+def beside_a_foreign_folder(root, tmp):
+    """tmp holding a user's folder: a refused --out must not leave a sibling either."""
+    folder_with_files(root, tmp)
+    return tmp
+
+
+_TRAINERS = []  # writers held for the rest of the session, each on its own copy of the run
+
+
+def trained_right_now(root, tmp):
+    """A copy of the run whose lock a trainer (this process) holds."""
+    copy = damaged_run(lambda run: None)(root, tmp)
+    _TRAINERS.append(runs.RunWriter(copy).__enter__())
+    return copy
+
+
+def symlinked_out(root, tmp):
+    (tmp / "real").mkdir()
+    (tmp / "link").symlink_to(tmp / "real")
+    return tmp
 IDX_EMPTY = b"\x00\x00\x08\x03" + struct.pack(">3I", 0, 8, 8)
 
 # (id, argv with {spec} {run} {tmp} {x} placeholders, words the message must hold, setup of {x})
@@ -132,7 +213,26 @@ CASES = [
      spec_with("batch_size = 32", "batch_size = 32\nlearning_rate = inf")),
     ("spec binarization", ["train", "{x}"], "binarization must be one of",
      spec_with("batch_size = 32", 'batch_size = 32\nbinarization = "half"')),
+    ("spec name ../../escaped", ["train", "{x}"], "is used as a folder name",
+     spec_with('name = "tiny"', 'name = "../../escaped"')),
+    ("spec name /abs/path", ["train", "{x}"], "give a plain name",
+     spec_with('name = "tiny"', 'name = "/abs/path"')),
+    ("spec name ..", ["train", "{x}"], "is a relative folder",
+     spec_with('name = "tiny"', 'name = ".."')),
+    ("spec name empty", ["train", "{x}"], "name must be a non-empty string",
+     spec_with('name = "tiny"', 'name = ""')),
+    ("spec num_steps abc", ["train", "{x}"], "bad.toml: [training] num_steps must be an integer",
+     spec_with("num_steps = 12", 'num_steps = "abc"')),
+    ("spec latent_dim 10**9", ["train", "{x}", "--out", "{tmp}/o"], "more than the",
+     spec_with("latent_dim = 2", "latent_dim = 1000000000")),
+    ("spec hidden [10**9]", ["train", "{x}", "--out", "{tmp}/o"], "needs at least",
+     spec_with("hidden = [16]", "hidden = [1000000000]")),
+    ("--binarization on 8-bit", ["train", "{x}", "--binarization", "static"],
+     "--binarization static applies to binary data",
+     spec_with('family = "bernoulli"', 'family = "categorical"')),
     # train: arguments
+    ("--particles 10**8", ["train", "{spec}", "--out", "{tmp}/o", "--particles", "100000000"],
+     "--particles 100000000 with batch size 32", None),
     ("--lr inf", ["train", "{spec}", "--lr", "inf"], "must be a finite number > 0", None),
     ("--lr nan", ["train", "{spec}", "--lr", "nan"], "must be a finite number > 0", None),
     ("--lr 0", ["train", "{spec}", "--lr", "0"], "must be a finite number > 0", None),
@@ -173,8 +273,19 @@ CASES = [
     ("exists", ["train", "{spec}", "--out", "{run}"], "already holds a run", None),
     ("--out foreign folder", ["train", "{spec}", "--out", "{x}"], "not a ppl_vae run",
      folder_with_files),
+    ("--out foreign folder, no sibling", ["train", "{spec}", "--out", "{x}/mine"],
+     "nothing was touched", beside_a_foreign_folder),
     ("--out a file", ["train", "{spec}", "--out", "{x}"], "is a file", a_file),
     ("--out under a file", ["train", "{spec}", "--out", "{x}/run"], "not a directory", a_file),
+    ("--out /", ["train", "{spec}", "--out", "/"], "is the filesystem root", None),
+    ("--out a symlink", ["train", "{spec}", "--out", "{x}/link"], "is a symbolic link to",
+     symlinked_out),
+    ("--resume checkpoints a symlink", ["train", "{spec}", "--out", "{x}/copy", "--resume",
+                                        "--steps", "8"], "checkpoints is a symbolic link",
+     symlinked_checkpoints),
+    ("--resume crafted state.json", ["train", "{spec}", "--out", "{x}", "--resume", "--steps",
+                                     "8"], "state.json has no entry 'optim'",
+     damaged_run(_crafted_state)),
     ("--resume nothing there", ["train", "{spec}", "--out", "{tmp}/o", "--resume"],
      "nothing to resume", None),
     ("--resume no checkpoint", ["train", "{spec}", "--out", "{x}", "--resume", "--steps", "8"],
@@ -198,6 +309,18 @@ CASES = [
      damaged_run(_write(runs.CONFIG_FILE, '{"seed": 0}'))),
     ("evaluate run.json a list", ["evaluate", "{x}"], "not a run record",
      damaged_run(_write(runs.CONFIG_FILE, "[1, 2]"))),
+    ("evaluate run.json []", ["evaluate", "{x}"], "not a run record",
+     damaged_run(_write(runs.CONFIG_FILE, "[]"))),
+    ("evaluate run.json data a string", ["evaluate", "{x}"], '"data" must be a JSON object',
+     damaged_run(_edit_config(data="mnist5k"))),
+    ("evaluate run.json training a list", ["evaluate", "{x}"],
+     '"training" must be a JSON object', damaged_run(_edit_config(training=[1, 2]))),
+    ("evaluate run.json num_steps abc", ["evaluate", "{x}"],
+     '"num_steps" must be an integer', damaged_run(_edit_config(training={"num_steps": "abc"}))),
+    ("evaluate NaN params", ["evaluate", "{x}"], "hold NaN or infinite values",
+     damaged_run(_nan_params)),
+    ("evaluate params of another step", ["evaluate", "{x}"],
+     "is not the one checkpoint step-00000004 committed", damaged_run(_earlier_params)),
     ("evaluate corrupt spec", ["evaluate", "{x}"], "not valid TOML",
      damaged_run(_write(runs.SPEC_FILE, "latent_dim = = 3"))),
     ("evaluate spec missing", ["evaluate", "{x}"], "no such spec file",
@@ -208,6 +331,7 @@ CASES = [
      damaged_run(lambda run: (run / runs.PARAMS_FILE).unlink())),
     ("evaluate params of another model", ["evaluate", "{x}"], "does not fit",
      damaged_run(_other_params)),
+    ("evaluate while training", ["evaluate", "{x}"], "is being trained", trained_right_now),
     ("evaluate --ais -1", ["evaluate", "{run}", "--ais=-1"], "must be an integer >= 0", None),
     ("evaluate --split", ["evaluate", "{run}", "--split", "holdout"], "invalid choice", None),
     ("evaluate --num-samples 0", ["evaluate", "{run}", "--num-samples", "0"], "positive", None),
@@ -221,6 +345,10 @@ CASES = [
     ("sample --num-samples 0", ["sample", "{run}", "--num-samples", "0"], "positive", None),
     ("sample --out under a file", ["sample", "{run}", "--out", "{x}/png"], "not a directory",
      a_file),
+    ("sample --out a user's folder", ["sample", "{run}", "--out", "{x}", "--num-samples", "4"],
+     "holds 2 file(s) ppl-vae did not write (latents.csv, samples.png)",
+     users_folder("samples.png", "latents.csv")),
+    ("sample while training", ["sample", "{x}"], "is being trained", trained_right_now),
     ("sample corrupt params", ["sample", "{x}"], "not a readable safetensors file",
      damaged_run(_write(runs.PARAMS_FILE, "x"))),
     # report
@@ -230,12 +358,28 @@ CASES = [
      damaged_run(_write(runs.SPEC_FILE, "[[["))),
     ("report corrupt run.json", ["report", "{x}"], "not valid JSON",
      damaged_run(_write(runs.CONFIG_FILE, "{"))),
+    ("report run.json data a string", ["report", "{x}"], '"data" must be a JSON object',
+     damaged_run(_edit_config(data="mnist5k"))),
+    ("report run.json training a list", ["report", "{x}"], '"training" must be a JSON object',
+     damaged_run(_edit_config(training=[1, 2]))),
+    ("report empty metrics.csv", ["report", "{x}"], "metrics.csv is empty",
+     damaged_run(_write(runs.METRICS_FILE, ""))),
     # variance
     ("variance --draws 1", ["variance", "{run}", "--draws", "1"], "--draws must be >= 2", None),
     ("variance missing target", ["variance", "{tmp}/none"], "neither a spec file nor", None),
     ("variance --estimators", ["variance", "{run}", "--estimators", "bogus"],
      "unknown estimator", None),
     ("variance --particles 0", ["variance", "{run}", "--particles", "0"], "integers >= 1", None),
+    ("variance --out a user's folder", ["variance", "{run}", "--out", "{x}", "--draws", "2"],
+     "holds 2 file(s) ppl-vae did not write (params.csv, report.html)",
+     users_folder("report.html", "params.csv")),
+    ("variance while training", ["variance", "{x}", "--draws", "2"], "is being trained",
+     trained_right_now),
+    ("diagnose while training", ["diagnose", "{x}"], "is being trained", trained_right_now),
+    ("report while training", ["report", "{x}"], "is being trained", trained_right_now),
+    ("variance --particles 10**8", ["variance", "{run}", "--particles", "100000000",
+                                    "--batch-size", "8"], "--particles 100000000 with batch",
+     None),
     ("variance corrupt params", ["variance", "{x}", "--draws", "2"], "not a readable",
      damaged_run(_write(runs.PARAMS_FILE, "x"))),
     # diagnose
@@ -294,6 +438,25 @@ def test_unwritable_outputs_are_clear_errors(root, capsys, monkeypatch):
     assert folder_bytes(root / "run") == before
 
 
+def test_a_full_disk_names_the_file_and_the_fix(root, tmp_path, capsys, monkeypatch):
+    """ENOSPC comes from the write or the fsync, with no file name of its own."""
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "run", copy)
+    (copy / runs.METRICS_FILE).unlink(missing_ok=True)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "fsync", full)
+    code, err = run_cli(["evaluate", copy, "--num-samples", "2", "--model-samples", "0"],
+                        capsys)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (f"{copy / runs.METRICS_FILE}: no space left on device; the disk is full; free "
+            "space or choose another output folder") in err
+    assert not (copy / runs.METRICS_FILE).exists()
+    assert not [p for p in copy.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+
+
 def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys,
                                                           monkeypatch):
     out = tmp_path / "run"
@@ -311,7 +474,9 @@ def test_evaluating_an_unfinished_run_warns_with_its_step(root, tmp_path, capsys
               "--checkpoint-every", "4"])
     monkeypatch.undo()
     for argv in (["evaluate", out, "--num-samples", "2", "--model-samples", "0"],
-                 ["sample", out, "--num-samples", "4"]):
+                 ["sample", out, "--num-samples", "4"], ["report", out],
+                 ["variance", out, "--draws", "2", "--particles", "1", "--estimators",
+                  "reparam", "--batch-size", "8", "--quiet"]):
         code, err = run_cli(argv, capsys)
         assert code == 0, err
         assert f"warning: {out} has trained 8 of its 12 steps" in err and "--resume" in err

@@ -2,6 +2,7 @@
 conditional VAE's samples come from the decoder given --label."""
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from ppl_vae.cli import main
 from ppl_vae.data import prepare
 from ppl_vae.io import load_arrays, save_arrays
 from ppl_vae.models import load_spec
-from ppl_vae.runs import PARAMS_FILE
+from ppl_vae.runs import CHECKPOINT_DIR, PARAMS_FILE
 from ppl_vae.spec import NetworkSpec
 
 
@@ -67,6 +68,7 @@ def test_cvae_samples_with_a_label_come_from_the_decoder_given_that_label(tmp_pa
     params["decoder.0.weight"] = np.concatenate([np.zeros((784, 2)), logits], axis=1)
     params["decoder.0.bias"] = np.zeros(784)
     save_arrays(run_dir / PARAMS_FILE, params)
+    shutil.rmtree(run_dir / CHECKPOINT_DIR)  # parameters set by hand: no checkpoint's step
     expected = 1.0 / (1.0 + np.exp(-logits.T))  # (class, pixel)
     bound = 0.5 / 255 + 1e-6  # PNG rounding; float32 decoding is far finer
 

@@ -1,5 +1,6 @@
 """ppl-vae report: the run's own tables, rendered (and nothing recomputed)."""
 
+import json
 import re
 
 import pandas as pd
@@ -21,7 +22,8 @@ def test_report_renders_what_the_jobs_wrote(tmp_path):
     assert main(["train", str(spec_path), "--backend", "pyro", "--dataset", "digits",
                  "--steps", "30", "--batch-size", "32", "--out", str(run_dir), "--quiet"]) == 0
     assert main(["sample", str(run_dir)]) == 0
-    pd.DataFrame({"run": ["run"], "split": ["test"], "metric": ["log_px_iwae"],
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]  # metrics' key
+    pd.DataFrame({"run": [run_id], "split": ["test"], "metric": ["log_px_iwae"],
                   "value": [-43.21], "stderr": [0.05]}).to_csv(run_dir / "metrics.csv",
                                                                index=False)
     assert main(["report", str(run_dir)]) == 0

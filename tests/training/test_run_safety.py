@@ -205,3 +205,69 @@ def test_torn_checkpoint_folders_are_ignored_and_cleaned(digits, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-00000006",
                                                       "step-00000009"]
     assert checkpoint.load_checkpoint(root / "step-00000006").step == 6
+
+
+def test_only_this_modules_folders_are_deleted_never_through_a_link(digits, tmp_path):
+    """In checkpoints/, a user's folder named like ``step-by-step`` and a link named like a
+    checkpoint stay, and so does what the link points to."""
+    out = tmp_path / "run"
+    train("pyro", digits, out)
+    root = out / runs.CHECKPOINT_DIR
+    user = tmp_path / "user"
+    (user / "step-by-step").mkdir(parents=True)
+    (user / "step-by-step" / "plan.txt").write_text("the user's plan\n")
+    shutil.copytree(user / "step-by-step", root / "step-by-step")
+    (root / "step-00000001").symlink_to(user / "step-by-step", target_is_directory=True)
+    before = folder_bytes(user)
+    train("pyro", digits, out, num_steps=9, resume=True)
+    assert folder_bytes(user) == before
+    assert (root / "step-by-step" / "plan.txt").read_text() == "the user's plan\n"
+    assert (root / "step-00000001").is_symlink()
+    assert checkpoint.latest_checkpoint(out) == root / "step-00000009"
+
+
+def test_a_disk_full_in_a_checkpoint_leaves_latest_params_and_history_at_one_step(
+        digits, tmp_path, monkeypatch):
+    """The write of the top-level parameters of the step-6 checkpoint fails (ENOSPC): latest
+    still names step 3, and params.safetensors and history.csv are step 3's, so a reader
+    uses and reports one step."""
+    out = tmp_path / "run"
+    train("pyro", digits, out, num_steps=3)
+    step3 = folder_bytes(out)
+    original = checkpoint.atomic_write_bytes
+
+    def full_at_step_6(path, data):
+        if path.name == runs.PARAMS_FILE and (out / runs.CHECKPOINT_DIR / "step-00000006"
+                                              ).exists():
+            raise OSError(28, "No space left on device", str(path))
+        original(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", full_at_step_6)
+    with pytest.raises(OSError, match="No space left"):
+        train("pyro", digits, out, num_steps=6, resume=True)
+    monkeypatch.undo()
+    assert checkpoint.latest_checkpoint(out).name == "step-00000003"
+    for name in (runs.PARAMS_FILE, runs.HISTORY_FILE):
+        assert (out / name).read_bytes() == step3[name]
+    checkpoint.check_run_files(out)  # consistent: no refusal
+    assert runs.read_run(out).progress().step == 3
+    # a params file that is not the one latest committed is refused, naming it
+    shutil.copy(out / runs.CHECKPOINT_DIR / "step-00000006" / runs.PARAMS_FILE,
+                out / runs.PARAMS_FILE)
+    with pytest.raises(CheckpointError, match=r"params.safetensors is not the one checkpoint "
+                                              r"step-00000003 committed.*--resume"):
+        runs.load_run(out)
+    train("pyro", digits, out, num_steps=6, resume=True)  # resume repairs it
+    assert runs.load_run(out).progress().step == 6
+
+
+def test_an_overwrite_deletes_a_link_in_the_old_run_not_what_it_points_to(digits, tmp_path):
+    out = tmp_path / "run"
+    train("pyro", digits, out)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "plan.txt").write_text("the user's plan\n")
+    (out / runs.VARIANCE_DIR).symlink_to(user, target_is_directory=True)
+    before = folder_bytes(user)
+    train("pyro", digits, out, overwrite=True)
+    assert folder_bytes(user) == before and not (out / runs.VARIANCE_DIR).exists()
