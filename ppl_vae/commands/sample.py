@@ -6,11 +6,16 @@ A conditional VAE draws z ~ p(z | c) and shows E[x | z, c]: with ``--label K`` e
 of class K; without it the classes take turns, one class per grid column. Its reconstructions
 use each image's own label; its latent views are not drawn (a code means something only
 together with a label).
+
+Images are drawn on the data's own range (8-bit likelihoods: 0..255), RGB images
+(``data_shape`` ``(3, H, W)``) in colour; a local autoregressive decoder, which has no mean,
+shows draws x ~ p(x | z) made pixel by pixel instead of means.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -53,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ppl_vae.reports.figures import interleave_rows, save_image_grid
+    from ppl_vae.reports.figures import display_range, interleave_rows, save_image_grid
     from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
     out = args.out or args.run_dir
@@ -75,11 +80,18 @@ def run(args: argparse.Namespace) -> int:
     image_shape = data.splits.image_shape if data is not None else None
     if image_shape is None and len(vae.spec.data_shape) >= 2:
         image_shape = vae.spec.data_shape
-    by_class = condition is not None and args.label is None
+    grid = {"image_shape": image_shape,
+            "value_range": display_range(vae.spec.likelihood.data_range)}
+    num_samples, columns = args.num_samples, None
+    if condition is not None and args.label is None:  # one column per class, whole rows
+        columns = condition.classes
+        num_samples = columns * math.ceil(num_samples / columns)
+        if num_samples != args.num_samples:
+            print(f"{args.prog}: {num_samples} samples, {num_samples // columns} per class "
+                  f"(one column per class)", file=sys.stderr)
     written = [save_image_grid(out / SAMPLES_FILE,
-                               np.asarray(vae.sample(args.num_samples, seed=args.seed,
-                                                     c=args.label)),
-                               image_shape, num_columns=condition.classes if by_class else None)]
+                               np.asarray(vae.sample(num_samples, seed=args.seed, c=args.label)),
+                               num_columns=columns, **grid)]
     if data is None:
         print(f"{args.prog}: run.json records no dataset, so no reconstructions",
               file=sys.stderr)
@@ -94,23 +106,23 @@ def run(args: argparse.Namespace) -> int:
         x = data.x[:count]
         idx = None if data.idx is None else data.idx[:count]
         c = None if data.c is None else data.c[:count]
-        recon = np.asarray(vae.reconstruct(x, idx, c))
+        recon = np.asarray(vae.decode_or_draw(vae.encode(x, idx, c), c, seed=args.seed))
         written.append(save_image_grid(
-            out / RECONSTRUCTIONS_FILE,
-            interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
-            num_columns=RECONSTRUCTION_COLUMNS))
+            out / RECONSTRUCTIONS_FILE, interleave_rows(x, recon, RECONSTRUCTION_COLUMNS),
+            num_columns=RECONSTRUCTION_COLUMNS, **grid))
     if condition is not None:
         print(f"{args.prog}: a conditional VAE's codes mean something only with a label, so "
               "no latent views (latents.csv, traversals, interpolations)", file=sys.stderr)
     elif data is not None and vae.spec.posterior.amortized:
-        written += _latent_views(run_, vae, data, image_shape, args)
+        written += _latent_views(run_, vae, data, grid, args)
     for path in written:
         print(path)
     return 0
 
 
-def _latent_views(run_, vae, data, image_shape, args) -> list[Path]:
-    """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png."""
+def _latent_views(run_, vae, data, grid, args) -> list[Path]:
+    """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png
+    (``grid``: the image shape and value range of :func:`save_image_grid`)."""
     from ppl_vae.evaluation.latent_views import interpolations, latent_codes, traversals
     from ppl_vae.io import atomic_write_text
     from ppl_vae.reports.figures import save_image_grid
@@ -123,8 +135,9 @@ def _latent_views(run_, vae, data, image_shape, args) -> list[Path]:
     atomic_write_text(out / LATENTS_FILE, codes.to_csv(index=False))
     steps = 9
     return [out / LATENTS_FILE,
-            save_image_grid(out / TRAVERSALS_FILE, traversals(vae, codes, num_steps=steps),
-                            image_shape, num_columns=steps),
+            save_image_grid(out / TRAVERSALS_FILE,
+                            traversals(vae, codes, num_steps=steps, seed=args.seed),
+                            num_columns=steps, **grid),
             save_image_grid(out / INTERPOLATIONS_FILE,
-                            interpolations(vae, codes, num_steps=steps), image_shape,
-                            num_columns=steps)]
+                            interpolations(vae, codes, num_steps=steps, seed=args.seed),
+                            num_columns=steps, **grid)]

@@ -128,7 +128,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
         importance_sample,
         likelihood_units,
     )
-    from ppl_vae.reports.figures import save_image_grid
+    from ppl_vae.reports.figures import display_range, save_image_grid
 
     data = run.evaluation_data("test", max_points=cell.eval_points, seed=0)
     x = data.x
@@ -170,7 +170,8 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     if len(rate):
         extra["rate_bits"] = (float(rate["value"].iloc[0]), float(rate["stderr"].iloc[0]))
     samples = np.asarray(vae.sample(64, seed=0))
-    save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape)
+    save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape,
+                    value_range=display_range(vae.spec.likelihood.data_range))
     if splits.train_labels is not None:
         from ppl_vae.evaluation.sample_quality import classifier_for, sample_scores
 

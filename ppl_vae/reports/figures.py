@@ -51,50 +51,75 @@ def _arviz_plotting() -> Iterator[Any]:
 # --------------------------------------------------------------------------- models and runs
 
 
-def infer_image_shape(data_dim: int, image_shape: tuple[int, ...] | None = None) -> tuple[int, int]:
-    """``(height, width)`` to draw a datapoint of ``data_dim`` values.
+def image_layout(data_dim: int, image_shape: tuple[int, ...] | None = None
+                 ) -> tuple[int, int, int]:
+    """``(channels, height, width)`` to draw a datapoint of ``data_dim`` values.
 
-    The given ``image_shape`` (its last two dimensions) if any, else a square when ``data_dim``
-    is a perfect square, else one row.
+    ``image_shape`` ``(C, H, W)`` (channels first, as the data sources and the zoo's
+    ``data_shape`` store images; C = 1 grey, C = 3 RGB) or ``(H, W)`` if given, else a grey
+    square when ``data_dim`` is a perfect square, else one grey row.
     """
+    if image_shape is not None and len(image_shape) == 3 and image_shape[0] in (1, 3):
+        return int(image_shape[0]), int(image_shape[1]), int(image_shape[2])
     if image_shape is not None and len(image_shape) >= 2:
-        return int(image_shape[-2]), int(image_shape[-1])
+        return 1, int(image_shape[-2]), int(image_shape[-1])
     side = math.isqrt(data_dim)
-    return (side, side) if side * side == data_dim else (1, data_dim)
+    return (1, side, side) if side * side == data_dim else (1, 1, data_dim)
 
 
 def image_grid(images: Any, image_shape: tuple[int, ...] | None = None, *,
-               num_columns: int | None = None, padding: int = 2) -> np.ndarray:
-    """Tile ``(N, D)`` images (values in [0, 1]) into one ``(H, W)`` float array.
+               num_columns: int | None = None, padding: int = 2,
+               value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Tile ``(N, D)`` images into one ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB) array in [0, 1].
 
-    Images fill rows of ``num_columns`` (default: a near-square grid) framed by ``padding``
-    pixels of value 1 (ink, so :func:`grid_png` draws the frames dark); unused cells are
-    filled with 1 too.
+    Values are mapped from ``value_range`` (the data's own range: ``(0, 255)`` for 8-bit
+    likelihoods, see :func:`display_range`) onto [0, 1] and clipped. Images fill rows of
+    ``num_columns`` (default: a near-square grid) framed by ``padding`` pixels drawn as
+    frames (grey: 1, ink, which :func:`grid_png` draws dark; RGB: 0.5, mid grey); unused cells
+    stay background (0).
     """
     images = np.asarray(images, dtype=np.float64)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(f"images must have shape (N, D) with N >= 1, got {images.shape}")
     num = images.shape[0]
     flat = images.reshape(num, -1)
-    height, width = infer_image_shape(flat.shape[1], image_shape)
-    if height * width != flat.shape[1]:
+    channels, height, width = image_layout(flat.shape[1], image_shape)
+    if channels * height * width != flat.shape[1]:
         raise ValueError(f"image_shape {image_shape} does not hold {flat.shape[1]} values")
+    low, high = value_range
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
+    cells = np.clip((flat - low) / (high - low), 0.0, 1.0).reshape(num, channels, height, width)
+    cells = cells.transpose(0, 2, 3, 1)  # channels last, as imshow and PIL take them
     cols = num_columns or math.ceil(math.sqrt(num))
     rows = math.ceil(num / cols)
-    grid = np.ones((rows * (height + padding) + padding, cols * (width + padding) + padding))
-    for k, image in enumerate(np.clip(flat, 0.0, 1.0)):
+    grid = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding,
+                    channels), 1.0 if channels == 1 else 0.5)
+    for k, image in enumerate(cells):
         r, c = divmod(k, cols)
         top, left = padding + r * (height + padding), padding + c * (width + padding)
-        grid[top:top + height, left:left + width] = image.reshape(height, width)
-    return grid
+        grid[top:top + height, left:left + width] = image
+    for k in range(num, rows * cols):  # unused cells: background, not ink
+        r, c = divmod(k, cols)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        grid[top:top + height, left:left + width] = 0.0 if channels == 1 else 1.0
+    return grid[..., 0] if channels == 1 else grid
+
+
+def display_range(data_range: tuple[float, float] | None) -> tuple[float, float]:
+    """The range images are drawn on: a likelihood's ``data_range`` (8-bit families:
+    ``(0, 255)``), or [0, 1] where it has none (Gaussian data, scaled to [0, 1])."""
+    return (0.0, 1.0) if data_range is None else (float(data_range[0]), float(data_range[1]))
 
 
 def grid_png(grid: np.ndarray, scale: int = 2) -> bytes:
-    """PNG bytes of a grid (values in [0, 1], drawn dark on light), upscaled by ``scale``."""
+    """PNG bytes of a grid in [0, 1] (:func:`image_grid`), upscaled by ``scale``: a 2-D grid in
+    greyscale drawn dark on light (1 is ink), an ``(H, W, 3)`` grid in its own colours."""
     from PIL import Image
 
-    pixels = np.round((1.0 - np.clip(grid, 0.0, 1.0)) * 255).astype(np.uint8)
-    image = Image.fromarray(pixels)  # 2-D uint8: greyscale
+    grid = np.clip(grid, 0.0, 1.0)
+    pixels = np.round((1.0 - grid if grid.ndim == 2 else grid) * 255).astype(np.uint8)
+    image = Image.fromarray(pixels)  # 2-D: greyscale; (H, W, 3): RGB
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -103,11 +128,13 @@ def grid_png(grid: np.ndarray, scale: int = 2) -> bytes:
 
 
 def save_image_grid(path: str | Path, images: Any, image_shape: tuple[int, ...] | None = None,
-                    *, num_columns: int | None = None, scale: int = 2) -> Path:
-    """Write ``images`` as one PNG grid (atomically); returns the path."""
+                    *, num_columns: int | None = None, scale: int = 2,
+                    value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """Write ``images`` as one PNG grid (atomically); returns the path. ``value_range``: the
+    data's range (:func:`display_range`)."""
     path = Path(path)
-    atomic_write_bytes(path, grid_png(image_grid(images, image_shape, num_columns=num_columns),
-                                      scale=scale))
+    grid = image_grid(images, image_shape, num_columns=num_columns, value_range=value_range)
+    atomic_write_bytes(path, grid_png(grid, scale=scale))
     return path
 
 
