@@ -59,10 +59,11 @@ def _cells(png: Path, count: int, columns: int, layout: tuple[int, int, int]) ->
     grid = np.asarray(Image.open(io.BytesIO(png.read_bytes())), dtype=np.float64) / 255.0
     grid = 1.0 - grid[..., None] if grid.ndim == 2 else grid
     assert grid.shape[-1] == channels
-    step = SCALE * (height + PAD), SCALE * (width + PAD)
-    return np.stack([grid[SCALE * PAD + step[0] * r:SCALE * PAD + step[0] * r + SCALE * height:SCALE,
-                          SCALE * PAD + step[1] * c:SCALE * PAD + step[1] * c + SCALE * width:SCALE]
-                     for r, c in (divmod(k, columns) for k in range(count))])
+    cells = []
+    for r, c in (divmod(k, columns) for k in range(count)):
+        top, left = SCALE * (PAD + r * (height + PAD)), SCALE * (PAD + c * (width + PAD))
+        cells.append(grid[top:top + SCALE * height:SCALE, left:left + SCALE * width:SCALE])
+    return np.stack(cells)
 
 
 def _check_samples(run_dir: Path) -> None:
