@@ -48,6 +48,38 @@ def _arviz_plotting() -> Iterator[Any]:
         yield az
 
 
+def _legend_outside(ax: Any, **kwargs: Any) -> Any:
+    """The key to the right of ``ax``, outside the data, so that it covers no bar or line
+    (``save_figure`` and the report writer save with ``bbox_inches="tight"``)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                     fontsize="small", **kwargs)
+
+
+def _loss_axis(ax: Any, losses: Any) -> None:
+    """A log y axis for positive losses, so that the early spike (the loss at step 0 is often
+    several times the final one) leaves the late train/valid gap visible; losses of either
+    sign (continuous likelihoods) keep a linear axis whose top clips the first tenth of the
+    points, the rest drawn in full."""
+    values = np.asarray(losses, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    if values.min() > 0:
+        ax.set_yscale("log")
+        return
+    rest = values[len(values) // 10:]
+    low, high = rest.min(), rest.max()
+    if high < values.max():
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+
+
+def _integer_ticks(axis: Any) -> None:
+    """Integer tick labels (latent dimensions, counts)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 # --------------------------------------------------------------------------- models and runs
 
 
@@ -173,6 +205,7 @@ def training_curves(history: pd.DataFrame, title: str = "") -> Any:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     split = history["split"] if "split" in history else pd.Series("train", history.index)
     train = history[split == "train"]
+    per_epoch = train
     if len(train):
         per_epoch = (train.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
                      if "epoch" in train else train)
@@ -187,9 +220,10 @@ def training_curves(history: pd.DataFrame, title: str = "") -> Any:
                 color="black", label=f"kept: step {int(kept['step'].iloc[0])}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (−ELBO, nats per datapoint)")
+    _loss_axis(ax, pd.concat([per_epoch["loss"], valid["loss"]]))
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="best")
     fig.tight_layout()
     return fig
 
@@ -216,7 +250,8 @@ def khat_histogram(khat: Any, num_samples: int) -> Any:
     ax.set_ylabel("datapoints")
     ax.set_title(f"PSIS k̂, S = {num_samples} draws per datapoint"
                  + (f" ({constant} with constant weights, k̂ = −inf)" if constant else ""))
-    ax.legend(fontsize="small")
+    _integer_ticks(ax.yaxis)
+    _legend_outside(ax)
     return fig
 
 
@@ -227,45 +262,55 @@ def _code_dims(idata: Any) -> tuple[str, str]:
 
 
 def trace_plot(reference_idata: Any, datapoint: Any, dims: Any) -> Any:
-    """ArviZ trace plot of the MCMC reference of z for one datapoint and some dimensions."""
+    """ArviZ trace plot of the MCMC reference of z for one datapoint and some dimensions
+    (a row per dimension, its title clear of the row above under constrained layout)."""
     point_dim, latent_dim = _code_dims(reference_idata)
     with _arviz_plotting() as az:
         axes = az.plot_trace(reference_idata, var_names=["z"], compact=False,
-                             figsize=(10, 2.2 * len(dims)),
-                             coords={point_dim: [datapoint], latent_dim: list(dims)})
+                             figsize=(10, 2.8 * len(dims)),
+                             coords={point_dim: [datapoint], latent_dim: list(dims)},
+                             backend_kwargs={"layout": "constrained"})
     return np.asarray(axes).ravel()[0].figure
 
 
 def rank_plot(reference_idata: Any, datapoint: Any) -> Any:
-    """ArviZ rank plot (per-chain rank histograms) of z for one datapoint."""
-    point_dim, _ = _code_dims(reference_idata)
+    """ArviZ rank plot (per-chain rank histograms) of z for one datapoint, two panels a row
+    so that its text stays legible at page width."""
+    point_dim, latent_dim = _code_dims(reference_idata)
+    dims = reference_idata.posterior.sizes[latent_dim]
+    rows = math.ceil(dims / 2)
     with _arviz_plotting() as az:
-        axes = az.plot_rank(reference_idata, var_names=["z"], coords={point_dim: [datapoint]})
+        axes = az.plot_rank(reference_idata, var_names=["z"], coords={point_dim: [datapoint]},
+                            grid=(rows, min(dims, 2)), figsize=(9, 3.0 * rows),
+                            backend_kwargs={"layout": "constrained"})
     return np.asarray(axes).ravel()[0].figure
 
 
 def pair_plot(guide_idata: Any, reference_idata: Any, datapoint: Any, dims: Any,
               max_draws: int = 1000) -> Any:
     """Guide draws over MCMC draws of z for one datapoint and the dimensions ``dims``
-    (ArviZ pair plot), the reference thinned to about ``max_draws`` draws."""
+    (ArviZ pair plot), the reference thinned to about ``max_draws`` draws; the key sits in
+    the empty upper corner of the lower-triangular grid, clear of the points."""
     plt = _pyplot()
     point_dim, latent_dim = _code_dims(reference_idata)
     post = reference_idata.posterior
     coords = {point_dim: [datapoint], latent_dim: list(dims)}
     ref_chains = post["z"].sel({point_dim: [datapoint]})
     thin = max(1, ref_chains.sizes["chain"] * ref_chains.sizes["draw"] // max_draws)
+    side = min(9.0, 2.6 * max(len(dims) - 1, 1) + 1.0)
     with _arviz_plotting() as az:
         ref_idata = az.InferenceData(posterior=post.isel(draw=slice(None, None, thin)))
-        style = {"alpha": 0.5, "s": 20, "edgecolors": "none"}
+        style = {"alpha": 0.5, "s": 12, "edgecolors": "none"}
         ax = az.plot_pair(ref_idata, var_names=["z"], coords=coords, kind="scatter",
+                          figsize=(side, side), textsize=11,
                           scatter_kwargs={"color": "C0", **style})
         ax = az.plot_pair(guide_idata, var_names=["z"], coords=coords, kind="scatter", ax=ax,
-                          scatter_kwargs={"color": "C1", **style})
+                          textsize=11, scatter_kwargs={"color": "C1", **style})
     fig = np.asarray(ax).ravel()[0].figure
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=label)
+    handles = [plt.Line2D([], [], marker="o", markersize=8, linestyle="", color=c, label=label)
                for c, label in (("C0", "MCMC p(z|x)"), ("C1", "guide q(z|x)"))]
-    fig.legend(handles=handles, loc="upper right")
-    fig.suptitle(f"datapoint {datapoint}: guide vs MCMC")
+    fig.legend(handles=handles, loc="upper right", fontsize="large", frameon=False)
+    fig.suptitle(f"datapoint {datapoint}: guide vs MCMC", fontsize="x-large")
     return fig
 
 
@@ -283,7 +328,7 @@ def gap_bars(gaps: pd.DataFrame) -> Any:
     ax.set_xlabel("datapoint")
     ax.set_ylabel("nats")
     ax.set_title("log p(x) − ELBO = approximation + amortization gap (±2 se)")
-    ax.legend(fontsize="small")
+    _legend_outside(ax)
     return fig
 
 
@@ -294,6 +339,7 @@ def collapse_bars(collapse: pd.DataFrame) -> Any:
     colors = np.where(collapse["active"], "C0", "0.7")
     values = collapse["kl"] if collapse["kl"].notna().any() else collapse["activity"]
     ax.bar(collapse["latent_dim"], values, color=colors)
+    _integer_ticks(ax.xaxis)
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL(q ‖ p) per dim, nats" if collapse["kl"].notna().any()
                   else "Var_x E_q[z]")
@@ -322,7 +368,7 @@ def scaling_plot(table: pd.DataFrame) -> Any:
         ax.set_yscale("log")
         ax.set_xlabel(factor)
         ax.set_ylabel(sub["unit"].iloc[0])
-    axes[-1].legend(fontsize="small")
+    _legend_outside(axes[-1])
     return fig
 
 
@@ -346,12 +392,28 @@ def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
     """``column`` (total variance, median SNR) against K per group, a line per estimator."""
     from matplotlib.ticker import NullFormatter
 
-    groups, fig, axes = _group_axes(df, 3.2)
+    groups, fig, axes = _group_axes(df, 4.4)
     for ax, group in zip(axes, groups, strict=True):
         sub = df[df["group"] == group]
-        for name, line in sub.groupby("estimator", sort=False):
+        drawn: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for k, (name, line) in enumerate(sub.groupby("estimator", sort=False)):
             line = line.sort_values("particles")
-            ax.plot(line["particles"], line[column], marker="o", label=name)
+            ks, values = line["particles"].to_numpy(), line[column].to_numpy(dtype=np.float64)
+            same = [other for other, ks_o, v_o in drawn if np.array_equal(ks, ks_o)
+                    and np.allclose(values, v_o, rtol=1e-9, atol=0.0)]
+            drawn.append((name, ks, values))
+            label = f"{name} (= {', '.join(same)}: the same values)" if same else name
+            style = {"marker": "o", "color": f"C{k % 10}", "label": label,
+                     "linestyle": "--" if same else "-", "markerfacecolor": "none" if same
+                     else None}
+            se_column = f"{column}_se"
+            if se_column in line and line[se_column].notna().any():
+                se = 2 * line[se_column].to_numpy(dtype=np.float64)
+                # ±2 se, the lower arm stopped short of zero on the log axis
+                ax.errorbar(ks, values, yerr=[np.minimum(se, 0.95 * values), se], capsize=3,
+                            **style)
+            else:
+                ax.plot(ks, values, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ks = sorted(sub["particles"].unique())
@@ -359,8 +421,9 @@ def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(group)
         ax.set_xlabel("particles K")
-    axes[0].set_ylabel(title)
-    axes[-1].legend(fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                  ncols=2)  # below the panel: its notes of coinciding estimators are its own
+    axes[0].set_ylabel(title + (" (±2 se)" if f"{column}_se" in df else ""))
     return fig
 
 
@@ -387,13 +450,17 @@ def estimator_training_curves(df: pd.DataFrame) -> Any:
     fig = _figure(9, 3.4)
     axes = fig.subplots(1, 2)
     split = "valid" if (df["split"] == "valid").any() else "train"
-    for name, curve in df[df["split"] == split].groupby("estimator", sort=False):
+    shown = df[df["split"] == split]
+    for name, curve in shown.groupby("estimator", sort=False):
         axes[0].plot(curve["step"], curve["loss"], label=name)
         axes[1].plot(curve["wall_time"], curve["loss"], label=name)
+    for ax in axes:
+        _loss_axis(ax, shown["loss"])
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("wall time (s)")
     axes[0].set_ylabel(f"{split} loss (−ELBO, nats per datapoint)")
-    axes[1].legend(fontsize="small")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper",
+               fontsize="small")
     return fig
 
 
@@ -408,7 +475,8 @@ def variance_over_training(df: pd.DataFrame) -> Any:
         ax.set_title(group)
         ax.set_xlabel("training step")
     axes[0].set_ylabel("total gradient variance")
-    axes[-1].legend(fontsize="small")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper",
+               fontsize="small")
     return fig
 
 
@@ -435,27 +503,35 @@ def forest_plot(paired: pd.DataFrame) -> Any:
 
 
 def grid_learning_curves(histories: pd.DataFrame) -> Any:
-    """Loss against the step for every cell of a grid: a colour per spec, a line style per
-    seed (``histories``: training histories with ``spec`` and ``seed`` columns). A cell's
-    validation loss where it has one, else (encoder-free models) its training loss averaged
-    per epoch, marked "(train)"."""
-    fig = _figure(7, 4)
+    """Loss against the step for every cell of a grid, every logged point: each cell's
+    training loss (a thin line per logged step) and its validation loss (markers at each
+    evaluation), a colour per spec and a line style per seed, with a key for each.
+    ``histories``: training histories with ``spec`` and ``seed`` columns."""
+    from matplotlib.lines import Line2D
+
+    fig = _figure(8, 4.2)
     ax = fig.subplots()
     styles = ("-", "--", ":", "-.")
-    for k, (spec, rows) in enumerate(histories.groupby("spec", sort=False)):
-        for j, (_, cell) in enumerate(rows.groupby("seed")):
-            curve = cell[cell["split"] == "valid"]
-            label = spec
-            if curve.empty:
-                train = cell[cell["split"] == "train"]
-                curve = train.groupby("epoch").agg(step=("step", "max"), loss=("loss", "mean"))
-                label = f"{spec} (train)"
-            ax.plot(curve["step"], curve["loss"], color=f"C{k % 10}",
-                    linestyle=styles[j % len(styles)], label=label if j == 0 else None)
+    seeds = sorted(histories["seed"].unique())
+    specs = list(dict.fromkeys(histories["spec"]))
+    for spec, rows in histories.groupby("spec", sort=False):
+        color = f"C{specs.index(spec) % 10}"
+        for seed, cell in rows.groupby("seed"):
+            style = styles[seeds.index(seed) % len(styles)]
+            train = cell[cell["split"] == "train"].sort_values("step")
+            ax.plot(train["step"], train["loss"], color=color, linestyle=style, linewidth=0.8,
+                    alpha=0.6)
+            valid = cell[cell["split"] == "valid"].sort_values("step")
+            ax.plot(valid["step"], valid["loss"], color=color, linestyle=style, marker="o",
+                    markersize=3)
+    _loss_axis(ax, histories["loss"])
     ax.set_xlabel("step")
-    ax.set_ylabel("validation loss (−ELBO, nats per image)")
-    ax.set_title("learning curves of all cells (line style: seed)")
-    ax.legend(fontsize="small")
+    ax.set_ylabel("loss (−ELBO, nats per image)")
+    ax.set_title("every cell: training loss (thin) and validation loss (dots)")
+    keys = ([Line2D([], [], color=f"C{k % 10}", label=spec) for k, spec in enumerate(specs)]
+            + [Line2D([], [], color="0.3", linestyle=styles[j % len(styles)],
+                      label=f"seed {seed}") for j, seed in enumerate(seeds)])
+    fig.legend(handles=keys, loc="outside right upper", fontsize="small")
     return fig
 
 
@@ -469,6 +545,7 @@ def per_dimension_bars(dims: pd.DataFrame) -> Any:
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
     for ax, kind in zip(axes, kinds, strict=True):
         ax.bar(dims["dim"], dims[kind], color="C0")
+        _integer_ticks(ax.xaxis)
         ax.set_xlabel("latent dimension")
         ax.set_title(labels[kind])
     return fig
@@ -486,5 +563,5 @@ def latent_scatter(codes: pd.DataFrame) -> Any:
     two_d = sum(c.startswith("z_") for c in codes.columns) <= 2
     ax.set_xlabel("z_0" if two_d else "principal component 1 of E_q[z | x]")
     ax.set_ylabel("z_1" if two_d else "principal component 2")
-    ax.legend(fontsize="small", markerscale=2, ncols=2, title="label")
+    _legend_outside(ax, markerscale=2, title="label")
     return fig

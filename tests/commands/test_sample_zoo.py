@@ -32,7 +32,7 @@ def _shrunk(path: Path):
     spec = load_spec(path)
 
     def small(net):
-        return dataclasses.replace(net, hidden=(8,) if net.hidden else (),
+        return None if net is None else dataclasses.replace(net, hidden=(8,) if net.hidden else (),
                                    channels=tuple(4 for _ in net.channels),
                                    masked_channels=4 if net.masked_layers else
                                    net.masked_channels)
@@ -67,15 +67,20 @@ def _cells(png: Path, count: int, columns: int, layout: tuple[int, int, int]) ->
 
 
 def _check_samples(run_dir: Path) -> None:
-    """samples.png holds the model's own samples, mapped from the likelihood's range."""
+    """samples.png holds the model's own samples, mapped from the likelihood's range; a
+    conditional model's, one column per class in whole rows."""
     run_ = load_run(run_dir)
     spec = run_.spec
     layout = image_layout(spec.data_dim, spec.data_shape)
-    shown = _cells(run_dir / "samples.png", NUM_SAMPLES, 2, layout)
+    count, columns = NUM_SAMPLES, 2
+    if spec.condition is not None:
+        columns = spec.condition.classes
+        count = columns * -(-NUM_SAMPLES // columns)
+    shown = _cells(run_dir / "samples.png", count, columns, layout)
     low, high = spec.likelihood.data_range or (0.0, 1.0)
-    expected = (np.asarray(run_.vae.sample(NUM_SAMPLES, seed=0), dtype=np.float64) - low) / (
+    expected = (np.asarray(run_.vae.sample(count, seed=0), dtype=np.float64) - low) / (
         high - low)
-    expected = expected.reshape(NUM_SAMPLES, *layout).transpose(0, 2, 3, 1)
+    expected = expected.reshape(count, *layout).transpose(0, 2, 3, 1)
     assert np.abs(shown - np.clip(expected, 0.0, 1.0)).max() <= ROUNDING
 
 
