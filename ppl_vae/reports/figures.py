@@ -66,11 +66,25 @@ def _loss_axis(ax: Any, losses: Any) -> None:
         return
     if values.min() > 0:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis, values)
         return
     rest = values[len(values) // 10:]
     low, high = rest.min(), rest.max()
     if high < values.max():
         ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+
+
+def _plain_log_ticks(axis: Any, values: Any) -> None:
+    """On a log axis spanning less than a decade, a few plain numbers (44, 46, 48) instead of
+    matplotlib's minor labels in scientific notation (4.4 × 10¹)."""
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() < 10 * values.min():
+        axis.set_major_locator(MaxNLocator(5))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _integer_ticks(axis: Any) -> None:
@@ -300,7 +314,7 @@ def pair_plot(guide_idata: Any, reference_idata: Any, datapoint: Any, dims: Any,
     side = min(9.0, 2.6 * max(len(dims) - 1, 1) + 1.0)
     with _arviz_plotting() as az:
         ref_idata = az.InferenceData(posterior=post.isel(draw=slice(None, None, thin)))
-        style = {"alpha": 0.5, "s": 12, "edgecolors": "none"}
+        style = {"alpha": 0.5, "s": 16, "edgecolors": "none"}
         ax = az.plot_pair(ref_idata, var_names=["z"], coords=coords, kind="scatter",
                           figsize=(side, side), textsize=11,
                           scatter_kwargs={"color": "C0", **style})
@@ -416,6 +430,7 @@ def variance_vs_particles(df: pd.DataFrame, column: str, title: str) -> Any:
                 ax.plot(ks, values, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis, sub[column])
         ks = sorted(sub["particles"].unique())
         ax.set_xticks(ks, labels=[str(k) for k in ks])
         ax.xaxis.set_minor_formatter(NullFormatter())
