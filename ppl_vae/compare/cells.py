@@ -172,7 +172,9 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     samples = np.asarray(vae.sample(64, seed=0))
     save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape,
                     value_range=display_range(vae.spec.likelihood.data_range))
-    if splits.train_labels is not None:
+    # sample scores need decoder means (as in ppl-vae evaluate): pixel-by-pixel draws of a
+    # local autoregressive decoder for hundreds of samples would outlast the cell
+    if splits.train_labels is not None and vae.has_decoder_mean:
         from ppl_vae.evaluation.sample_quality import classifier_for, sample_scores
 
         clf = classifier_for(splits)
