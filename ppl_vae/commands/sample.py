@@ -15,7 +15,6 @@ shows draws x ~ p(x | z) made pixel by pixel instead of means.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -58,7 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ppl_vae.reports.figures import display_range, interleave_rows, save_image_grid
+    from ppl_vae.reports.figures import (
+        class_columns,
+        display_range,
+        interleave_rows,
+        save_image_grid,
+    )
     from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
     out = args.out or args.run_dir
@@ -82,13 +86,12 @@ def run(args: argparse.Namespace) -> int:
         image_shape = vae.spec.data_shape
     grid = {"image_shape": image_shape,
             "value_range": display_range(vae.spec.likelihood.data_range)}
-    num_samples, columns = args.num_samples, None
-    if condition is not None and args.label is None:  # one column per class, whole rows
-        columns = condition.classes
-        num_samples = columns * math.ceil(num_samples / columns)
-        if num_samples != args.num_samples:
-            print(f"{args.prog}: {num_samples} samples, {num_samples // columns} per class "
-                  f"(one column per class)", file=sys.stderr)
+    num_samples, columns = class_columns(
+        args.num_samples, condition.classes if condition is not None and args.label is None
+        else None)
+    if num_samples != args.num_samples:
+        print(f"{args.prog}: {num_samples} samples, {num_samples // columns} per class "
+              f"(one column per class)", file=sys.stderr)
     written = [save_image_grid(out / SAMPLES_FILE,
                                np.asarray(vae.sample(num_samples, seed=args.seed, c=args.label)),
                                num_columns=columns, **grid)]

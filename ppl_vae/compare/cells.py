@@ -128,7 +128,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
         importance_sample,
         likelihood_units,
     )
-    from ppl_vae.reports.figures import display_range, save_image_grid
+    from ppl_vae.reports.figures import class_columns, display_range, save_image_grid
 
     data = run.evaluation_data("test", max_points=cell.eval_points, seed=0)
     x = data.x
@@ -169,8 +169,10 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     rate = table.loc[table["metric"].isin(("rate_bits", "rate_bits_mc")), ["value", "stderr"]]
     if len(rate):
         extra["rate_bits"] = (float(rate["value"].iloc[0]), float(rate["stderr"].iloc[0]))
-    samples = np.asarray(vae.sample(64, seed=0))
-    save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape,
+    condition = vae.spec.condition
+    count, columns = class_columns(64, None if condition is None else condition.classes)
+    save_image_grid(run.path / runs.SAMPLES_FILE, np.asarray(vae.sample(count, seed=0)),
+                    splits.image_shape, num_columns=columns,
                     value_range=display_range(vae.spec.likelihood.data_range))
     # sample scores need decoder means (as in ppl-vae evaluate): pixel-by-pixel draws of a
     # local autoregressive decoder for hundreds of samples would outlast the cell

@@ -152,6 +152,15 @@ def image_grid(images: Any, image_shape: tuple[int, ...] | None = None, *,
     return grid[..., 0] if channels == 1 else grid
 
 
+def class_columns(num_samples: int, classes: int | None) -> tuple[int, int | None]:
+    """``(count, num_columns)`` of a sample grid with one column per class (the classes in
+    turn, as a conditional ``vae.sample`` draws them): ``num_samples`` rounded up to whole
+    rows; without classes ``(num_samples, None)``, a near-square grid."""
+    if classes is None:
+        return num_samples, None
+    return classes * math.ceil(num_samples / classes), classes
+
+
 def display_range(data_range: tuple[float, float] | None) -> tuple[float, float]:
     """The range images are drawn on: a likelihood's ``data_range`` (8-bit families:
     ``(0, 255)``), or [0, 1] where it has none (Gaussian data, scaled to [0, 1])."""

@@ -119,3 +119,9 @@ def test_last_losses_average_the_last_epoch_as_the_command_line_prints():
     table = last_losses(history).set_index("split")
     assert table.loc["train", "loss"] == 4.0  # (6 + 2) / 2, not the last minibatch's 2
     assert table.loc["valid", "loss"] == 5.0 and table.loc["train", "step"] == 4
+
+
+def test_class_grids_fill_whole_rows_one_column_per_class():
+    assert figures.class_columns(64, 10) == (70, 10)  # 7 rows of 10 classes, no empty cell
+    assert figures.class_columns(20, 10) == (20, 10)
+    assert figures.class_columns(64, None) == (64, None)
