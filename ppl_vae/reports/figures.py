@@ -120,9 +120,9 @@ def image_grid(images: Any, image_shape: tuple[int, ...] | None = None, *,
 
     Values are mapped from ``value_range`` (the data's own range: ``(0, 255)`` for 8-bit
     likelihoods, see :func:`display_range`) onto [0, 1] and clipped. Images fill rows of
-    ``num_columns`` (default: a near-square grid) framed by ``padding`` pixels drawn as
-    frames (grey: 1, ink, which :func:`grid_png` draws dark; RGB: 0.5, mid grey); unused cells
-    stay background (0).
+    ``num_columns`` (default: a near-square grid) framed by ``padding`` pixels drawn dark
+    (grey: 1, ink, which :func:`grid_png` draws dark; RGB: black, not the mid grey of an
+    untrained model's means); unused cells stay background (grey: 0; RGB: white).
     """
     images = np.asarray(images, dtype=np.float64)
     if images.ndim < 2 or images.shape[0] == 0:
@@ -140,7 +140,7 @@ def image_grid(images: Any, image_shape: tuple[int, ...] | None = None, *,
     cols = num_columns or math.ceil(math.sqrt(num))
     rows = math.ceil(num / cols)
     grid = np.full((rows * (height + padding) + padding, cols * (width + padding) + padding,
-                    channels), 1.0 if channels == 1 else 0.5)
+                    channels), 1.0 if channels == 1 else 0.0)
     for k, image in enumerate(cells):
         r, c = divmod(k, cols)
         top, left = padding + r * (height + padding), padding + c * (width + padding)

@@ -35,6 +35,7 @@ def test_rgb_grids_are_in_colour_with_channels_last():
     np.testing.assert_array_equal(grid[2:10, 12:20, 1], 1.0)
     np.testing.assert_array_equal(grid[12:20, 2:10], np.broadcast_to([0.0, 0.0, 1.0], (8, 8, 3)))
     np.testing.assert_array_equal(grid[12:20, 12:20], 1.0)  # the unused cell: white
+    np.testing.assert_array_equal(grid[:2], 0.0)  # frames: black
     png = Image.open(io.BytesIO(figures.grid_png(grid, scale=1)))
     assert png.mode == "RGB"
     pixels = np.asarray(png)
