@@ -18,7 +18,7 @@ import numpy as np
 import ppl_vae.data
 import ppl_vae.models
 from ppl_vae.evaluation import importance_sample, likelihood_units
-from ppl_vae.reports.figures import save_image_grid
+from ppl_vae.reports.figures import display_range, save_image_grid
 from ppl_vae.training import fit
 
 
@@ -46,12 +46,12 @@ def main(args):
           f"(ELBO: {units.bits_per_dim(estimate.elbo).mean():.3f} bits/dim)")
     print(f"units: {units.note}")
 
-    # vae.sample returns decoder means on the data's 0..255 scale, while the image grid
-    # expects [0, 1]; divide by 255 here (a known bug elsewhere draws them unscaled).
-    means = np.asarray(vae.sample(64, seed=args.seed)) / 255.0
+    # decoder means on the data's 0..255 scale, drawn on that scale (the likelihood's range)
+    means = np.asarray(vae.sample(64, seed=args.seed))
     out = Path(args.out_dir)
-    save_image_grid(out / "samples.png", means, (28, 28), num_columns=8)
-    print(f"wrote {out / 'samples.png'}: decoder means / 255 of 64 draws z ~ p(z)")
+    save_image_grid(out / "samples.png", means, spec.data_shape, num_columns=8,
+                    value_range=display_range(spec.likelihood.data_range))
+    print(f"wrote {out / 'samples.png'}: decoder means of 64 draws z ~ p(z), drawn on 0..255")
 
 
 def parse_args(argv=None):

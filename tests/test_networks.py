@@ -212,3 +212,12 @@ def test_local_autoregressive_vae_agrees_across_backends_and_has_no_mean():
     np.testing.assert_allclose(a, b, rtol=1e-12)
     with pytest.raises(ValueError, match="pixel by pixel"):
         pyro_vae.decode(z[0])
+    # what a run shows instead of means: x ~ p(x | z) drawn by the decoder's own sampler,
+    # binary pixels, the same for the same seed
+    for vae in (pyro_vae, jax_vae):
+        draws = np.asarray(vae.sample(5, seed=3))
+        assert draws.shape == (5, 36) and set(np.unique(draws)) == {0.0, 1.0}
+        np.testing.assert_array_equal(draws, np.asarray(vae.sample(5, seed=3)))
+        shown = np.asarray(vae.decode_or_draw(z[0], seed=1))
+        assert shown.shape == (4, 36) and set(np.unique(shown)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(shown, np.asarray(vae.decode_or_draw(z[0], seed=1)))

@@ -6,6 +6,10 @@ A conditional VAE draws z ~ p(z | c) and shows E[x | z, c]: with ``--label K`` e
 of class K; without it the classes take turns, one class per grid column. Its reconstructions
 use each image's own label; its latent views are not drawn (a code means something only
 together with a label).
+
+Images are drawn on the data's own range (8-bit likelihoods: 0..255), RGB images
+(``data_shape`` ``(3, H, W)``) in colour; a local autoregressive decoder, which has no mean,
+shows draws x ~ p(x | z) made pixel by pixel instead of means.
 """
 
 from __future__ import annotations
@@ -71,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace, writer) -> int:
     import numpy as np
 
-    from ppl_vae.reports.figures import interleave_rows, save_image_grid
+    from ppl_vae.reports.figures import (
+        class_columns,
+        display_range,
+        interleave_rows,
+        save_image_grid,
+    )
     from ppl_vae.runs import RECONSTRUCTIONS_FILE, SAMPLES_FILE, load_run
 
     run_ = load_run(args.run_dir).with_data(**run_data(args))
@@ -89,11 +98,17 @@ def _sample(args: argparse.Namespace, writer) -> int:
     image_shape = data.splits.image_shape if data is not None else None
     if image_shape is None and len(vae.spec.data_shape) >= 2:
         image_shape = vae.spec.data_shape
-    by_class = condition is not None and args.label is None
+    grid = {"image_shape": image_shape,
+            "value_range": display_range(vae.spec.likelihood.data_range)}
+    num_samples, columns = class_columns(
+        args.num_samples, condition.classes if condition is not None and args.label is None
+        else None)
+    if num_samples != args.num_samples:
+        print(f"{args.prog}: {num_samples} samples, {num_samples // columns} per class "
+              f"(one column per class)", file=sys.stderr)
     written = [save_image_grid(writer.path(SAMPLES_FILE),
-                               np.asarray(vae.sample(args.num_samples, seed=args.seed,
-                                                     c=args.label)),
-                               image_shape, num_columns=condition.classes if by_class else None)]
+                               np.asarray(vae.sample(num_samples, seed=args.seed, c=args.label)),
+                               num_columns=columns, **grid)]
     if data is None:
         print(f"{args.prog}: run.json records no dataset, so no reconstructions",
               file=sys.stderr)
@@ -108,23 +123,24 @@ def _sample(args: argparse.Namespace, writer) -> int:
         x = data.x[:count]
         idx = None if data.idx is None else data.idx[:count]
         c = None if data.c is None else data.c[:count]
-        recon = np.asarray(vae.reconstruct(x, idx, c))
+        recon = np.asarray(vae.decode_or_draw(vae.encode(x, idx, c), c, seed=args.seed))
         written.append(save_image_grid(
             writer.path(RECONSTRUCTIONS_FILE),
-            interleave_rows(x, recon, RECONSTRUCTION_COLUMNS), image_shape,
-            num_columns=RECONSTRUCTION_COLUMNS))
+            interleave_rows(x, recon, RECONSTRUCTION_COLUMNS),
+            num_columns=RECONSTRUCTION_COLUMNS, **grid))
     if condition is not None:
         print(f"{args.prog}: a conditional VAE's codes mean something only with a label, so "
               "no latent views (latents.csv, traversals, interpolations)", file=sys.stderr)
     elif data is not None and vae.spec.posterior.amortized:
-        written += _latent_views(run_, vae, data, image_shape, args, writer)
+        written += _latent_views(run_, vae, data, grid, args, writer)
     for path in written:
         print(path)
     return 0
 
 
-def _latent_views(run_, vae, data, image_shape, args, writer) -> list[Path]:
-    """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png."""
+def _latent_views(run_, vae, data, grid, args, writer) -> list[Path]:
+    """latents.csv (codes, labels, 2-D view), traversals.png and interpolations.png
+    (``grid``: the image shape and value range of :func:`save_image_grid`)."""
     from ppl_vae.evaluation.latent_views import interpolations, latent_codes, traversals
     from ppl_vae.io import atomic_write_text
     from ppl_vae.reports.figures import save_image_grid
@@ -137,8 +153,8 @@ def _latent_views(run_, vae, data, image_shape, args, writer) -> list[Path]:
     steps = 9
     return [writer.path(LATENTS_FILE),
             save_image_grid(writer.path(TRAVERSALS_FILE),
-                            traversals(vae, codes, num_steps=steps), image_shape,
-                            num_columns=steps),
+                            traversals(vae, codes, num_steps=steps, seed=args.seed),
+                            num_columns=steps, **grid),
             save_image_grid(writer.path(INTERPOLATIONS_FILE),
-                            interpolations(vae, codes, num_steps=steps), image_shape,
-                            num_columns=steps)]
+                            interpolations(vae, codes, num_steps=steps, seed=args.seed),
+                            num_columns=steps, **grid)]

@@ -187,7 +187,7 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
         importance_sample,
         likelihood_units,
     )
-    from ppl_vae.reports.figures import save_image_grid
+    from ppl_vae.reports.figures import class_columns, display_range, save_image_grid
 
     data = run.evaluation_data(cell.split, max_points=cell.eval_points, seed=0)
     x = data.x
@@ -234,9 +234,14 @@ def _evaluate(cell: Cell, vae: Any, run: Any, splits: Any) -> tuple[pd.DataFrame
     if len(rate):
         extra["rate_bits"] = (float(rate["value"].iloc[0]), float(rate["stderr"].iloc[0]),
                               str(rate["stderr_source"].iloc[0]))
-    samples = np.asarray(vae.sample(64, seed=0))
-    save_image_grid(run.path / runs.SAMPLES_FILE, samples, splits.image_shape)
-    if splits.train_labels is not None:
+    condition = vae.spec.condition
+    count, columns = class_columns(64, None if condition is None else condition.classes)
+    save_image_grid(run.path / runs.SAMPLES_FILE, np.asarray(vae.sample(count, seed=0)),
+                    splits.image_shape, num_columns=columns,
+                    value_range=display_range(vae.spec.likelihood.data_range))
+    # sample scores need decoder means (as in ppl-vae evaluate): pixel-by-pixel draws of a
+    # local autoregressive decoder for hundreds of samples would outlast the cell
+    if splits.train_labels is not None and vae.has_decoder_mean:
         from ppl_vae.evaluation.sample_quality import classifier_for, sample_scores
 
         clf = classifier_for(splits)

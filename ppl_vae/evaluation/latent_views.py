@@ -6,8 +6,9 @@
   from its 5% to its 95% quantile over the codes, the others held at the codes' mean;
 * :func:`interpolations` — decoder means on straight lines between pairs of codes.
 
-Only ``vae.encode`` and ``vae.decode`` are used, so both backends and every posterior family
-with an encoder are covered (masked codes: E_q[z] = P(gate on) × slab mean).
+Only ``vae.encode`` and ``vae.decode_or_draw`` are used, so both backends and every posterior
+family with an encoder are covered (masked codes: E_q[z] = P(gate on) × slab mean); a local
+autoregressive decoder, which has no mean, shows one draw x ~ p(x | z) per code instead.
 """
 
 from __future__ import annotations
@@ -37,22 +38,23 @@ def latent_codes(vae: Any, x: Any, labels: Any = None, *, idx: Any = None) -> pd
 
 
 def traversals(vae: Any, codes: pd.DataFrame, *, num_dims: int = 8,
-               num_steps: int = 9) -> np.ndarray:
+               num_steps: int = 9, seed: int = 0) -> np.ndarray:
     """``(num_dims · num_steps, D)`` decoder means: a row per dimension (the most variable
-    codes first), ``num_steps`` values from its 5% to its 95% quantile."""
+    codes first), ``num_steps`` values from its 5% to its 95% quantile (``seed``: the pixel
+    draws of a decoder without a mean)."""
     z = codes[[c for c in codes.columns if c.startswith("z_")]].to_numpy()
     order = np.argsort(-z.var(axis=0))[:num_dims]
     grid = np.repeat(z.mean(axis=0)[None], len(order) * num_steps, axis=0)
     for row, dim in enumerate(order):
         grid[row * num_steps:(row + 1) * num_steps, dim] = np.quantile(
             z[:, dim], np.linspace(0.05, 0.95, num_steps))
-    return np.asarray(vae.decode(grid.astype(np.float32)))
+    return np.asarray(vae.decode_or_draw(grid.astype(np.float32), seed=seed))
 
 
 def interpolations(vae: Any, codes: pd.DataFrame, *, num_pairs: int = 6,
-                   num_steps: int = 9) -> np.ndarray:
+                   num_steps: int = 9, seed: int = 0) -> np.ndarray:
     """``(num_pairs · num_steps, D)`` decoder means from code 2k to code 2k+1 (pairs of
-    different labels where labels exist)."""
+    different labels where labels exist; ``seed`` as in :func:`traversals`)."""
     z = codes[[c for c in codes.columns if c.startswith("z_")]].to_numpy()
     labels = codes["label"].to_numpy()
     pairs, used = [], set()
@@ -68,4 +70,4 @@ def interpolations(vae: Any, codes: pd.DataFrame, *, num_pairs: int = 6,
                 break
     t = np.linspace(0.0, 1.0, num_steps)[:, None]
     lines = [(1 - t) * z[a] + t * z[b] for a, b in pairs]
-    return np.asarray(vae.decode(np.concatenate(lines).astype(np.float32)))
+    return np.asarray(vae.decode_or_draw(np.concatenate(lines).astype(np.float32), seed=seed))

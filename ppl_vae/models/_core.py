@@ -222,20 +222,34 @@ class VAECore(abc.ABC):
         with self.ops.no_grad():
             return self.likelihood(self.as_tensor(z), self._labels(c)).mean
 
+    def decode_or_draw(self, z: Any, c: Any = None, seed: Any = None) -> Any:
+        """What to show for the codes ``z``: E[x | z] (:meth:`decode`) where the decoder has
+        a mean, else (a local autoregressive decoder) one draw x ~ p(x | z), pixel by pixel
+        in raster order with the decoder's own sampler. ``seed``: see :meth:`random_keys`."""
+        if self.has_decoder_mean:
+            return self.decode(z, c)
+        with self.ops.no_grad(), self.random_keys(seed, 1) as keys:
+            return self.ops.draw(self.likelihood(self.as_tensor(z), self._labels(c)), keys[0],
+                                 ())
+
     def reconstruct(self, x: Any, idx: Any = None, c: Any = None) -> Any:
         """decode(encode(x))."""
         return self.decode(self.encode(x, idx, c), c)
 
     def sample(self, num_samples: int, seed: Any = None, c: Any = None) -> Any:
         """Means E[x | z] of ``num_samples`` draws z ~ p(z); conditioned: E[x | z, c_n] with
-        z ~ p(z | c_n) for the ``num_samples`` labels ``c`` (:func:`sample_labels`).
-        ``seed``: see :meth:`random_keys`."""
+        z ~ p(z | c_n) for the ``num_samples`` labels ``c`` (:func:`sample_labels`). Under a
+        local autoregressive decoder, which has no mean, draws x ~ p(x | z) instead
+        (:meth:`decode_or_draw`). ``seed``: see :meth:`random_keys`."""
         with self.ops.no_grad():
             c = self.as_index(sample_labels(self.spec, num_samples, c))
             prior = self.prior(self.as_tensor(np.zeros(())), c)
-            with self.random_keys(seed, len(prior)) as keys:
+            extra = 0 if self.has_decoder_mean else 1  # a key for the pixels' draws
+            with self.random_keys(seed, len(prior) + extra) as keys:
                 latents = {s: self.ops.draw(d, key, prior_sample_shape(d, num_samples))
-                           for (s, d), key in zip(prior.items(), keys, strict=True)}
+                           for (s, d), key in zip(prior.items(), keys, strict=False)}
+                if extra:
+                    return self.ops.draw(self.likelihood(self.code(latents), c), keys[-1], ())
             return self.decode(self.code(latents), c)
 
     def sample_latents(self, x: Any, num_samples: int, idx: Any = None, seed: Any = None,

@@ -4,6 +4,7 @@
              PNGs beside it) and a self-contained ``NAME.html``
 ``figures``  every plot and image grid of the package
 ``pages``    the run, diagnostics and gradient-variance pages
+``tables``   small tables the pages show, shaped from stored ones
 
 Reports render what the jobs computed and stored; they never recompute.
 """

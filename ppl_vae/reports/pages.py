@@ -20,9 +20,10 @@ import pandas as pd
 
 from ppl_vae import runs
 from ppl_vae.reports import figures
+from ppl_vae.reports.tables import last_losses
 from ppl_vae.reports.writer import Report, machine_description
 
-_IMAGES = ((runs.SAMPLES_FILE, "Samples: decoder means E[x | z] for z ~ p(z)"),
+_IMAGES = ((runs.SAMPLES_FILE, "Samples"),
            (runs.RECONSTRUCTIONS_FILE, "Images (rows) above their reconstructions"))
 _LATENT_IMAGES = (
     (runs.TRAVERSALS_FILE, "Traversals: a row per latent dimension (most variable first), "
@@ -74,13 +75,14 @@ def run_report(run_dir: str | Path) -> Report:
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
         history = pd.read_csv(history_path)
-        last = history.sort_values("step").groupby("split").tail(1)
-        report.heading("Training").table(last[["split", "step", "epoch", "loss", "wall_time"]],
-                                         caption="last recorded loss (−ELBO, nats per datapoint)")
+        report.heading("Training").table(
+            last_losses(history), caption="last recorded loss (−ELBO, nats per datapoint): "
+            "train averaged over the last epoch, as ppl-vae train prints it; valid at the last "
+            "evaluation")
         report.figure(figures.training_curves(history), "training_curves",
-                      "loss (−ELBO per datapoint) against steps")
-    images = [(run_dir / name, caption) for name, caption in _IMAGES
-              if (run_dir / name).exists()]
+                      "loss (−ELBO per datapoint) against steps, log scale")
+    images = [(run_dir / name, _samples_caption(spec) if name == runs.SAMPLES_FILE else caption)
+              for name, caption in _IMAGES if (run_dir / name).exists()]
     if images:
         report.heading("Samples and reconstructions")
         for path, caption in images:
@@ -123,6 +125,19 @@ def _own_metrics(path: Path, run_id: str) -> pd.DataFrame:
         raise runs.CheckpointError(f"{path} has no 'run' column, so it was not written by "
                                    "ppl-vae evaluate; move it away and evaluate again")
     return metrics[metrics["run"].astype(str) == run_id]
+
+
+def _samples_caption(spec: Any) -> str:
+    """What samples.png shows: decoder means, or pixel draws without a mean; for a cVAE
+    (``ppl-vae sample`` without --label) one column per class."""
+    shown = ("E[x | z]" if not spec.decoder.masked_layers
+             else "draws x ~ p(x | z), pixel by pixel (the decoder has no mean)")
+    if spec.condition is None:
+        return f"Samples: {shown} for z ~ p(z)"
+    classes = spec.condition.classes
+    return (f"Samples: {shown.replace('| z', '| z, c')} for z ~ p(z | c); each column is a "
+            f"class, c = 0 to {classes - 1} from left to right, each row a draw (unless drawn "
+            "with ppl-vae sample --label K: then every image is of class K)")
 
 
 _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
@@ -349,7 +364,9 @@ def variance_page(result: Any) -> Report:
         for target, df in last.groupby("target", sort=False):
             report.heading(f"{target}: variance and SNR against particles")
             report.figure(figures.variance_vs_particles(df, "variance", "total variance"),
-                          f"{target}-variance", "total gradient variance per group (log-log)")
+                          f"{target}-variance", "total gradient variance per group (log-log, ±2 "
+                          "standard errors over the draws); a dashed line marked (= other) has "
+                          "exactly the values of the other estimator, drawn beneath it")
             report.figure(figures.variance_vs_particles(df, "snr", "median SNR"), f"{target}-snr",
                           "median coordinate SNR per group (log-log)")
             k = df["particles"].min()
@@ -365,6 +382,7 @@ def variance_page(result: Any) -> Report:
         k1 = last[last["particles"] == last["particles"].min()]
         families = k1.pivot_table(index=["target", "family", "group"], columns="estimator",
                                   values="variance", sort=False).reset_index()
+        families = families.rename_axis(columns=None)  # no empty "estimator" header row
         report.heading("Posterior families")
         report.table(families, caption="total variance per group at the last stage, "
                      "K = smallest; masked codes: Bernoulli gates need score-function terms, "
@@ -499,7 +517,8 @@ def compare_page(result: Any, out: str | Path, cells: Sequence[CellFolder] = ())
     if histories:
         report.heading("Learning curves")
         report.figure(figures.grid_learning_curves(pd.concat(histories, ignore_index=True)),
-                      "curves", "every cell's validation loss")
+                      "curves", "every cell's training loss (thin lines, every logged "
+                      "step) and validation loss (dots); colour: spec, line style: seed")
     shown = {}
     for cell in cells:
         path = cell.folder / runs.SAMPLES_FILE

@@ -2,7 +2,8 @@
 
 A :class:`Report` collects
 headings, text, tables (pandas) and matplotlib figures, then writes ``NAME.md`` (figures
-as PNG files beside it) and a self-contained ``NAME.html`` (figures embedded as base64).
+as PNG files beside it) and a self-contained ``NAME.html`` (figures embedded as base64) that
+fits its window: images scale down to the text width, a wide table scrolls in its own box.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class Report:
                 md += ([f"*{caption}*", ""] if caption else []) + [
                     df.to_markdown(index=False, floatfmt=fmt), ""]
                 body.append((f"<p><em>{html.escape(caption)}</em></p>" if caption else "")
+                            + '<div class="scroll">'
                             + df.to_html(index=False, float_format=lambda v, f=fmt: format(v, f),
-                                         border=0))
+                                         border=0) + "</div>")
             else:
                 name, png, caption = value
                 rel = f"figures/{stem}-{name}.png"
@@ -126,7 +128,8 @@ _HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}
 table{{border-collapse:collapse}}td,th{{padding:.2em .6em;border-bottom:1px solid #ddd;
-text-align:right}}img{{max-width:100%}}
+text-align:right}}img{{max-width:100%;height:auto}}figure{{margin:1em 0}}
+.scroll{{overflow-x:auto;max-width:100%}}h1,h2,p,figcaption{{overflow-wrap:anywhere}}
 .callout{{padding:.4em .8em;border-left:.4em solid}}.good{{border-color:#2a2;background:#efe}}
 .caution{{border-color:#e90;background:#fff6e6}}.bad{{border-color:#d22;background:#fee}}
 .good .dot{{color:#2a2}}.caution .dot{{color:#e90}}.bad .dot{{color:#d22}}

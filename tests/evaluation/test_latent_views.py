@@ -6,12 +6,12 @@ from ppl_vae.evaluation.latent_views import interpolations, latent_codes, traver
 
 
 class _Identity:
-    """encode(x) = x (the data are the codes), decode(z) = z."""
+    """encode(x) = x (the data are the codes), decode_or_draw(z) = z."""
 
     def encode(self, x, idx=None):
         return np.asarray(x)
 
-    def decode(self, z):
+    def decode_or_draw(self, z, c=None, seed=None):
         return np.asarray(z, dtype=np.float64)
 
 
