@@ -206,48 +206,58 @@ class AISChains:
         ``(num_chains, N, d)``, float64."""
         import jax.numpy as jnp
 
-        if z_start is not None:
-            z_start = jnp.swapaxes(self.vae.as_tensor(z_start), 0, 1)
-            z_start = z_start.reshape(-1, z_start.shape[-1])
+        given = z_start is not None
+        # Forward and reverse runs share one compiled function: the start states are always
+        # passed, and a traced flag says whether to use them.
+        shape = (num_chains, self.x.shape[0], self.vae.spec.latent_dim)
+        z_start = jnp.zeros(shape, self.vae.dtype) if not given else self.vae.as_tensor(z_start)
+        if z_start.shape != shape:
+            raise ValueError(f"z_start must have shape {shape} (chains, datapoints, latent_dim); "
+                             f"got {tuple(z_start.shape)}")
+        z_start = jnp.swapaxes(z_start, 0, 1).reshape(-1, shape[-1])
         log_w, accept, _, samples = (np.asarray(a, dtype=np.float64) for a in self._run(
             self.vae, num_chains, self.settings, False, self.vae.params, self.x, self.idx,
-            self.c, key, self.vae.as_tensor(betas), steps, z_start))
+            self.c, key, self.vae.as_tensor(betas), steps, (jnp.asarray(given), z_start)))
         return log_w.T, accept.mean(axis=(1, 2)), np.swapaxes(samples, 0, 1)
 
 
-def _chain_densities(vae: Any, start: str, x: Any, i: Any, c: Any, z: Any) -> tuple[Any, Any]:
-    """(log π₀(z), ℓ(z) = log p(x, z) − log π₀(z)) for one datapoint and one state."""
-    xb, zb, cb = x[None], {"z": z[None]}, None if c is None else c[None]
-    y = vae.condition_input(xb, cb)
-    log_prior = vae.prior(xb, y)["z"].log_prob(zb["z"])[0]
-    log_lik = vae.likelihood(vae.code(zb), y).log_prob(xb)[0]
-    if start == "prior":
-        return log_prior, log_lik
-    log_q = vae.posterior(xb, None if i is None else i[None], c=y)["z"].log_prob(zb["z"])[0]
-    return log_q, log_lik + log_prior - log_q
+def _chain_target(vae: Any, start: str, x: Any, i: Any, c: Any) -> tuple[Any, Any]:
+    """π₀ of one datapoint's chains and the function z ↦ (log π₀(z), ℓ(z) = log p(x, z) −
+    log π₀(z)). The prior and q are built once per chain, not at each gradient: a VampPrior
+    encodes its pseudo-inputs when built."""
+    xb = x[None]
+    y = vae.condition_input(xb, None if c is None else c[None])
+    prior = vae.prior(xb, y)["z"]
+    pi0 = prior if start == "prior" else vae.posterior(
+        xb, None if i is None else i[None], c=y)["z"]
 
+    def densities(z: Any) -> tuple[Any, Any]:
+        zb = z[None]
+        log_prior = prior.log_prob(zb)[0]
+        log_lik = vae.likelihood(vae.code({"z": zb}), y).log_prob(xb)[0]
+        if start == "prior":
+            return log_prior, log_lik
+        log_q = pi0.log_prob(zb)[0]
+        return log_q, log_lik + log_prior - log_q
 
-def _start_distribution(vae: Any, start: str, x: Any, i: Any, c: Any) -> Any:
-    xb, cb = x[None], None if c is None else c[None]
-    if start == "prior":
-        return vae.prior(xb, cb)["z"]
-    return vae.posterior(xb, None if i is None else i[None], c=cb)["z"]
+    return pi0, densities
 
 
 def _one_chain(vae: Any, settings: AISSettings, adapt: bool, x: Any, i: Any, c: Any, key: Any,
                betas: Any, steps: Any, z_start: Any) -> tuple[Any, ...]:
     """One AIS chain. ``adapt``: pilot run, step size adapted from ``steps[0]``; otherwise the
-    step size at temperature t is ``steps[t]``. ``z_start``: the first state, or None for a
-    draw from π₀. Returns (log w, acceptance per step, step sizes used, final state)."""
+    step size at temperature t is ``steps[t]``. ``z_start``: None, or (a flag, a state): the
+    first state when the flag is set, else a draw from π₀. Returns (log w, acceptance per step, step sizes used, final state)."""
     import jax
     import jax.numpy as jnp
     from jax import lax
     from numpyro.infer.hmc import hmc
 
     start = settings.start
+    pi0, densities = _chain_target(vae, start, x, i, c)
 
     def potential_and_ell(z: Any, beta: Any) -> tuple[Any, Any]:
-        log_pi0, ell = _chain_densities(vae, start, x, i, c, z)
+        log_pi0, ell = densities(z)
         return -(log_pi0 + beta * ell), ell
 
     def potential_gen(beta: Any) -> Any:
@@ -255,10 +265,12 @@ def _one_chain(vae: Any, settings: AISSettings, adapt: bool, x: Any, i: Any, c: 
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="HMC")
     key_z, key_hmc = jax.random.split(key)
-    pi0 = _start_distribution(vae, start, x, i, c)
     # q has a batch of one datapoint, the prior none: flatten both to the (d,) chain state.
     d = vae.spec.latent_dim
-    z0 = pi0.sample(key_z).reshape(d) if z_start is None else z_start
+    z0 = pi0.sample(key_z).reshape(d)
+    if z_start is not None:
+        given, value = z_start
+        z0 = jnp.where(given, value, z0)
     try:
         variance = pi0.variance
     except NotImplementedError:
@@ -297,8 +309,8 @@ def _one_chain(vae: Any, settings: AISSettings, adapt: bool, x: Any, i: Any, c: 
 def _run_impl(vae: Any, chains: int, settings: AISSettings, adapt: bool, params: dict, x: Any,
               idx: Any, c: Any, key: Any, betas: Any, steps: Any, z_start: Any
               ) -> tuple[Any, ...]:
-    """``chains`` chains for each row of x; steps (N, T); z_start (N · chains, d) or None;
-    outputs shaped (N, chains, ...)."""
+    """``chains`` chains for each row of x; steps (N, T); z_start None (draws from π₀) or
+    (whether to use them, start states (N · chains, d)); outputs shaped (N, chains, ...)."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -315,7 +327,8 @@ def _run_impl(vae: Any, chains: int, settings: AISSettings, adapt: bool, params:
     # datapoints doubled XLA's compile time for no measurable run-time gain.
     chain = partial(_one_chain, vae, settings, adapt)
     with handlers.substitute(data=params):
-        out = jax.vmap(chain, in_axes=(0, axis(idx), axis(c), 0, None, 0, axis(z_start)))(
+        starts = None if z_start is None else (None, 0)
+        out = jax.vmap(chain, in_axes=(0, axis(idx), axis(c), 0, None, 0, starts))(
             rep(x), rep(idx), rep(c), jax.random.split(key, n * chains), betas, rep(steps),
             z_start)
     return tuple(a.reshape(n, chains, *a.shape[1:]) for a in out)
