@@ -14,6 +14,7 @@ from ppl_vae.commands._args import (
     UsageError,
     non_negative_int,
     positive_int,
+    positive_int_list,
     warn_if_unfinished,
 )
 
@@ -21,8 +22,10 @@ DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampl
 (K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), the rate
 KL(q || p) in bits per image (closed form or Monte Carlo), KL per latent dimension, active
 units, code sparsity, reconstruction error, nearest training neighbours of samples;
-optionally AIS on a subset and a Parzen-window estimate. A conditional VAE is evaluated given
-the split's labels: log p(x | c). Writes RUN_DIR/metrics.csv."""
+optionally AIS on a subset, a Parzen-window estimate, and BDMC: lower and upper bounds of
+log p(x) on data simulated from the model, with IS measured against them (how loose the IS
+figure is). A conditional VAE is evaluated given the split's labels: log p(x | c). Writes
+RUN_DIR/metrics.csv (and RUN_DIR/bdmc.csv with --bdmc)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="AIS chains per datapoint (default: 16)")
     parser.add_argument("--ais-start", choices=("q", "prior"), default="q",
                         help="AIS start distribution (default: q)")
+    parser.add_argument("--bdmc", action="store_true",
+                        help="also sandwich log p(x) between forward and reverse AIS on data "
+                             "simulated from the model, with IS at --bdmc-samples K on the "
+                             "same data (writes RUN_DIR/bdmc.csv)")
+    parser.add_argument("--bdmc-points", type=positive_int, default=20,
+                        help="simulated datapoints for --bdmc (default: 20)")
+    parser.add_argument("--bdmc-temperatures", type=positive_int_list, default=(100, 1000),
+                        metavar="T,T,...", help="AIS temperatures of --bdmc (default: 100,1000)")
+    parser.add_argument("--bdmc-chains", type=positive_int, default=1,
+                        help="AIS chains per simulated datapoint and direction (default: 1)")
+    parser.add_argument("--bdmc-samples", type=positive_int_list, default=(100, 1000, 5000),
+                        metavar="K,K,...",
+                        help="IS particles on the simulated data (default: 100,1000,5000)")
     parser.add_argument("--budget", type=positive_int, default=None,
                         help="particle x datapoint pairs decoded at once (bounds memory)")
     parser.add_argument("--model-samples", type=non_negative_int, default=100,
@@ -67,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
         evaluate_split,
         likelihood_units,
     )
+    from ppl_vae.evaluation.bdmc import check_bdmc
     from ppl_vae.io import atomic_write_text
     from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
     loaded = load_run(args.run_dir, backend=args.backend)
     warn_if_unfinished(loaded, args.prog)
+    if args.bdmc:
+        check_bdmc(loaded.vae)  # before anything is written
     data = loaded.evaluation_data(args.split, max_points=args.max_points, seed=args.seed)
     notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
@@ -109,7 +128,25 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"- {note}")
     print(f"wrote {path}")
+    if args.bdmc:
+        _write_bdmc(loaded.vae, args)
     return 0
+
+
+def _write_bdmc(vae, args: argparse.Namespace) -> None:
+    """BDMC on simulated data: RUN_DIR/bdmc.csv, the table and its one-line reading."""
+    from ppl_vae.evaluation import DEFAULT_BUDGET, bdmc, looseness_note
+    from ppl_vae.io import atomic_write_text
+    from ppl_vae.runs import BDMC_FILE
+
+    result = bdmc(vae, args.bdmc_points, temperatures=args.bdmc_temperatures,
+                  num_chains=args.bdmc_chains, is_samples=args.bdmc_samples,
+                  budget=args.budget or DEFAULT_BUDGET, seed=args.seed)
+    path = Path(args.run_dir) / BDMC_FILE
+    atomic_write_text(path, result.table.to_csv(index=False))
+    print(result.table.to_markdown(index=False, floatfmt=".6g"))
+    print(f"- {looseness_note(result.table)}")
+    print(f"wrote {path}")
 
 
 def _params_step(run) -> int:

@@ -247,7 +247,8 @@ def _one_chain(vae: Any, settings: AISSettings, adapt: bool, x: Any, i: Any, c: 
                betas: Any, steps: Any, z_start: Any) -> tuple[Any, ...]:
     """One AIS chain. ``adapt``: pilot run, step size adapted from ``steps[0]``; otherwise the
     step size at temperature t is ``steps[t]``. ``z_start``: None, or (a flag, a state): the
-    first state when the flag is set, else a draw from π₀. Returns (log w, acceptance per step, step sizes used, final state)."""
+    first state when the flag is set, else a draw from π₀. Returns (log w, acceptance per
+    step, step sizes used, final state)."""
     import jax
     import jax.numpy as jnp
     from jax import lax

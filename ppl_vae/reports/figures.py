@@ -299,6 +299,26 @@ def scaling_plot(table: pd.DataFrame) -> Any:
     return fig
 
 
+def bdmc_bounds(table: pd.DataFrame) -> Any:
+    """``ppl-vae evaluate --bdmc``'s table: the forward (lower) and reverse (upper) AIS bounds
+    of log p(x) against T, and importance sampling against K, on the same simulated data
+    (means over datapoints ± standard error)."""
+    fig = _figure(5.0, 3.4)
+    ax = fig.subplots()
+    for quantity, label, marker in (("upper", "upper bound: reverse AIS, T", "v"),
+                                    ("lower", "lower bound: forward AIS, T", "^"),
+                                    ("is", "IS with the encoder, K", "o")):
+        rows = table[table["quantity"] == quantity].sort_values("size")
+        if not rows.empty:
+            ax.errorbar(rows["size"], rows["mean"], yerr=rows["stderr"], marker=marker,
+                        capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("T (AIS temperatures) or K (IS particles)")
+    ax.set_ylabel("mean log p(x) of simulated data (nats)")
+    ax.legend(fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------- gradient variance
 
 

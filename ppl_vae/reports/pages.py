@@ -74,6 +74,9 @@ def run_report(run_dir: str | Path) -> Report:
             report.callout(level, text)
     else:
         report.callout("caution", "no metrics yet: run ppl-vae evaluate RUN_DIR")
+    bdmc_path = run_dir / runs.BDMC_FILE
+    if bdmc_path.exists():
+        _bdmc_section(report, pd.read_csv(bdmc_path))
     report.heading("Settings").table(_settings_table(config), caption="run.json")
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
@@ -111,6 +114,19 @@ def run_report(run_dir: str | Path) -> Report:
         report.link("gradient-variance report", f"{runs.VARIANCE_DIR}/{runs.REPORT_STEM}.html")
         report.table(_headline(pd.read_csv(ratios)), caption="ppl-vae variance: headline ratios")
     return report
+
+
+def _bdmc_section(report: Report, table: pd.DataFrame) -> None:
+    """How loose is log p(x)? The bounds against T and IS against K on simulated data."""
+    from ppl_vae.evaluation.bdmc import looseness_note
+
+    report.heading("How loose is log p(x)? (BDMC on simulated data)")
+    report.text(looseness_note(table))
+    report.figure(figures.bdmc_bounds(table), "bdmc",
+                  "forward AIS (lower bound) and reverse AIS (upper bound) against T, IS "
+                  "against K, on data simulated from the model (Grosse et al. 2015)")
+    report.table(table, caption="ppl-vae evaluate --bdmc (mean ± stderr over the simulated "
+                                "datapoints; seconds include compilation)")
 
 
 _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),
