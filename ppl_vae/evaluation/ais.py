@@ -22,8 +22,11 @@ pilot's schedule, fixed, because a step size that depends on the chain's own sta
 the kernel's invariance and biases the estimate upwards. Chains are vectorised with
 ``vmap`` over datapoints and chains; each run is one compiled ``lax.scan``.
 
-Runs on JAX: a Pyro VAE is copied into a NumPyro VAE with the same weights
-(:func:`ppl_vae.models.as_numpyro`).
+Runs on JAX, one implementation for both backends: a Pyro VAE is copied into a NumPyro VAE
+with the same weights (:func:`ppl_vae.models.as_numpyro`). A conditional VAE's chains take each
+datapoint's label c (every density is then conditioned on it: log p(x | c)).
+:class:`AISChains` also runs a schedule backwards from given start states, the reverse AIS of
+:mod:`ppl_vae.evaluation.bdmc`.
 
 References
 ----------
