@@ -76,7 +76,8 @@ def run_report(run_dir: str | Path) -> Report:
         report.callout("caution", "no metrics yet: run ppl-vae evaluate RUN_DIR")
     bdmc_path = run_dir / runs.BDMC_FILE
     if bdmc_path.exists():
-        _bdmc_section(report, pd.read_csv(bdmc_path))
+        _bdmc_section(report, pd.read_csv(bdmc_path),
+                      None if split is None else metrics[metrics["split"] == split])
     report.heading("Settings").table(_settings_table(config), caption="run.json")
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
@@ -116,11 +117,18 @@ def run_report(run_dir: str | Path) -> Report:
     return report
 
 
-def _bdmc_section(report: Report, table: pd.DataFrame) -> None:
-    """How loose is log p(x)? The bounds against T and IS against K on simulated data."""
+def _bdmc_section(report: Report, table: pd.DataFrame, rows: pd.DataFrame | None) -> None:
+    """How loose is log p(x)? The bounds against T and IS against K on simulated data, read
+    beside the headline split's IS figure (``rows``, when there is one)."""
     from ppl_vae.evaluation.bdmc import looseness_note
 
     report.heading("How loose is log p(x)? (BDMC on simulated data)")
+    is_value = None if rows is None else _value(rows, "log_likelihood_is")
+    particles = None if rows is None else _value(rows, "num_samples")
+    if is_value is not None and particles is not None:
+        split = rows["split"].iloc[0]
+        report.text(f"The {split}-set IS figure: log p(x) = {is_value[0]:.4g} ± "
+                    f"{is_value[1]:.2g} nats with K = {particles[0]:.0f}.")
     report.text(looseness_note(table))
     report.figure(figures.bdmc_bounds(table), "bdmc",
                   "forward AIS (lower bound) and reverse AIS (upper bound) against T, IS "

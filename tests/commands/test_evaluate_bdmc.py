@@ -38,6 +38,9 @@ def test_evaluate_bdmc_writes_the_bounds_and_the_report_shows_them(tmp_path, cap
     md = (run_dir / "report.md").read_text()
     assert "## How loose is log p(x)? (BDMC on simulated data)" in md
     assert "likely loose by up to about" in md and "upper_minus_is" in md
+    metrics = pd.read_csv(run_dir / "metrics.csv").set_index("metric")["value"]
+    assert (f"The test-set IS figure: log p(x) = {metrics['log_likelihood_is']:.4g}" in md
+            and "with K = 10." in md)
 
 
 @pytest.mark.parametrize(("flags", "message"), [
