@@ -166,6 +166,8 @@ def bdmc(vae: Any, num_points: int = 20, *, temperatures: Sequence[int] = (100, 
     budget : (particle × datapoint) pairs decoded at once by importance sampling.
     seed : seeds the simulation, the chains and the importance draws.
     """
+    import jax
+
     check_bdmc(vae)
     settings = check_settings(vae, "prior", num_leapfrog, target_accept, step_size,
                               num_chains=num_chains, pilot_chains=pilot_chains)
@@ -180,8 +182,6 @@ def bdmc(vae: Any, num_points: int = 20, *, temperatures: Sequence[int] = (100, 
     upper: dict[int, np.ndarray] = {}
     z_start = np.broadcast_to(data.z, (num_chains, *data.z.shape))
     for number, steps_t in enumerate(temperatures):
-        import jax
-
         key_pilot, key_fwd, key_rev = jax.random.split(jax.random.PRNGKey(seed + 1 + number), 3)
         betas = sigmoid_schedule(steps_t)
         began = time.perf_counter()
