@@ -2,7 +2,8 @@
 
 Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr; rows of other
 splits already there are kept, rows of the evaluated split are replaced) and prints the
-table with notes on units and estimators.
+table with notes on units and estimators; with ``--bdmc`` also ``RUN_DIR/bdmc.csv``, the BDMC
+bounds on simulated data (:mod:`ppl_vae.evaluation.bdmc`).
 """
 
 from __future__ import annotations
