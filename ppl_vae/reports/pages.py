@@ -132,7 +132,8 @@ def _bdmc_section(report: Report, table: pd.DataFrame, rows: pd.DataFrame | None
     report.text(looseness_note(table))
     report.figure(figures.bdmc_bounds(table), "bdmc",
                   "forward AIS (lower bound) and reverse AIS (upper bound) against T, IS "
-                  "against K, on data simulated from the model (Grosse et al. 2015)")
+                  "against K, on data simulated from the model (Grosse et al. 2015); right: "
+                  "the gap and upper bound − IS, paired over datapoints, ± standard error")
     report.table(table, caption="ppl-vae evaluate --bdmc (mean ± stderr over the simulated "
                                 "datapoints; seconds include compilation)")
 
