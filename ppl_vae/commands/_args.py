@@ -134,6 +134,18 @@ def run_data(args: argparse.Namespace) -> dict[str, str]:
     return ({"source": args.dataset} if args.dataset else {}) | npz_keys(args)
 
 
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated integers >= 1 (``100,1000``), sorted, distinct."""
+    try:
+        values = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, e.g. "
+                                         f"100,1000; got {text!r}") from None
+    if values[0] < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers, got {text}")
+    return tuple(values)
+
+
 def warn_if_unfinished(run: Any, prog: str) -> None:
     """Tell the user (stderr) when ``run`` stopped before the steps it was asked for."""
     warning = run.unfinished_warning()

@@ -5,7 +5,9 @@ Writes ``RUN_DIR/metrics.csv`` (tidy: run, split, metric, value, stderr, stderr_
 with that column empty; rows of other splits already there are kept, rows of the evaluated
 split are replaced) and prints the headline figures (the run report's) with notes on units and
 estimators. The run is read under its shared lock (:class:`~ppl_vae.runs.OutputWriter`), and
-the ``checkpoint_step`` row is the step of the parameters read under it.
+the ``checkpoint_step`` row is the step of the parameters read under it. With ``--bdmc`` it
+also writes ``RUN_DIR/bdmc.csv``, the BDMC bounds on simulated data
+(:mod:`ppl_vae.evaluation.bdmc`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ppl_vae.commands._args import (
     add_run_data_options,
     non_negative_int,
     positive_int,
+    positive_int_list,
     run_data,
     warn_if_unfinished,
 )
@@ -27,8 +30,10 @@ DESCRIPTION = """Evaluate a trained run: per-datapoint ELBO and importance-sampl
 (K particles, IWAE protocol), nats and bits/dim (dequantization offset applied), the rate
 KL(q || p) in bits per image (closed form or Monte Carlo), KL per latent dimension, active
 units, code sparsity, reconstruction error, nearest training neighbours of samples;
-optionally AIS on a subset and a Parzen-window estimate. A conditional VAE is evaluated given
-the split's labels: log p(x | c). Writes RUN_DIR/metrics.csv."""
+optionally AIS on a subset, a Parzen-window estimate, and BDMC: lower and upper bounds of
+log p(x) on data simulated from the model, with IS measured against them (how loose the IS
+figure is). A conditional VAE is evaluated given the split's labels: log p(x | c). Writes
+RUN_DIR/metrics.csv (and RUN_DIR/bdmc.csv with --bdmc)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +55,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="AIS chains per datapoint (default: 16)")
     parser.add_argument("--ais-start", choices=("q", "prior"), default="q",
                         help="AIS start distribution (default: q)")
+    parser.add_argument("--bdmc", action="store_true",
+                        help="also sandwich log p(x) between forward and reverse AIS on data "
+                             "simulated from the model, with IS at --bdmc-samples K on the "
+                             "same data (writes RUN_DIR/bdmc.csv)")
+    parser.add_argument("--bdmc-points", type=positive_int, default=20,
+                        help="simulated datapoints for --bdmc (default: 20)")
+    parser.add_argument("--bdmc-temperatures", type=positive_int_list, default=(100, 1000),
+                        metavar="T,T,...", help="AIS temperatures of --bdmc (default: 100,1000)")
+    parser.add_argument("--bdmc-chains", type=positive_int, default=1,
+                        help="AIS chains per simulated datapoint and direction (default: 1)")
+    parser.add_argument("--bdmc-samples", type=positive_int_list, default=(100, 1000, 5000),
+                        metavar="K,K,...",
+                        help="IS particles on the simulated data (default: 100,1000,5000)")
     parser.add_argument("--budget", type=positive_int, default=None,
                         help="particle x datapoint pairs decoded at once (bounds memory)")
     parser.add_argument("--model-samples", type=non_negative_int, default=100,
@@ -82,12 +100,15 @@ def _evaluate(args: argparse.Namespace, writer) -> int:
         evaluate_split,
         likelihood_units,
     )
+    from ppl_vae.evaluation.bdmc import check_bdmc
     from ppl_vae.io import atomic_write_text
     from ppl_vae.reports.pages import headline_table
     from ppl_vae.runs import METRICS_FILE, STEP_METRIC, load_run
 
     loaded = load_run(args.run_dir, backend=args.backend).with_data(**run_data(args))
     warn_if_unfinished(loaded, args.prog)
+    if args.bdmc:
+        check_bdmc(loaded.vae)  # before anything is written
     data = loaded.evaluation_data(args.split, max_points=args.num_points, seed=args.seed)
     notes = list(data.notes)
     units = likelihood_units(loaded.spec.likelihood.name, loaded.spec.data_dim,
@@ -128,4 +149,23 @@ def _evaluate(args: argparse.Namespace, writer) -> int:
     for note in notes:
         print(f"- {note}")
     print(f"wrote all {len(shown)} metrics of the {data.split} split (value, stderr) to {path}")
+    if args.bdmc:
+        _write_bdmc(loaded.vae, args, writer)
     return 0
+
+
+def _write_bdmc(vae, args: argparse.Namespace, writer) -> None:
+    """BDMC on simulated data: RUN_DIR/bdmc.csv, the table and its one-line reading."""
+    from ppl_vae.evaluation import DEFAULT_BUDGET, bdmc, looseness_note
+    from ppl_vae.io import atomic_write_text
+    from ppl_vae.runs import BDMC_FILE
+
+    result = bdmc(vae, args.bdmc_points, temperatures=args.bdmc_temperatures,
+                  num_chains=args.bdmc_chains, is_samples=args.bdmc_samples,
+                  budget=args.budget or DEFAULT_BUDGET, seed=args.seed)
+    path = writer.path(BDMC_FILE)
+    atomic_write_text(path, result.table.to_csv(index=False))
+    print(result.table.to_markdown(index=False, floatfmt=".6g"))
+    print(f"- {looseness_note(result.table)}")
+    print(f"wrote {path}")
+

@@ -49,7 +49,6 @@ from ppl_vae.evaluation.importance import (
     importance_sample,
 )
 from ppl_vae.evaluation.units import LikelihoodUnits, likelihood_units
-from ppl_vae.models.conditioning import require_unconditioned
 
 COLUMNS = ["run", "split", "metric", "value", "stderr", "stderr_source"]
 STDERR_SOURCES = ("monte-carlo", "datapoints", "seeds", "combined")
@@ -121,8 +120,6 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     config = config or EvaluationConfig()
     spec = vae.spec
     x, c = check_inputs(spec, x, idx, c, codes=False)  # an encoder-free model may take AIS
-    if config.ais_points > 0:
-        require_unconditioned(spec, "AIS (ais_points > 0; CLI: --ais)")
     units = units or likelihood_units(spec.likelihood, spec.data_dim)
     rows = _Rows(run, split)
     notes = [f"units: {units.note}"]
@@ -152,7 +149,7 @@ def evaluate_split(vae: Any, x: Any, *, run: str = "", split: str = "test", idx:
     rows.add("dequantization_offset_nats", units.offset_nats)
 
     if config.ais_points > 0:
-        _ais_rows(rows, vae, x, idx, is_est, config, notes, ais_estimate)
+        _ais_rows(rows, vae, x, idx, is_est, config, notes, ais_estimate, c)
     if (train is not None or config.parzen) and not vae.has_decoder_mean:
         notes.append("sample metrics skipped: a local autoregressive decoder has no decoder "
                      "mean E[x | z]")
@@ -209,14 +206,15 @@ def _posterior_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, config: Eval
 
 
 def _ais_rows(rows: _Rows, vae: Any, x: np.ndarray, idx: Any, is_est: Any,
-              config: EvaluationConfig, notes: list[str], est: Any = None) -> None:
+              config: EvaluationConfig, notes: list[str], est: Any = None,
+              c: np.ndarray | None = None) -> None:
     n = min(config.ais_points, x.shape[0])
     ais_idx = None if idx is None else np.asarray(idx)[:n]
     if est is None:
         est = ais_log_likelihood(vae, x[:n], num_steps=config.ais_steps,
                                  num_chains=config.ais_chains, start=config.ais_start,
                                  idx=ais_idx if config.ais_start == "q" else None,
-                                 seed=config.seed)
+                                 c=None if c is None else c[:n], seed=config.seed)
     rows.add_mean("ais_log_likelihood", est.log_likelihood, est.stderr)
     rows.add("ais_points", n)
     rows.add_mean("ais_acceptance", est.acceptance)

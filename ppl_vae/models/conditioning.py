@@ -36,7 +36,8 @@ def require_unconditioned(spec: Any, what: str) -> None:
     if spec.condition is not None:
         raise ValueError(f"{what} does not take class labels yet, so it cannot run on the "
                          f"conditional VAE {spec.name!r} ([condition]); its log p(x | c) comes "
-                         "from ppl-vae evaluate without --ais (importance_sample(..., c=))")
+                         "from ppl-vae evaluate (importance_sample(..., c=), "
+                         "ais_log_likelihood(..., c=))")
 
 
 def require_labels_iff_conditioned(spec: Any, labels: Any, name: str = "labels") -> bool:

@@ -395,6 +395,36 @@ def scaling_plot(table: pd.DataFrame) -> Any:
     return fig
 
 
+def bdmc_bounds(table: pd.DataFrame) -> Any:
+    """``ppl-vae evaluate --bdmc``'s table on the same simulated data. Left: the means of the
+    forward (lower) and reverse (upper) AIS bounds against T and of IS against K (no error
+    bars: the spread of log p(x) over datapoints would swamp them). Right: the paired
+    differences with their standard errors, the gap upper − lower against T and upper (at
+    the largest T) − IS against K."""
+    fig = _figure(8.4, 3.2)
+    means, paired = fig.subplots(1, 2)
+    for quantity, label, marker in (("upper", "upper bound: reverse AIS, T", "v"),
+                                    ("lower", "lower bound: forward AIS, T", "^"),
+                                    ("is", "IS with the encoder, K", "o")):
+        rows = table[table["quantity"] == quantity].sort_values("size")
+        if not rows.empty:
+            means.plot(rows["size"], rows["mean"], marker=marker, label=label)
+    means.set_ylabel("mean log p(x) (nats)")
+    for quantity, label in (("gap", "upper − lower, T"),
+                            ("upper_minus_is", "upper (largest T) − IS, K")):
+        rows = table[table["quantity"] == quantity].sort_values("size")
+        if not rows.empty:
+            paired.errorbar(rows["size"], rows["mean"], yerr=rows["stderr"], marker="o",
+                            capsize=3, label=label)
+    paired.axhline(0.0, color="grey", linestyle=":")
+    paired.set_ylabel("paired difference (nats)")
+    for ax in (means, paired):
+        ax.set_xscale("log")
+        ax.set_xlabel("T (AIS temperatures) or K (IS particles)")
+        ax.legend(fontsize="small")
+    return fig
+
+
 # --------------------------------------------------------------------------- gradient variance
 
 

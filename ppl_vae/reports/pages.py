@@ -71,6 +71,10 @@ def run_report(run_dir: str | Path) -> Report:
             report.callout(level, text)
     else:
         report.callout("caution", "no metrics yet: run ppl-vae evaluate RUN_DIR")
+    bdmc_path = run_dir / runs.BDMC_FILE
+    if bdmc_path.exists():
+        _bdmc_section(report, pd.read_csv(bdmc_path),
+                      None if split is None else metrics[metrics["split"] == split])
     report.heading("Settings").table(_settings_table(config), caption="run.json")
     history_path = run_dir / runs.HISTORY_FILE
     if history_path.exists():
@@ -138,6 +142,27 @@ def _samples_caption(spec: Any) -> str:
     return (f"Samples: {shown.replace('| z', '| z, c')} for z ~ p(z | c); each column is a "
             f"class, c = 0 to {classes - 1} from left to right, each row a draw (unless drawn "
             "with ppl-vae sample --label K: then every image is of class K)")
+
+
+def _bdmc_section(report: Report, table: pd.DataFrame, rows: pd.DataFrame | None) -> None:
+    """How loose is log p(x)? The bounds against T and IS against K on simulated data, read
+    beside the headline split's IS figure (``rows``, when there is one)."""
+    from ppl_vae.evaluation.bdmc import looseness_note
+
+    report.heading("How loose is log p(x)? (BDMC on simulated data)")
+    is_value = None if rows is None else _value(rows, "log_likelihood_is")
+    particles = None if rows is None else _value(rows, "num_samples")
+    if is_value is not None and particles is not None:
+        split = rows["split"].iloc[0]
+        report.text(f"The {split}-set IS figure: log p(x) = {is_value[0]:.4g} ± "
+                    f"{is_value[1]:.2g} nats (± Monte Carlo) with K = {particles[0]:.0f}.")
+    report.text(looseness_note(table))
+    report.figure(figures.bdmc_bounds(table), "bdmc",
+                  "forward AIS (lower bound) and reverse AIS (upper bound) against T, IS "
+                  "against K, on data simulated from the model (Grosse et al. 2015); right: "
+                  "the gap and upper bound − IS, paired over datapoints, ± standard error")
+    report.table(table, caption="ppl-vae evaluate --bdmc (mean ± stderr over the simulated "
+                                "datapoints; seconds include compilation)")
 
 
 _HEADLINE = (("log_likelihood_is", "log p(x), importance-sampled (nats)", 1.0),

@@ -12,6 +12,7 @@
 
 from ppl_vae.runs.checkpoints import TrainingProgress, training_progress
 from ppl_vae.runs.layout import (
+    BDMC_FILE,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CURVES_FILE,
@@ -57,7 +58,7 @@ from ppl_vae.runs.run import (
 )
 from ppl_vae.runs.writer import RunWriter, writer_home
 
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "CURVES_FILE", "DIAGNOSTICS_NETCDF",
+__all__ = ["BDMC_FILE", "CHECKPOINT_DIR", "CONFIG_FILE", "CURVES_FILE", "DIAGNOSTICS_NETCDF",
            "DIAGNOSTICS_STEM", "DIAGNOSTICS_TABLE", "HISTORY_FILE", "INTERPOLATIONS_FILE",
            "LATENTS_FILE", "METRICS_FILE", "OUTPUTS_FILE", "PARAMS_FILE", "RECONSTRUCTIONS_FILE",
            "REPORT_STEM", "SAMPLES_FILE", "SPEC_FILE", "SPLITS", "STEP_METRIC", "TRAVERSALS_FILE",

@@ -12,6 +12,7 @@ A run directory ``runs/NAME/`` holds::
                            resume=True)`` continues from them
     training_curves.png    CURVES_FILE (``ppl-vae train``)
     metrics.csv            METRICS_FILE (``ppl-vae evaluate``)
+    bdmc.csv               BDMC_FILE (``ppl-vae evaluate --bdmc``): bounds on simulated data
     samples.png            SAMPLES_FILE, RECONSTRUCTIONS_FILE (``ppl-vae sample``)
     reconstructions.png
     latents.csv            LATENTS_FILE, TRAVERSALS_FILE, INTERPOLATIONS_FILE (``ppl-vae
@@ -50,6 +51,7 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_DIR = "checkpoints"
 CURVES_FILE = "training_curves.png"
 METRICS_FILE = "metrics.csv"
+BDMC_FILE = "bdmc.csv"
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
 LATENTS_FILE = "latents.csv"
