@@ -35,7 +35,7 @@ from ppl_vae import __version__
 from ppl_vae.compare import cells as cells_module
 from ppl_vae.compare.cells import Cell
 from ppl_vae.compare.progress import GridProgress
-from ppl_vae.compare.provenance import dataset_sha256, resolve_source
+from ppl_vae.compare.provenance import data_sha256, resolve_source
 from ppl_vae.compare.store import CellFiles, cell_problem, unpack
 from ppl_vae.compare.summary import (
     PAIRED_COLUMNS,
@@ -113,10 +113,11 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], *, training: dict[str, Any]
     ``training`` replaces fields of every spec's ``[training]`` (the training protocol, e.g.
     ``{"patience": 5, "lr_schedule": "cosine"}``), so each cell's spec, and so its key, says
     how it was trained. A dataset path is made absolute and the data's content hash
-    (:func:`~ppl_vae.compare.provenance.dataset_sha256`) goes into every cell, so cells
+    (:func:`~ppl_vae.compare.provenance.data_sha256`) goes into every cell, so cells
     finished on other data are not reused."""
     import tomli_w
 
+    from ppl_vae.data import check_data, load
     from ppl_vae.models import load_spec
 
     loaded = [load_spec(s).with_training(**(training or {})) for s in specs]
@@ -127,9 +128,11 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], *, training: dict[str, Any]
         raise ValueError(f"two specs share a name ({', '.join(names)}): the grid keys cells by "
                          "spec name; rename one")
     settings["dataset"] = resolve_source(str(settings.get("dataset", "mnist5k")))
-    settings.setdefault("dataset_sha256", dataset_sha256(
-        settings["dataset"], images_key=settings.get("images_key"),
-        labels_key=settings.get("labels_key")))
+    raw = load(settings["dataset"], images_key=settings.get("images_key"),
+               labels_key=settings.get("labels_key"))
+    for spec in loaded:  # a spec that cannot read these data fails here, not in every cell
+        check_data(raw.values[:1], data_shape=spec.data_shape, name=raw.name)
+    settings.setdefault("dataset_sha256", data_sha256(raw))
     cells = [Cell(spec_toml=tomli_w.dumps(spec.to_dict()), spec_name=spec.name, seed=int(seed),
                   **settings) for seed in seeds for spec in loaded]
     for cell in cells[:len(loaded)]:

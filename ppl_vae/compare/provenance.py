@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ppl_vae.data.sources import BUILTIN_DATASETS, load
+from ppl_vae.data.sources import BUILTIN_DATASETS, RawData, load
 
 
 def resolve_source(source: str) -> str:
@@ -28,7 +28,11 @@ def dataset_sha256(source: str, *, images_key: str | None = None,
                    labels_key: str | None = None) -> str:
     """SHA-256 of the dataset ``source`` as :func:`ppl_vae.data.sources.load` reads it (with
     the ``.npz`` array names given)."""
-    raw = load(source, images_key=images_key, labels_key=labels_key)
+    return data_sha256(load(source, images_key=images_key, labels_key=labels_key))
+
+
+def data_sha256(raw: RawData) -> str:
+    """SHA-256 of loaded data: values and labels with their dtypes and shapes."""
     digest = hashlib.sha256()
     for array in (raw.values, raw.labels):
         if array is None:

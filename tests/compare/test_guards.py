@@ -179,3 +179,17 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def test_a_spec_that_cannot_read_the_data_is_refused_before_any_cell(tmp_path, capsys):
+    """A 784-pixel spec on the 64-pixel digits fails once, up front (exit 2, one line naming
+    both sizes), instead of every cell failing twice; nothing is written."""
+    from ppl_vae.data import DataError
+
+    with pytest.raises(DataError, match="64 values per datapoint but the spec expects 784"):
+        plan(["gaussian_gaussian"], [0], dataset="digits")
+    out = tmp_path / "out"
+    code = main(["compare", "gaussian_gaussian", "--dataset", "digits", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "expects 784" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
