@@ -28,7 +28,8 @@ better resolved than two separate means. Reported:
 
 Verdicts (:mod:`ppl_vae.diagnostics.verdicts`, the run report's and ``diagnose``'s rule) of
 each spec's mean k̂ fractions and importance ESS flag its :data:`IMPORTANCE_METRICS` rows
-(``flag``, ``flag_reason``); a figure flagged "bad" is never marked best.
+(``flag``, ``flag_reason``); a figure flagged "bad" is never marked best, and when the best
+figure of a row is flagged "bad" no figure of that row is (a worse one is not promoted).
 """
 
 from __future__ import annotations
@@ -104,9 +105,9 @@ def summarize(table: pd.DataFrame, per_datapoint: pd.DataFrame | None = None) ->
     """Per spec and metric of a tidy grid table (spec, seed, metric, value, stderr,
     stderr_source; ``per_datapoint``: the cells' per-datapoint log p(x), stacked with spec
     and seed): the mean over seeds, its standard errors (:data:`SUMMARY_COLUMNS`, the module
-    docstring), the number of seeds, the importance flag, and ``best`` (the best unflagged
-    spec's mean for metrics with a direction, :data:`HIGHER_IS_BETTER` /
-    :data:`LOWER_IS_BETTER`)."""
+    docstring), the number of seeds, the importance flag, and ``best`` (the best spec's mean
+    for metrics with a direction, :data:`HIGHER_IS_BETTER` / :data:`LOWER_IS_BETTER`; none
+    when that figure is flagged "bad")."""
     flags = {spec: importance_verdict(rows) for spec, rows in table.groupby("spec", sort=False)}
     rows = []
     for (spec, metric), group in table.groupby(["spec", "metric"], sort=False):
@@ -124,12 +125,13 @@ def summarize(table: pd.DataFrame, per_datapoint: pd.DataFrame | None = None) ->
                      "flag": verdict.level if flagged else "",
                      "flag_reason": verdict.text if flagged else ""})
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    for metric, group in out[out["flag"] != "bad"].groupby("metric"):
+    for metric, group in out.groupby("metric"):
         means = group["mean"]
-        if metric in HIGHER_IS_BETTER and means.notna().any():
-            out.loc[means.idxmax(), "best"] = True
-        elif metric in LOWER_IS_BETTER and means.notna().any():
-            out.loc[means.idxmin(), "best"] = True
+        if not means.notna().any() or metric not in HIGHER_IS_BETTER | LOWER_IS_BETTER:
+            continue
+        best = means.idxmax() if metric in HIGHER_IS_BETTER else means.idxmin()
+        # a best figure whose estimator is unreliable is not called best (nor is the runner-up)
+        out.loc[best, "best"] = out.loc[best, "flag"] != "bad"
     return out
 
 

@@ -466,7 +466,7 @@ def summary_wide(summary: pd.DataFrame, marker: str = "★") -> pd.DataFrame:
 
 SUMMARY_CAPTION = ("mean ± standard error of the mean over seeds and datapoints combined "
                    "(in quadrature; seeds alone for figures without a per-datapoint error); "
-                   "{marker} best per row among figures not flagged bad; [bad] / [caution]: "
+                   "{marker} best per row, none where the best is flagged bad; [bad] / [caution]: "
                    "the importance verdict (PSIS k̂, ESS) of that spec; per-source terms in "
                    "summary.csv")
 

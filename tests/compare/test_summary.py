@@ -66,9 +66,10 @@ def test_within_and_combined_errors_follow_their_sources():
 
 
 def test_a_spec_flagged_bad_by_its_importance_weights_gets_no_star():
-    """b has the higher log p(x) but k̂ > 0.7 on 90% of its images: flagged bad, so the
-    best mark goes to a (k̂ fine, ESS 150 of 1000: good); the flag rides on the importance
-    figures only, and the wide table shows it beside the figure."""
+    """b has the higher log p(x) but k̂ > 0.7 on 90% of its images: flagged bad, so its
+    figure gets no best mark, and neither does a's worse one (a worse figure is not promoted
+    because a better one is unreliable); the flag rides on the importance figures only, and
+    the wide table shows it beside the figure."""
     from ppl_vae.reports.pages import summary_wide
 
     table = pd.concat([
@@ -81,11 +82,19 @@ def test_a_spec_flagged_bad_by_its_importance_weights_gets_no_star():
     summary = summarize(table).set_index(["spec", "metric"])
     assert summary.loc[("b", "log_px"), "flag"] == "bad"
     assert "90% unreliable" in summary.loc[("b", "log_px"), "flag_reason"]
-    assert summary.loc[("a", "log_px"), "best"] and not summary.loc[("b", "log_px"), "best"]
+    assert not summary.loc[("a", "log_px"), "best"] and not summary.loc[("b", "log_px"), "best"]
     assert summary.loc[("b", "elbo"), "flag"] == "" and summary.loc[("b", "elbo"), "best"]
     wide = summary_wide(summary.reset_index()).set_index("metric")
     assert wide.loc["log p(x), nats", "b"].endswith("[bad]")
-    assert wide.loc["log p(x), nats", "a"].endswith("★")
+    assert not wide.loc["log p(x), nats", "a"].endswith("★")
+    # only caution (5% of images unreliable): the best figure keeps its mark, with the flag
+    table.loc[(table["spec"] == "b") & (table["metric"] == "khat_unreliable_fraction"),
+              "value"] = 0.05
+    summary = summarize(table).set_index(["spec", "metric"])
+    assert summary.loc[("b", "log_px"), "flag"] == "caution" and summary.loc[("b", "log_px"),
+                                                                             "best"]
+    wide = summary_wide(summary.reset_index()).set_index("metric")
+    assert wide.loc["log p(x), nats", "b"].endswith("[caution] ★")
 
 
 def _points(spec, seed, values, rows=None):
