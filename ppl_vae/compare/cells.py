@@ -60,7 +60,7 @@ class Cell:
     """A (spec, seed) pair with the data, budget and evaluation settings shared by a grid.
 
     ``dataset_sha256`` is the content hash of ``dataset``
-    (:func:`ppl_vae.compare.provenance.dataset_sha256`; empty: not checked)."""
+    (:func:`ppl_vae.data.provenance.dataset_sha256`; empty: not checked)."""
 
     spec_toml: str
     spec_name: str
@@ -136,8 +136,8 @@ def run_cell(cell: Cell, root: str | Path, *, threads: int = 1,
     CPU threads. The result's ``ran_on`` records the host, the Ray node ``node_id`` (None
     off Ray), the device, the threads and the folder the cell ran in."""
     from ppl_vae import runs
-    from ppl_vae.compare.provenance import dataset_sha256
     from ppl_vae.data import prepare
+    from ppl_vae.data.provenance import dataset_sha256
     from ppl_vae.models import build
     from ppl_vae.training import fit
 

@@ -35,7 +35,6 @@ from ppl_vae import __version__
 from ppl_vae.compare import cells as cells_module
 from ppl_vae.compare.cells import Cell
 from ppl_vae.compare.progress import GridProgress
-from ppl_vae.compare.provenance import data_sha256, resolve_source
 from ppl_vae.compare.store import CellFiles, cell_problem, unpack
 from ppl_vae.compare.summary import (
     PAIRED_COLUMNS,
@@ -43,6 +42,7 @@ from ppl_vae.compare.summary import (
     paired_differences,
     summarize,
 )
+from ppl_vae.data.provenance import data_sha256, resolve_source
 from ppl_vae.io import describe_entries, write_csv_tables, write_json
 from ppl_vae.models.conditioning import require_unconditioned
 
@@ -113,7 +113,7 @@ def plan(specs: Sequence[Any], seeds: Sequence[int], *, training: dict[str, Any]
     ``training`` replaces fields of every spec's ``[training]`` (the training protocol, e.g.
     ``{"patience": 5, "lr_schedule": "cosine"}``), so each cell's spec, and so its key, says
     how it was trained. A dataset path is made absolute and the data's content hash
-    (:func:`~ppl_vae.compare.provenance.data_sha256`) goes into every cell, so cells
+    (:func:`~ppl_vae.data.provenance.data_sha256`) goes into every cell, so cells
     finished on other data are not reused."""
     import tomli_w
 

@@ -6,6 +6,8 @@ the prepared splits (:func:`splits_digest`). A command that rebuilds the data re
 at the recorded path (not relative to today's working folder), refuses a file whose content
 changed (:func:`check_source`) and refuses splits that come out different
 (:func:`check_splits`: another split seed, fractions or binarization than the run's).
+A comparison grid keys its cells by the loaded data's hash (:func:`data_sha256`) and reads a
+dataset path made absolute (:func:`resolve_source`), so every process reads the same file.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ppl_vae.data.checks import DataError
-from ppl_vae.data.sources import BUILTIN_DATASETS
+from ppl_vae.data.sources import BUILTIN_DATASETS, RawData, load
 from ppl_vae.data.transforms import SPLIT_NAMES
 
 _BLOCK = 1 << 20
@@ -63,16 +67,43 @@ def check_source(record: dict[str, Any], where: str) -> str:
     return str(path)
 
 
-def splits_digest(splits: Any) -> str:
-    """SHA-256 of the prepared train, valid and test arrays and labels (shapes, dtypes and
-    bytes)."""
+def arrays_sha256(named: Any) -> str:
+    """SHA-256 of ``(name, array)`` pairs: each array's name, shape, dtype and bytes, in order
+    (``None`` arrays are skipped)."""
     digest = hashlib.sha256()
-    for name in SPLIT_NAMES:
-        for array in (getattr(splits, name), getattr(splits, f"{name}_labels", None)):
-            if array is not None:
-                digest.update(f"{name}{array.shape}{array.dtype}".encode())
-                digest.update(array.tobytes())
+    for name, array in named:
+        if array is not None:
+            digest.update(f"{name}{array.shape}{array.dtype}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def splits_digest(splits: Any) -> str:
+    """SHA-256 of the prepared train, valid and test arrays and labels."""
+    return arrays_sha256((name, array) for name in SPLIT_NAMES
+                         for array in (getattr(splits, name),
+                                       getattr(splits, f"{name}_labels", None)))
+
+
+def data_sha256(raw: RawData) -> str:
+    """SHA-256 of loaded data (values and labels): names the data, not the file, so the same
+    built-in set hashes the same on every node."""
+    return arrays_sha256((("values", raw.values), ("labels", raw.labels)))
+
+
+def dataset_sha256(source: str, *, images_key: str | None = None,
+                   labels_key: str | None = None) -> str:
+    """:func:`data_sha256` of the dataset ``source`` as :func:`ppl_vae.data.sources.load`
+    reads it (with the ``.npz`` array names given)."""
+    return data_sha256(load(source, images_key=images_key, labels_key=labels_key))
+
+
+def resolve_source(source: str) -> str:
+    """A built-in name as given; a path made absolute, so every process reads the same file
+    whatever its working folder."""
+    if source.lower() in BUILTIN_DATASETS:
+        return source
+    return os.path.abspath(Path(source).expanduser())
 
 
 def check_splits(splits: Any, recorded: str | None, where: str) -> None:
