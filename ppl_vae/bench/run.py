@@ -165,7 +165,8 @@ def training_section(spec: Any, x: Any, config: BenchConfig, say: Callable[[str]
             refs = [JaxReference(x, params, floor=spec.scale_floor, device=config.device,
                                  **common)]
             vae = build(spec, "numpyro", seed=0)
-        fit_loop = FitLoop(vae, x, device=config.device, **common)
+        fit_loop = FitLoop(vae, x, device=config.device,
+                           epochs=config.warmup + config.epochs, **common)
         loops[fit_loop.name] = fit_loop.run_epoch
         loops |= {ref.name: ref.run_epoch for ref in refs}
     say(f"training: {len(loops)} loops interleaved, {config.epochs} epochs after "

@@ -61,7 +61,7 @@ def _epoch_seconds(spec: Any, backend: str, x: np.ndarray, *, latent: int, batch
     from ppl_vae.bench.fit_loops import FitLoop
 
     loop = FitLoop(_vae(spec, backend, latent, device), x, batch_size=batch, learning_rate=1e-3,
-                   seed=0, device=device if backend == "pyro" else None)
+                   seed=0, epochs=repeats + 1, device=device if backend == "pyro" else None)
     return _median_seconds(loop.run_epoch, repeats)
 
 

@@ -275,75 +275,121 @@ def run_training(engine: Any, data: batches.TrainingData, plan: Plan, selection:
     parameters into the model, and :class:`DivergenceError` on a loss past the divergence
     bound; either way the last checkpoint on disk is left as it was.
     """
-    step = start.step if start else 0
-    history = History.from_csv(start.history_csv) if start else History()
-    if start is not None and "selection" in start.state:
-        selection.load_state(start.state["selection"], start.arrays)
-    lowest = _lowest_train_loss(history)
-    elapsed = float(start.state["elapsed"]) if start else 0.0
-    last_checkpoint = start.path if start else None
-    t0 = time.perf_counter() - elapsed
-    num_data = data.num_data
-    order, epoch_loaded = None, -1
-    postfix = {"loss": "", "valid": ""}
-
-    def record_valid(at: int) -> None:
-        loss = engine.evaluate(data.valid, at, data.valid_labels)
-        history.add(np.array([at]), np.array([max(at - 1, 0) // plan.steps_per_epoch]), "valid",
-                    np.array([loss]), np.array([time.perf_counter() - t0]))
-        selection.observe(at, loss, engine.get_params)
-        engine.after_validation(loss)
-        postfix["valid"] = f"{loss:.2f}"
-
-    if start is None and data.valid is not None:
-        record_valid(0)
-    bar = tqdm(total=plan.total_steps, initial=step, disable=not progress, unit="step",
-               desc=description, dynamic_ncols=True)
+    driver = TrainingDriver(engine, data, plan, selection, run_dir=run_dir, start=start,
+                            progress=progress, description=description,
+                            state_extra=state_extra, commit=commit, on_checkpoint=on_checkpoint)
     try:
-        while step < plan.total_steps and not selection.stopped:
+        driver.run_until(plan.total_steps)
+    finally:
+        driver.close()
+    return driver.outcome()
+
+
+class TrainingDriver:
+    """:func:`run_training` taken apart: set up at construction (the history, the selection
+    and the first validation of a fresh run), :meth:`run_until` a step, :meth:`outcome` at the
+    end. ``ppl-vae bench`` drives one of these an epoch at a time, so that what it times is
+    exactly the per-chunk work of ``fit``."""
+
+    def __init__(self, engine: Any, data: batches.TrainingData, plan: Plan,
+                 selection: Selection, *, run_dir: Path | None = None,
+                 start: Checkpoint | None = None, progress: bool = True,
+                 description: str = "", state_extra: dict[str, Any] | None = None,
+                 commit: Callable[[], Path] | None = None,
+                 on_checkpoint: Callable[[Path, int, Selection], None] | None = None) -> None:
+        self.engine, self.data, self.plan, self.selection = engine, data, plan, selection
+        self.run_dir, self.commit, self.on_checkpoint = run_dir, commit, on_checkpoint
+        self.state_extra = state_extra or {}
+        self.step = start.step if start else 0
+        self.history = History.from_csv(start.history_csv) if start else History()
+        if start is not None and "selection" in start.state:
+            selection.load_state(start.state["selection"], start.arrays)
+        self.lowest = _lowest_train_loss(self.history)
+        elapsed = float(start.state["elapsed"]) if start else 0.0
+        self.last_checkpoint = start.path if start else None
+        self.t0 = time.perf_counter() - elapsed
+        self.order: np.ndarray | None = None
+        self.epoch_loaded = -1
+        self.postfix = {"loss": "", "valid": ""}
+        if start is None and data.valid is not None:
+            self._record_valid(0)
+        self.bar = tqdm(total=plan.total_steps, initial=self.step, disable=not progress,
+                        unit="step", desc=description, dynamic_ncols=True)
+
+    def _record_valid(self, at: int) -> None:
+        data, engine = self.data, self.engine
+        loss = engine.evaluate(data.valid, at, data.valid_labels)
+        self.history.add(np.array([at]), np.array([max(at - 1, 0) // self.plan.steps_per_epoch]),
+                         "valid", np.array([loss]), np.array([time.perf_counter() - self.t0]))
+        self.selection.observe(at, loss, engine.get_params)
+        engine.after_validation(loss)
+        self.postfix["valid"] = f"{loss:.2f}"
+
+    def run_until(self, end_step: int) -> np.ndarray:
+        """Train chunk after chunk until step ``end_step`` (or the plan's end, or the
+        selection's stop); the per-datapoint training losses of the steps run."""
+        engine, data, plan, selection = self.engine, self.data, self.plan, self.selection
+        end_step = min(end_step, plan.total_steps)
+        ran = []
+        while self.step < end_step and not selection.stopped:
+            step = self.step
             epoch, pos = divmod(step, plan.steps_per_epoch)
-            if epoch != epoch_loaded:
-                order = batches.epoch_order(plan.seed, epoch, num_data, plan.batch_size)
+            if epoch != self.epoch_loaded:
+                self.order = batches.epoch_order(plan.seed, epoch, data.num_data,
+                                                 plan.batch_size)
                 engine.set_epoch_data(data.epoch_train(epoch), data.train_labels)
-                epoch_loaded = epoch
+                self.epoch_loaded = epoch
             end = plan.chunk_end(step)
-            result = engine.run(order[pos:pos + end - step], plan.kl_weights(step, end))
-            diverged = _first_divergent(result.losses, lowest, plan.divergence_factor)
+            result = engine.run(self.order[pos:pos + end - step], plan.kl_weights(step, end))
+            diverged = _first_divergent(result.losses, self.lowest, plan.divergence_factor)
             done = len(result.losses) if diverged is None else diverged
             steps = np.arange(step + 1, step + done + 1)
-            history.add(steps, (steps - 1) // plan.steps_per_epoch, "train",
-                        result.losses[:done], result.times[:done] - t0)
-            step += done
-            bar.update(done)
+            self.history.add(steps, (steps - 1) // plan.steps_per_epoch, "train",
+                             result.losses[:done], result.times[:done] - self.t0)
+            ran.append(result.losses[:done])
+            self.step = step = step + done
+            self.bar.update(done)
             if result.failure is not None or diverged is not None:
                 engine.finalize()
-                stop = (_non_finite(result.failure, step + 1, epoch, plan, last_checkpoint,
-                                    history.frame(), run_dir) if diverged is None else
-                        _divergent(result.losses, diverged, lowest, step + 1,
-                                   step + len(result.losses) - done, plan, last_checkpoint,
-                                   history.frame(), run_dir))
-                raise stop
-            lowest = min(lowest, float(np.min(result.losses, initial=np.inf)))
-            postfix["loss"] = f"{float(np.mean(result.losses)):.2f}"
+                frame = self.history.frame()
+                raise (_non_finite(result.failure, step + 1, epoch, plan, self.last_checkpoint,
+                                   frame, self.run_dir) if diverged is None else
+                       _divergent(result.losses, diverged, self.lowest, step + 1,
+                                  step + len(result.losses) - done, plan,
+                                  self.last_checkpoint, frame, self.run_dir))
+            self.lowest = min(self.lowest, float(np.min(result.losses, initial=np.inf)))
+            self.postfix["loss"] = f"{float(np.mean(result.losses)):.2f}"
             if data.valid is not None and plan.is_due(step, plan.eval_every):
-                record_valid(step)
-            bar.set_postfix({k: v for k, v in postfix.items() if v}, refresh=False)
-            if run_dir is not None and (plan.is_due(step, plan.checkpoint_every)
-                                        or selection.stopped):
-                last_checkpoint = save(engine, run_dir, step, history, selection,
-                                       time.perf_counter() - t0, state_extra or {})
-                if commit is not None:
-                    run_dir, commit = commit(), None
-                    last_checkpoint = run_dir / CHECKPOINT_DIR / last_checkpoint.name
-                if on_checkpoint is not None:
-                    on_checkpoint(run_dir, step, selection)
-    finally:
-        bar.close()
-    engine.finalize()
-    if selection.best_params is not None:
-        engine.vae.set_params(selection.best_params)
-    return TrainingOutcome(history=history.frame(selection.kept_step(step)), steps=step,
-                           seconds=time.perf_counter() - t0, selection=selection)
+                self._record_valid(step)
+            self.bar.set_postfix({k: v for k, v in self.postfix.items() if v}, refresh=False)
+            if self.run_dir is not None and (plan.is_due(step, plan.checkpoint_every)
+                                             or selection.stopped):
+                self._checkpoint()
+        return np.concatenate(ran) if ran else np.zeros(0)
+
+    def _checkpoint(self) -> None:
+        self.last_checkpoint = save(self.engine, self.run_dir, self.step, self.history,
+                                    self.selection, time.perf_counter() - self.t0,
+                                    self.state_extra)
+        if self.commit is not None:
+            self.run_dir, self.commit = self.commit(), None
+            self.last_checkpoint = self.run_dir / CHECKPOINT_DIR / self.last_checkpoint.name
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.run_dir, self.step, self.selection)
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        self.bar.close()
+
+    def outcome(self) -> TrainingOutcome:
+        """Put the kept parameters into the model; the history, steps, seconds, selection."""
+        self.engine.finalize()
+        selection = self.selection
+        if selection.best_params is not None:
+            self.engine.vae.set_params(selection.best_params)
+        return TrainingOutcome(history=self.history.frame(selection.kept_step(self.step)),
+                               steps=self.step, seconds=time.perf_counter() - self.t0,
+                               selection=selection)
 
 
 def save(engine: Any, run_dir: Path, step: int, history: History, selection: Selection,

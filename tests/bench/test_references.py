@@ -29,7 +29,8 @@ def test_torch_reference_reproduces_fit_on_pyro(x):
     init = ppl_vae.models.init_params(SPEC, seed=0)
     refs = {fused: TorchReference(x, init, floor=SPEC.scale_floor, device="cpu",
                                   fused_adam=fused, **common) for fused in (True, False)}
-    fit_loop = FitLoop(ppl_vae.models.build(SPEC, "pyro", seed=0), x, device="cpu", **common)
+    fit_loop = FitLoop(ppl_vae.models.build(SPEC, "pyro", seed=0), x, device="cpu", epochs=2,
+                       **common)
     ours = _losses(fit_loop)
     np.testing.assert_allclose(_losses(refs[True]), ours, rtol=1e-5)
     assert not np.array_equal(_losses(refs[False]), ours)
@@ -43,7 +44,7 @@ def test_jax_reference_trains_like_fit_on_numpyro(x):
     common = dict(batch_size=64, learning_rate=1e-3, seed=0)
     ref = JaxReference(x, ppl_vae.models.init_params(SPEC, seed=0), floor=SPEC.scale_floor,
                        **common)
-    fit_loop = FitLoop(ppl_vae.models.build(SPEC, "numpyro", seed=0), x, **common)
+    fit_loop = FitLoop(ppl_vae.models.build(SPEC, "numpyro", seed=0), x, epochs=2, **common)
     ours, theirs = _losses(fit_loop), _losses(ref)
     np.testing.assert_allclose(theirs, ours, rtol=0.03)
     assert theirs[1] < 0.8 * theirs[0] and ours[1] < 0.8 * ours[0]
