@@ -98,7 +98,11 @@ class TorchOps(ArrayOps):
 
     @staticmethod
     def one_hot(like: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-        return F.one_hot(labels.long(), n).to(dtype=like.dtype, device=like.device)
+        # a comparison, not F.one_hot, which reads the labels' range back to the host (labels
+        # are checked where they enter: ppl_vae.models.conditioning.check_labels); so a
+        # recorded ELBO (ppl_vae.training.pyro_replay) can take labels as an input
+        classes = torch.arange(n, device=labels.device)
+        return (labels.long().unsqueeze(-1) == classes).to(dtype=like.dtype, device=like.device)
 
     @staticmethod
     def take_level(table: torch.Tensor, level: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,11 @@
 One step is what ``pyro.infer.SVI.step`` does — ``elbo.loss_and_grads`` on the minibatch with
 the parameters it touches captured, the ``PyroOptim`` update of those with a gradient, zeroed
 gradients — with one difference: the loss and the gradients are checked for non-finite values
-*before* the update, so a bad step never touches the parameters.
+*before* the update, so a bad step never touches the parameters. For the single-sample
+reparameterized ELBO (``Trace_ELBO``, the default estimator) the programs are recorded once as
+a graph of torch operations and the graph is replayed each step
+(:mod:`ppl_vae.training.pyro_replay`): the same objective and random stream without Pyro's
+per-step machinery; :attr:`PyroEngine.replay` says whether a run uses it, and why not.
 
 Parameters an estimator adds outside the VAE (a baseline's per-datapoint averages, a neural
 baseline's network) are saved in checkpoints by their param-store names and put back on resume.
@@ -40,6 +44,7 @@ from ppl_vae.models.pyro_backend import resolve_device
 from ppl_vae.runs import CheckpointError
 from ppl_vae.runs.checkpoints import decode_tree, encode_tree
 from ppl_vae.training import loop
+from ppl_vae.training.pyro_replay import RecordedELBO, record_elbo
 from ppl_vae.training.schedules import LRSchedule
 
 
@@ -310,6 +315,10 @@ class PyroEngine(loop.Engine):
         self._extra: set[str] = set()
         self._num_captured = 0
         self._pending: dict[str, torch.Tensor] = {}
+        self._recorded: RecordedELBO | str | None = None  # str: why it cannot be recorded
+        self.replay: str | None = None
+        """None while the steps replay the recorded ELBO (:mod:`ppl_vae.training.pyro_replay`);
+        else why the programs run at every step."""
         for name in [n for n in store.keys() if is_baseline_average(n)]:
             del store[name]  # a fresh run starts its baselines at zero
 
@@ -331,12 +340,18 @@ class PyroEngine(loop.Engine):
                                     category=UserWarning)
             if self._pending:
                 self._restore_extras()
-            captured: list[torch.Tensor] | None = None
+            recorded = self._recording(chunk[0], idx_t[0], None if labels is None else labels[0],
+                                       weights)
+            captured: list[torch.Tensor] | None = None if recorded is None else recorded.params
             for i in range(idx_t.shape[0]):
                 ib, xb = idx_t[i], chunk[i]
                 cb = None if labels is None else labels[i]
                 kw = {} if weights is None else {"kl_weight": weights[i]}
-                if captured is None:
+                if recorded is not None:
+                    loss_t = recorded(xb, ib, cb)
+                    loss_t.backward()
+                    loss = loss_t.item()
+                elif captured is None:
                     # what SVI.step optimizes: the parameters the step touched, captured once
                     # per chunk (the programs touch the same ones every step)
                     with poutine.trace(param_only=True) as capture:
@@ -365,6 +380,24 @@ class PyroEngine(loop.Engine):
                 losses.append(loss / num_data)
                 times.append(time.perf_counter())
         return loop.ChunkResult(np.asarray(losses), np.asarray(times), None)
+
+    def _recording(self, x: torch.Tensor, idx: torch.Tensor, c: torch.Tensor | None,
+                   weights: list[float] | None) -> RecordedELBO | None:
+        """The recorded ELBO for minibatches like ``x`` (recorded at the first chunk, again if
+        the shapes change), or None where the programs must run (:attr:`replay` says why)."""
+        elbo = self.elbo
+        if type(elbo) is not pyro.infer.Trace_ELBO or elbo.num_particles != 1:
+            self.replay = (f"only the single-sample Trace_ELBO is recorded, this run's ELBO is "
+                           f"a {type(elbo).__name__} with "
+                           f"{getattr(elbo, 'num_particles', '?')} particle(s)")
+        elif weights is not None:
+            self.replay = "a KL weight per step runs the programs"
+        elif self._recorded is None or (not isinstance(self._recorded, str)
+                                        and not self._recorded.fits(x, idx, c)):
+            self._recorded = record_elbo(self.vae, self.guide, self.num_data, x, idx, c)
+        if isinstance(self._recorded, str):
+            self.replay = self._recorded
+        return None if self.replay is not None else self._recorded
 
     def evaluate(self, x: np.ndarray, step: int, c: np.ndarray | None = None) -> float:
         """Per-datapoint loss (negative objective) on held-out ``x`` (labels ``c``), own RNG
