@@ -10,7 +10,9 @@ once under ``torch.fx.experimental.proxy_tensor.make_fx``, which records the ope
 :class:`RecordedELBO` then calls that graph instead of the programs. Autograd differentiates the
 replayed operations as it would the programs'; a draw is an operation of the graph
 (``normal_`` on a fresh tensor), so each replay draws new noise from torch's generator, in the
-programs' order: a replayed step consumes the generator exactly as a Pyro step does.
+programs' order: a replayed step consumes the generator exactly as a Pyro step does. A tensor
+the programs read that is neither a parameter nor an input is recorded as a constant: right for
+fixed tensors, the only ones the zoo's programs read (a flow's autoregressive masks).
 
 The objective is ``Trace_ELBO``'s for a guide whose sites are all reparameterized, from the
 traces Pyro's own ``get_importance_trace`` builds (subsample sites pruned, plate scales and masks
