@@ -4,7 +4,9 @@ Sections (each a tidy table, CSV, and all of them in ``bench.json``):
 
 ``training``    seconds per epoch of ``fit`` on Pyro and NumPyro and of the hand-written
                 PyTorch and JAX/optax loops (:mod:`ppl_vae.bench.references`), interleaved
-                epoch by epoch; ``ratios``: fit/Pyro ÷ PyTorch, fit/NumPyro ÷ JAX, Pyro ÷ NumPyro.
+                epoch by epoch within each framework; ``ratios``: fit/Pyro ÷ PyTorch,
+                fit/NumPyro ÷ JAX, and Pyro ÷ NumPyro (rounds of two blocks run one after
+                the other).
 ``throughput``  importance sampling (K particles per image) and gradient draws against the
                 matmul roofline (:mod:`ppl_vae.bench.roofline`).
 ``threads``     the torch epoch at 1 thread, all cores and the default, without and with
@@ -157,7 +159,7 @@ def training_section(spec: Any, x: Any, config: BenchConfig, say: Callable[[str]
     check_reference_spec(spec)
     params = init_params(spec, seed=0)
     common = {"batch_size": config.batch_size, "learning_rate": LEARNING_RATE, "seed": 0}
-    loops = {}
+    blocks: dict[str, dict[str, Callable[[int], object]]] = {}
     for backend in config.backends:
         if backend == "pyro":
             refs = [TorchReference(x, params, floor=spec.scale_floor, fused_adam=fused_adam,
@@ -170,11 +172,16 @@ def training_section(spec: Any, x: Any, config: BenchConfig, say: Callable[[str]
             vae = build(spec, "numpyro", seed=0)
         fit_loop = FitLoop(vae, x, device=config.device,
                            epochs=config.warmup + config.epochs, **common)
-        loops[fit_loop.name] = fit_loop.run_epoch
-        loops |= {ref.name: ref.run_epoch for ref in refs}
-    say(f"training: {len(loops)} loops interleaved, {config.epochs} epochs after "
+        blocks[backend] = {fit_loop.name: fit_loop.run_epoch,
+                           **{ref.name: ref.run_epoch for ref in refs}}
+    # One interleaved block per framework: the first JAX loop after a torch loop measured
+    # 10-20% slower every time (a rotation kept fit on NumPyro there in every round), so no
+    # block switches framework; Pyro / NumPyro pairs the rounds of two blocks run back to back.
+    loops = {name: run for block in blocks.values() for name, run in block.items()}
+    say(f"training: {len(loops)} loops interleaved by framework, {config.epochs} epochs after "
         f"{config.warmup} warm-up, {len(x)} images, batch {config.batch_size}")
-    times = interleave(loops, rounds=config.epochs, warmup=config.warmup)
+    times = pd.concat([interleave(block, rounds=config.epochs, warmup=config.warmup)
+                       for block in blocks.values()], ignore_index=True)
     pairs = [(a, b) for a, b in PAIRS if a in loops and b in loops]
     training, ratios = summarize(times, pairs)
     training["images_per_s"] = len(x) // config.batch_size * config.batch_size \
