@@ -93,7 +93,7 @@ def record_elbo(vae: Any, guide: Any, num_data: int, x: torch.Tensor, idx: torch
              if site["type"] == "sample" and not site["is_observed"]
              and not getattr(site["fn"], "has_rsample", False)]
     if score:
-        return (f"guide sites without rsample need a score term: {', '.join(score)}")
+        return f"guide sites without rsample need a score term: {', '.join(score)}"
     graph.graph.eliminate_dead_code()
     graph.recompile()
     for name in names:  # in Pyro's param store, as a run of the programs leaves them
