@@ -246,7 +246,10 @@ def test_iwae_theta_gradient_goes_from_the_elbo_to_log_px_as_k_grows(backend):
     vae = vaes[backend == "numpyro"]
     grad_elbo, grad_log_px = exact_decoder_gradients(vae, x, ppca)
     gap = np.abs(grad_elbo - grad_log_px)
-    draws = 4000 if backend == "numpyro" else 1000
+    # 1000 draws on both backends: max gap / se1 measured 18.5 (Pyro) and 17.7 (NumPyro),
+    # above the 2Z = 10 that tells K = 1 from log p(x); at K = 128 (250 draws) the distance to
+    # the ELBO's gradient is 18.3 > Z units of (se + 5% of the gap) on both backends.
+    draws = 1000
     for estimator in ("iwae", "stl"):  # at K = 1 the ELBO's θ-gradient, exactly in mean
         mean1, se1 = decoder_gradient(vae, x, estimator, 1, draws)
         assert np.all(np.abs(mean1 - grad_elbo) < Z * se1), estimator
@@ -285,7 +288,7 @@ def test_score_baseline_averages_follow_the_datapoint_on_both_backends():
         state = svi.init(jax.random.PRNGKey(0), nvae.as_tensor(x), jnp.asarray(idx))
         assert {k: v.shape for k, v in state.mutable_state.items()} == {
             baseline_average_name("gate"): (10,), baseline_average_name("slab"): (10,)}
-        state, loss = svi.update(state, nvae.as_tensor(x), jnp.asarray(idx))
+        state, loss = jax.jit(svi.update)(state, nvae.as_tensor(x), jnp.asarray(idx))
         tables["numpyro"] = {s: np.asarray(state.mutable_state[baseline_average_name(s)])
                              for s in ("gate", "slab")}
     for backend, table in tables.items():
@@ -325,8 +328,9 @@ def test_every_parameter_group_of_a_gated_model_trains(backend, estimator):
         elbo, guide = ppl_vae.models.make_elbo(vae, estimator, particles, example_batch=X)
         svi = numpyro.infer.SVI(vae.model, guide, optax.adam(lr), elbo)
         state = svi.init(jax.random.PRNGKey(0), vae.as_tensor(X))
+        update = jax.jit(svi.update)  # as the training engine runs it
         for _ in range(5):
-            state, _ = svi.update(state, vae.as_tensor(X))
+            state, _ = update(state, vae.as_tensor(X))
         after = {k: np.asarray(v) for k, v in svi.get_params(state).items()}
     for group, rows in GROUPS.items():
         moved = np.abs(rows(after) - rows(before)).max()
